@@ -1,0 +1,167 @@
+#include "vm-memory/guest_memory.h"
+
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "vm-memory/layout.h"
+
+using namespace vm_memory;
+
+namespace {
+
+std::unique_ptr<GuestMemory> TwoRegions() {
+  // [0, 64K) and [64K, 128K): adjacent, so accesses may straddle them;
+  // [1M, 1M+64K) after a gap.
+  std::vector<RegionSpec> layout = {{GuestAddress(0), 0x10000},
+                                    {GuestAddress(0x10000), 0x10000},
+                                    {GuestAddress(0x100000), 0x10000}};
+  auto mem = GuestMemory::Create(layout);
+  REQUIRE(mem.ok());
+  return std::move(*mem);
+}
+
+}  // namespace
+
+TEST_CASE("X86RamLayout leaves the MMIO hole free") {
+  auto small = X86RamLayout(256 << 20);
+  REQUIRE(small.size() == 1);
+  REQUIRE(small[0].start == GuestAddress(0));
+  REQUIRE(small[0].size == (256u << 20));
+
+  auto big = X86RamLayout(6ULL << 30);
+  REQUIRE(big.size() == 2);
+  REQUIRE(big[0].size == kMmioHoleStart);
+  REQUIRE(big[1].start == GuestAddress(kMmioHoleEnd));
+  REQUIRE(big[1].size == (6ULL << 30) - kMmioHoleStart);
+  REQUIRE(X86RamLayout(0).empty());
+}
+
+TEST_CASE("Create rejects bad layouts with a message naming the region") {
+  std::vector<RegionSpec> unaligned = {{GuestAddress(0x10), 0x1000}};
+  auto a = GuestMemory::Create(unaligned);
+  REQUIRE_FALSE(a.ok());
+  REQUIRE(a.status().message().find("0x10") != std::string::npos);
+
+  std::vector<RegionSpec> overlap = {{GuestAddress(0), 0x2000},
+                                     {GuestAddress(0x1000), 0x1000}};
+  auto b = GuestMemory::Create(overlap);
+  REQUIRE_FALSE(b.ok());
+  REQUIRE(b.status().message().find("overlaps") != std::string::npos);
+
+  std::vector<RegionSpec> empty = {{GuestAddress(0), 0}};
+  REQUIRE_FALSE(GuestMemory::Create(empty).ok());
+  REQUIRE_FALSE(GuestMemory::Create({}).ok());
+
+  std::vector<RegionSpec> wrap = {{GuestAddress(~0xfffULL), 0x2000}};
+  auto w = GuestMemory::Create(wrap);
+  REQUIRE_FALSE(w.ok());
+  REQUIRE(w.status().message().find("wraps") != std::string::npos);
+}
+
+TEST_CASE("Read and Write round-trip, including across adjacent regions") {
+  auto mem = TwoRegions();
+  std::vector<uint8_t> data(0x100);
+  std::iota(data.begin(), data.end(), 0);
+  GuestAddress straddle(0x10000 - 0x80);
+  REQUIRE(mem->Write(straddle, data).ok());
+  std::vector<uint8_t> back(0x100);
+  REQUIRE(mem->Read(straddle, back).ok());
+  REQUIRE(back == data);
+}
+
+TEST_CASE("Accesses that leave RAM fail and touch nothing") {
+  auto mem = TwoRegions();
+  std::vector<uint8_t> ones(0x20, 1);
+  // Runs off the end of the second region into the gap.
+  absl::Status s = mem->Write(GuestAddress(0x20000 - 0x10), ones);
+  REQUIRE(s.code() == absl::StatusCode::kOutOfRange);
+  REQUIRE(s.message().find("0x1fff0") != std::string::npos);
+  auto back = mem->ReadObj<uint8_t>(GuestAddress(0x20000 - 0x10));
+  REQUIRE(back.ok());
+  REQUIRE(*back == 0);  // the in-range part was not written either
+  REQUIRE(mem->CountDirtyPages() == 0);
+
+  // In the gap, past the end, and wrapping the address space.
+  REQUIRE_FALSE(mem->ReadObj<uint32_t>(GuestAddress(0x50000)).ok());
+  REQUIRE_FALSE(mem->ReadObj<uint32_t>(GuestAddress(0x110000 - 2)).ok());
+  REQUIRE_FALSE(mem->ReadObj<uint64_t>(GuestAddress(UINT64_MAX - 3)).ok());
+  REQUIRE_FALSE(mem->CheckRange(GuestAddress(0), UINT64_MAX));
+}
+
+TEST_CASE("Zero-length accesses succeed anywhere") {
+  auto mem = TwoRegions();
+  REQUIRE(mem->Read(GuestAddress(0x50000), {}).ok());
+  REQUIRE(mem->CheckRange(GuestAddress(UINT64_MAX), 0));
+}
+
+TEST_CASE("ReadObj and WriteObj at the last bytes of a region") {
+  auto mem = TwoRegions();
+  GuestAddress last(0x110000 - 8);
+  REQUIRE(mem->WriteObj<uint64_t>(last, 0x1122334455667788ULL).ok());
+  auto v = mem->ReadObj<uint64_t>(last);
+  REQUIRE(v.ok());
+  REQUIRE(*v == 0x1122334455667788ULL);
+}
+
+TEST_CASE("Writes mark exactly the touched pages dirty") {
+  auto mem = TwoRegions();
+  REQUIRE(mem->WriteObj<uint32_t>(GuestAddress(0x10000 - 2), 7).ok());
+  REQUIRE(mem->CountDirtyPages() == 2);
+  const GuestRegion* r0 = mem->FindRegion(GuestAddress(0));
+  REQUIRE(r0->dirty_bitmap().IsDirty(0xf000));
+  REQUIRE_FALSE(r0->dirty_bitmap().IsDirty(0xe000));
+  std::vector<uint8_t> sink(64);
+  REQUIRE(mem->Read(GuestAddress(0x100000), sink).ok());
+  REQUIRE(mem->CountDirtyPages() == 2);  // reads never dirty
+}
+
+TEST_CASE("GetSlices splits at region boundaries; write slices dirty pages") {
+  auto mem = TwoRegions();
+  auto slices = mem->GetSlices(GuestAddress(0xff00), 0x200, Access::kWrite);
+  REQUIRE(slices.ok());
+  REQUIRE(slices->size() == 2);
+  REQUIRE((*slices)[0].size() == 0x100);
+  REQUIRE((*slices)[1].size() == 0x100);
+  std::vector<uint8_t> pattern(0x100, 0xab);
+  (*slices)[1].CopyFrom(pattern);
+  auto b = mem->ReadObj<uint8_t>(GuestAddress(0x10000));
+  REQUIRE(*b == 0xab);
+  REQUIRE(mem->CountDirtyPages() == 2);
+  REQUIRE_FALSE(mem->GetSlices(GuestAddress(0x1fff0), 0x20, Access::kRead).ok());
+}
+
+TEST_CASE("Regions are memfds that see the guest's bytes") {
+  auto mem = TwoRegions();
+  REQUIRE(mem->WriteObj<uint32_t>(GuestAddress(0x100004), 0xdeadbeef).ok());
+  const GuestRegion* r = mem->FindRegion(GuestAddress(0x100000));
+  REQUIRE(r != nullptr);
+  uint32_t v = 0;
+  REQUIRE(::pread(r->fd(), &v, 4, 4) == 4);
+  REQUIRE(v == 0xdeadbeef);
+  struct stat st;
+  REQUIRE(::fstat(r->fd(), &st) == 0);
+  REQUIRE(static_cast<uint64_t>(st.st_size) == r->size());
+  REQUIRE(mem->regions().size() == 3);
+  REQUIRE(mem->total_size() == 0x30000);
+  REQUIRE(mem->FindRegion(GuestAddress(0x20000)) == nullptr);
+}
+
+TEST_CASE("Hugepage-backed RAM works or fails with a clear error") {
+  std::vector<RegionSpec> layout = {{GuestAddress(0), 2 << 20}};
+  MemoryOptions opts;
+  opts.hugepages = true;
+  auto mem = GuestMemory::Create(layout, opts);
+  if (mem.ok()) {
+    REQUIRE((*mem)->WriteObj<uint64_t>(GuestAddress(8), 42).ok());
+    REQUIRE((*mem)->regions()[0]->page_size() == (2u << 20));
+  } else {
+    // No hugepages reserved on this host: the error names the memfd.
+    REQUIRE(mem.status().message().find("hugetlb") != std::string::npos);
+  }
+  std::vector<RegionSpec> small = {{GuestAddress(0), 4096}};
+  REQUIRE_FALSE(GuestMemory::Create(small, opts).ok());  // not 2M-aligned
+}

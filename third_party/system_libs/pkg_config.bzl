@@ -1,0 +1,29 @@
+"""A repository rule that wraps a system library found by pkg-config.
+
+It runs `pkg-config --cflags --libs` for the given modules at fetch time and
+writes a cc_library whose linkopts are the result. Headers live in
+/usr/include and need no extra include path.
+"""
+
+def _pkg_config_library_impl(ctx):
+    args = ["pkg-config", "--libs"] + ctx.attr.modules
+    result = ctx.execute(args)
+    if result.return_code != 0:
+        fail("pkg-config failed for %s: %s" % (ctx.attr.modules, result.stderr))
+    linkopts = [f for f in result.stdout.strip().split(" ") if f]
+    cflags = ctx.execute(["pkg-config", "--cflags"] + ctx.attr.modules)
+    copts = [f for f in cflags.stdout.strip().split(" ") if f and not f.startswith("-I/usr/include")]
+    ctx.file("BUILD.bazel", """
+cc_library(
+    name = "lib",
+    copts = {copts},
+    linkopts = {linkopts},
+    visibility = ["//visibility:public"],
+)
+""".format(copts = repr(copts), linkopts = repr(linkopts)))
+
+pkg_config_library = repository_rule(
+    implementation = _pkg_config_library_impl,
+    attrs = {"modules": attr.string_list(mandatory = True)},
+    local = True,
+)

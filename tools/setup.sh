@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what kindling needs to build, test and run on Debian 12 (root).
+# Idempotent: apt runs only when a package is missing.
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap default-jdk-headless linux-libc-dev pkg-config python3 git
+  g++ clang libclang-rt-14-dev
+  libabsl-dev libboost-dev libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc catch2
+  liburing-dev zlib1g-dev libzstd-dev
+  qemu-system-x86 qemu-utils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets everything up, builds, and runs every kindling test.
+# Last line: `N passed, N failed, N skipped`. Exit status 0 iff none failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./tools/setup.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+bazel test //... -k --test_output=errors 2>&1 | tee "$out/bazel.log"
+# Coverage-guided fuzzing with libFuzzer for a short budget per target.
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./tools/fuzz/run_fuzzers.sh "$out/extra.txt" \
+  2>&1 | tail -n 40
+testlogs=$(bazel info bazel-testlogs 2>/dev/null)
+bazel shutdown >/dev/null 2>&1
+python3 tools/ci/summarize.py "$out/bazel.log" "$testlogs" "$out/extra.txt"
