@@ -1,0 +1,82 @@
+"""Test guests: freestanding PVH ELF files, and their QEMU reference tests.
+
+kindling_guest(name, srcs) builds `<name>.elf` (target `:<name>.elf`, also
+reachable as `:<name>`) from the guest's C files plus the runtime in
+runtime/, with gcc called directly: the guest is not a host program, so the
+host C++ toolchain's flags (PIC, stack protector, libc) must not apply.
+
+kindling_guest_qemu_test(name, guest, expect, ...) boots the guest under
+qemu-system-x86_64 (TCG) and checks its output against an expect file; see
+qemu_test.sh.
+"""
+
+GUEST_CFLAGS = [
+    "-std=gnu11",
+    "-ffreestanding",
+    "-fno-pic",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-mno-red-zone",
+    "-mgeneral-regs-only",
+    "-O2",
+    "-g",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+]
+
+GUEST_LDFLAGS = [
+    "-nostdlib",
+    "-static",
+    "-no-pie",
+    "-Wl,--build-id=none",
+    "-Wl,--no-warn-rwx-segments",
+    "-Wl,-z,max-page-size=4096",
+    "-Wl,--fatal-warnings",
+]
+
+_RUNTIME_SRCS = "//tests/guests/runtime:sources"
+_RUNTIME_HDRS = "//tests/guests/runtime:headers"
+_LD = "//tests/guests:guest.ld"
+
+def kindling_guest(name, srcs, visibility = None):
+    native.genrule(
+        name = name,
+        srcs = srcs + [_RUNTIME_SRCS, _RUNTIME_HDRS, _LD],
+        outs = [name + ".elf"],
+        cmd = " ".join([
+            "gcc",
+            " ".join(GUEST_CFLAGS + GUEST_LDFLAGS),
+            "-I$$(dirname $$(echo $(locations %s) | cut -d' ' -f1))" % _RUNTIME_HDRS,
+            "-Wl,-T,$(location %s)" % _LD,
+            "$(locations %s)" % _RUNTIME_SRCS,
+            " ".join(["$(location %s)" % s for s in srcs]),
+            "-o $@",
+        ]),
+        visibility = visibility,
+    )
+
+def kindling_guest_qemu_test(
+        name,
+        guest,
+        expect,
+        machine = None,
+        memory = None,
+        qemu_args = [],
+        timeout_s = 60,
+        size = "small",
+        tags = []):
+    args = ["--timeout", str(timeout_s)]
+    if machine:
+        args += ["--machine", machine]
+    if memory:
+        args += ["--memory", memory]
+    args += ["$(location %s)" % guest, "$(location %s)" % expect]
+    native.sh_test(
+        name = name,
+        srcs = ["//tests/guests:qemu_test.sh"],
+        data = [guest, expect],
+        args = args + (["--"] + qemu_args if qemu_args else []),
+        size = size,
+        tags = tags,
+    )
