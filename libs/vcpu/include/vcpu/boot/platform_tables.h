@@ -1,0 +1,56 @@
+// Firmware tables that tell a guest which CPUs and interrupt controllers it
+// has: the Intel MP table and ACPI (RSDP, XSDT, FADT, MADT, DSDT).
+//
+//   PlatformConfig cfg{.num_cpus = 4};
+//   RETURN_IF_ERROR(WriteMpTable(mem, cfg));
+//   ASSIGN_OR_RETURN(uint64_t rsdp, WriteAcpiTables(mem, cfg));
+//
+// Devices that must appear in the DSDT (virtio-mmio, LNRO0005) are passed
+// as `dsdt_devices`; each becomes a Device with a memory and IRQ resource.
+#ifndef VCPU_BOOT_PLATFORM_TABLES_H_
+#define VCPU_BOOT_PLATFORM_TABLES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "vm-memory/guest_memory.h"
+
+namespace vcpu::boot {
+
+inline constexpr uint32_t kMaxCpus = 254;  // xAPIC IDs; 255 is broadcast
+
+struct MmioDeviceDescription {
+  std::string hid;  // e.g. "LNRO0005" for virtio-mmio
+  uint64_t address = 0;
+  uint32_t size = 0;
+  uint32_t irq = 0;  // GSI
+};
+
+struct PlatformConfig {
+  uint32_t num_cpus = 1;
+  // Whether the guest has an 8259 PIC (full in-kernel irqchip) — sets the
+  // MADT PCAT_COMPAT flag and MP ExtINT routing.
+  bool has_pic = true;
+  std::vector<MmioDeviceDescription> dsdt_devices;
+};
+
+// Builds the ACPI tables at the RSDP/tables addresses in boot/layout.h and
+// returns the RSDP's guest address.
+absl::StatusOr<uint64_t> WriteAcpiTables(vm_memory::GuestMemory& mem,
+                                         const PlatformConfig& config);
+absl::Status WriteMpTable(vm_memory::GuestMemory& mem,
+                          const PlatformConfig& config);
+
+// The byte that makes `data` sum to zero (ACPI and MP checksums).
+uint8_t ChecksumByte(const uint8_t* data, size_t len);
+
+// The table bytes themselves (for tests and fuzzing); `base` is where the
+// first table will live in guest memory.
+std::vector<uint8_t> BuildMadt(const PlatformConfig& config);
+std::vector<uint8_t> BuildDsdt(const PlatformConfig& config);
+
+}  // namespace vcpu::boot
+
+#endif  // VCPU_BOOT_PLATFORM_TABLES_H_

@@ -1,0 +1,148 @@
+#include "vcpu/boot/platform_tables.h"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "vcpu/boot/layout.h"
+#include "vm-memory/layout.h"
+
+using namespace vcpu::boot;
+using vm_memory::GuestAddress;
+
+namespace {
+
+std::unique_ptr<vm_memory::GuestMemory> Ram() {
+  auto mem = vm_memory::GuestMemory::Create(vm_memory::X86RamLayout(16 << 20));
+  REQUIRE(mem.ok());
+  return std::move(*mem);
+}
+
+std::vector<uint8_t> ReadBytes(vm_memory::GuestMemory& m, uint64_t a, size_t n) {
+  std::vector<uint8_t> v(n);
+  REQUIRE(m.Read(GuestAddress(a), v).ok());
+  return v;
+}
+
+uint8_t Sum(const std::vector<uint8_t>& v) {
+  uint8_t s = 0;
+  for (uint8_t b : v) s += b;
+  return s;
+}
+
+template <typename T>
+T At(const std::vector<uint8_t>& v, size_t off) {
+  T x;
+  std::memcpy(&x, v.data() + off, sizeof(T));
+  return x;
+}
+
+// Follows RSDP -> XSDT and returns each table by signature.
+std::map<std::string, std::vector<uint8_t>> Tables(vm_memory::GuestMemory& m,
+                                                   uint64_t rsdp_addr) {
+  auto rsdp = ReadBytes(m, rsdp_addr, 36);
+  REQUIRE(std::memcmp(rsdp.data(), "RSD PTR ", 8) == 0);
+  REQUIRE(Sum({rsdp.begin(), rsdp.begin() + 20}) == 0);
+  REQUIRE(Sum(rsdp) == 0);
+  uint64_t xsdt_addr = At<uint64_t>(rsdp, 24);
+  auto xh = ReadBytes(m, xsdt_addr, 36);
+  auto xsdt = ReadBytes(m, xsdt_addr, At<uint32_t>(xh, 4));
+  REQUIRE(Sum(xsdt) == 0);
+  std::map<std::string, std::vector<uint8_t>> out;
+  for (size_t off = 36; off < xsdt.size(); off += 8) {
+    uint64_t a = At<uint64_t>(xsdt, off);
+    auto h = ReadBytes(m, a, 36);
+    auto t = ReadBytes(m, a, At<uint32_t>(h, 4));
+    REQUIRE(Sum(t) == 0);
+    out[std::string(t.begin(), t.begin() + 4)] = t;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("ACPI: valid checksums, one LAPIC per CPU, DSDT via FADT") {
+  auto mem = Ram();
+  PlatformConfig cfg;
+  cfg.num_cpus = 4;
+  auto rsdp = WriteAcpiTables(*mem, cfg);
+  REQUIRE(rsdp.ok());
+  REQUIRE(*rsdp == kRsdpAddress);
+  auto tables = Tables(*mem, *rsdp);
+  REQUIRE(tables.count("FACP") == 1);
+  REQUIRE(tables.count("APIC") == 1);
+  const auto& madt = tables["APIC"];
+  REQUIRE(At<uint32_t>(madt, 36) == kLapicAddress);
+  int lapics = 0;
+  for (size_t off = 44; off < madt.size(); off += madt[off + 1]) {
+    REQUIRE(madt[off + 1] >= 2);
+    if (madt[off] == 0) {
+      REQUIRE(madt[off + 3] == lapics);  // APIC ID
+      ++lapics;
+    }
+  }
+  REQUIRE(lapics == 4);
+  const auto& fadt = tables["FACP"];
+  REQUIRE(fadt.size() == 276);
+  uint64_t dsdt_addr = At<uint64_t>(fadt, 140);
+  auto dh = ReadBytes(*mem, dsdt_addr, 36);
+  REQUIRE(std::memcmp(dh.data(), "DSDT", 4) == 0);
+  REQUIRE(At<uint32_t>(fadt, 112) & (1u << 20));  // HW_REDUCED_ACPI
+}
+
+TEST_CASE("DSDT describes MMIO devices with _HID and _CRS") {
+  PlatformConfig cfg;
+  cfg.dsdt_devices.push_back({"LNRO0005", 0xd0000000, 0x1000, 5});
+  auto dsdt = BuildDsdt(cfg);
+  REQUIRE(Sum(dsdt) == 0);
+  std::string text(dsdt.begin(), dsdt.end());
+  REQUIRE(text.find("LNRO0005") != std::string::npos);
+  REQUIRE(text.find("_CRS") != std::string::npos);
+  REQUIRE(text.find("_SB_") != std::string::npos);
+  size_t mem32 = text.find('\x86');
+  REQUIRE(mem32 != std::string::npos);
+  REQUIRE(At<uint32_t>(dsdt, mem32 + 4) == 0xd0000000);
+}
+
+TEST_CASE("MP table: floating pointer in the EBDA, one processor per CPU") {
+  auto mem = Ram();
+  PlatformConfig cfg;
+  cfg.num_cpus = 3;
+  REQUIRE(WriteMpTable(*mem, cfg).ok());
+  auto fp = ReadBytes(*mem, kEbdaStart, 16);
+  REQUIRE(std::memcmp(fp.data(), "_MP_", 4) == 0);
+  REQUIRE(Sum(fp) == 0);
+  uint32_t cfg_addr = At<uint32_t>(fp, 4);
+  auto hdr = ReadBytes(*mem, cfg_addr, 44);
+  REQUIRE(std::memcmp(hdr.data(), "PCMP", 4) == 0);
+  auto table = ReadBytes(*mem, cfg_addr, At<uint16_t>(hdr, 4));
+  REQUIRE(Sum(table) == 0);
+  int cpus = 0, bsp = 0;
+  size_t off = 44;
+  for (int i = 0; i < At<uint16_t>(hdr, 34); ++i) {
+    uint8_t type = table[off];
+    if (type == 0) {
+      ++cpus;
+      if (table[off + 3] & 2) ++bsp;
+      off += 20;
+    } else {
+      off += 8;
+    }
+  }
+  REQUIRE(off == table.size());
+  REQUIRE(cpus == 3);
+  REQUIRE(bsp == 1);
+}
+
+TEST_CASE("Platform tables refuse 0 or too many CPUs") {
+  auto mem = Ram();
+  PlatformConfig cfg;
+  cfg.num_cpus = 0;
+  REQUIRE_FALSE(WriteAcpiTables(*mem, cfg).ok());
+  cfg.num_cpus = kMaxCpus + 1;
+  REQUIRE_FALSE(WriteMpTable(*mem, cfg).ok());
+  cfg.num_cpus = kMaxCpus;
+  REQUIRE(WriteMpTable(*mem, cfg).ok());
+  REQUIRE(WriteAcpiTables(*mem, cfg).ok());
+}
