@@ -1,0 +1,149 @@
+#include "launcher/cli.h"
+
+#include <charconv>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace kindling {
+namespace {
+
+absl::StatusOr<uint64_t> ParseUint(const std::string& flag,
+                                   const std::string& value, uint64_t max) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " '", value, "': expected a whole number"));
+  }
+  if (v > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", value, ": at most ", max));
+  }
+  return v;
+}
+
+absl::StatusOr<bool> ParseOnOff(const std::string& flag, const std::string& value) {
+  if (value == "on") return true;
+  if (value == "off") return false;
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " '", value, "': expected on or off"));
+}
+
+}  // namespace
+
+std::string RunUsage() {
+  return R"(usage: kindling run --kernel PATH [options]
+
+Boots a microVM, streams its serial console to stdout (stdin goes to the
+guest), and exits with the guest's status.
+
+  --kernel PATH          ELF vmlinux, PVH ELF or bzImage (required)
+  --initrd PATH          initial ramdisk
+  --cmdline STR          kernel command line (default: console=ttyS0 reboot=k panic=1)
+  --cpus N               vCPUs, 1-254 (default 1)
+  --memory MIB           guest RAM in MiB (default 128)
+  --cpu-template FILE    Firecracker-format custom CPU template (JSON)
+  --pv-eoi on|off        paravirtual end-of-interrupt (default on)
+  --kvmclock on|off      --steal-time on|off   --pv-unhalt on|off
+  --pv-tlb-flush on|off  --pv-send-ipi on|off  (all default on)
+  --irqchip full|split   in-kernel LAPIC+IOAPIC+PIC, or LAPIC only (default full)
+  --hugepages            back guest RAM with 2 MiB hugepages
+  --stats                print KVM exit statistics to stderr when the VM stops
+
+Exit status: the byte the guest wrote to the debug-exit port 0xf4; 0 after a
+clean guest shutdown or reboot; 125 if kindling could not start the VM;
+126 if the guest crashed (triple fault, emulation failure); 128+N after
+signal N (SIGINT, SIGTERM).
+)";
+}
+
+absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
+  RunOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    bool has_value = false;
+    if (auto eq = flag.find('='); eq != std::string::npos && flag.rfind("--", 0) == 0) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      has_value = true;
+    }
+    auto need_value = [&]() -> absl::StatusOr<std::string> {
+      if (has_value) return value;
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+      }
+      return args[++i];
+    };
+    auto set_pv = [&](bool vcpu::PvFeatures::*field) -> absl::Status {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      auto b = ParseOnOff(flag, *v);
+      if (!b.ok()) return b.status();
+      o.vm.pv.*field = *b;
+      return absl::OkStatus();
+    };
+    absl::Status s = absl::OkStatus();
+    if (flag == "--help" || flag == "-h") {
+      o.help = true;
+    } else if (flag == "--stats") {
+      o.print_stats = true;
+    } else if (flag == "--hugepages") {
+      o.vm.hugepages = true;
+    } else if (flag == "--kernel" || flag == "--initrd" || flag == "--cmdline" ||
+               flag == "--cpu-template") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (flag == "--kernel") o.vm.kernel = *v;
+      if (flag == "--initrd") o.vm.initrd = *v;
+      if (flag == "--cmdline") o.vm.cmdline = *v;
+      if (flag == "--cpu-template") o.vm.cpu_template = *v;
+    } else if (flag == "--cpus") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      auto n = ParseUint(flag, *v, 1024);
+      if (!n.ok()) return n.status();
+      o.vm.cpus = *n;
+    } else if (flag == "--memory") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      auto n = ParseUint(flag, *v, 1ULL << 30);
+      if (!n.ok()) return n.status();
+      o.vm.memory_mib = *n;
+    } else if (flag == "--irqchip") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v == "full") {
+        o.vm.irqchip = vcpu::IrqchipMode::kFull;
+      } else if (*v == "split") {
+        o.vm.irqchip = vcpu::IrqchipMode::kSplit;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--irqchip '", *v, "': expected full or split"));
+      }
+    } else if (flag == "--pv-eoi") {
+      s = set_pv(&vcpu::PvFeatures::pv_eoi);
+    } else if (flag == "--kvmclock") {
+      s = set_pv(&vcpu::PvFeatures::kvmclock);
+    } else if (flag == "--steal-time") {
+      s = set_pv(&vcpu::PvFeatures::steal_time);
+    } else if (flag == "--pv-unhalt") {
+      s = set_pv(&vcpu::PvFeatures::pv_unhalt);
+    } else if (flag == "--pv-tlb-flush") {
+      s = set_pv(&vcpu::PvFeatures::pv_tlb_flush);
+    } else if (flag == "--pv-send-ipi") {
+      s = set_pv(&vcpu::PvFeatures::pv_send_ipi);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown option '", args[i], "' (see kindling run --help)"));
+    }
+    if (!s.ok()) return s;
+  }
+  if (!o.help && o.vm.kernel.empty()) {
+    return absl::InvalidArgumentError("--kernel is required (see kindling run --help)");
+  }
+  return o;
+}
+
+}  // namespace kindling

@@ -1,0 +1,116 @@
+// kindling: the microVM launcher. `kindling run` boots one VM in the
+// foreground for CI-style use.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "launcher/cli.h"
+#include "launcher/microvm.h"
+
+namespace {
+
+using kindling::MicroVm;
+using vcpu::VcpuRunner;
+
+constexpr int kExitLaunchFailed = 125;
+constexpr int kExitGuestCrashed = 126;
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "kindling: error: %s\n", message.c_str());
+  return kExitLaunchFailed;
+}
+
+// Feeds stdin to the guest's console until EOF.
+void ForwardStdin(MicroVm* vm) {
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    std::string_view pending(buf, n);
+    while (!pending.empty()) {
+      size_t sent = vm->SendConsoleInput(pending);
+      pending.remove_prefix(sent);
+      if (!pending.empty()) ::usleep(1000);  // the guest has not read yet
+    }
+  }
+}
+
+int Run(const std::vector<std::string>& args) {
+  auto opts = kindling::ParseRunFlags(args);
+  if (!opts.ok()) return Fail(std::string(opts.status().message()));
+  if (opts->help) {
+    std::fputs(kindling::RunUsage().c_str(), stdout);
+    return 0;
+  }
+  // Signals are taken by one thread with sigwait; block them everywhere
+  // else before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto vm = MicroVm::Create(opts->vm);
+  if (!vm.ok()) return Fail(std::string(vm.status().message()));
+  MicroVm* raw = vm->get();
+  std::thread([raw, stop_signals] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) == 0) {
+      raw->Stop({VcpuRunner::StopReason::kRequested, 128 + sig,
+                 absl::StrCat("stopped by signal ", sig)});
+    }
+  }).detach();
+  std::thread(ForwardStdin, raw).detach();
+
+  VcpuRunner::Outcome out = (*vm)->Run();
+  if (opts->print_stats) {
+    if (auto stats = (*vm)->ReadStats(); stats.ok()) {
+      for (const char* key : {"exits", "io_exits", "mmio_exits", "irq_exits",
+                              "halt_exits", "irq_injections", "insn_emulation",
+                              "irq_window_exits", "nmi_injections"}) {
+        auto it = stats->find(key);
+        if (it != stats->end()) {
+          std::fprintf(stderr, "kindling: stat %s %llu\n", key,
+                       static_cast<unsigned long long>(it->second));
+        }
+      }
+    } else {
+      std::fprintf(stderr, "kindling: stats unavailable: %s\n",
+                   std::string(stats.status().message()).c_str());
+    }
+  }
+  switch (out.reason) {
+    case VcpuRunner::StopReason::kGuestExit:
+      return out.exit_code;
+    case VcpuRunner::StopReason::kShutdown:
+      return 0;
+    case VcpuRunner::StopReason::kCrash:
+      std::fprintf(stderr, "kindling: guest crashed: %s\n", out.detail.c_str());
+      return kExitGuestCrashed;
+    case VcpuRunner::StopReason::kRequested:
+      std::fprintf(stderr, "kindling: %s\n", out.detail.c_str());
+      return out.exit_code;
+  }
+  return kExitLaunchFailed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "help") {
+    std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n",
+               args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "run") return Run({args.begin() + 1, args.end()});
+  return Fail(absl::StrCat("unknown command '", args[0], "' (try: kindling run --help)"));
+}

@@ -1,0 +1,268 @@
+#include "launcher/microvm.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kindling/status_macros.h"
+#include "vcpu/boot/boot_setup.h"
+#include "vcpu/boot/layout.h"
+#include "vcpu/boot/platform_tables.h"
+#include "vcpu/cpu_template.h"
+#include "vcpu/devices/legacy.h"
+#include "vm-memory/layout.h"
+
+namespace kindling {
+namespace {
+
+using vcpu::VcpuRunner;
+
+constexpr uint64_t kMinMemoryMib = 8;
+constexpr uint64_t kMaxKernelBytes = 512ULL << 20;
+constexpr uint64_t kMaxInitrdBytes = 2ULL << 30;
+// KVM needs three pages for the real-mode TSS and one for the identity
+// map, in guest-physical space nothing else uses.
+constexpr uint64_t kTssAddress = 0xfffbd000;
+constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
+constexpr uint32_t kSerialIrq = 4;
+constexpr uint32_t kMsrIa32MiscEnable = 0x1a0;
+constexpr uint64_t kMiscEnableFastStrings = 1;
+
+uint64_t HostMemoryMib() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemTotal:") return kib / 1024;
+    in.ignore(1 << 10, '\n');
+  }
+  return 0;
+}
+
+void WriteStdout(uint8_t b) {
+  while (::write(STDOUT_FILENO, &b, 1) < 0 && errno == EINTR) {
+  }
+}
+
+// The LAPIC's LINT0 delivers the 8259's ExtINT, LINT1 delivers NMI, as on
+// PC firmware; KVM's reset state leaves both masked.
+absl::Status SetLocalInterrupts(vcpu::Vcpu& v) {
+  ASSIGN_OR_RETURN(kvm_lapic_state lapic, v.GetLapic());
+  auto set_lvt = [&](size_t offset, uint32_t mode) {
+    uint32_t reg;
+    std::memcpy(&reg, &lapic.regs[offset], 4);
+    reg = (reg & ~0x700u & ~(1u << 16)) | (mode << 8);
+    std::memcpy(&lapic.regs[offset], &reg, 4);
+  };
+  set_lvt(0x350, 0x7);  // LVT LINT0: ExtINT
+  set_lvt(0x360, 0x4);  // LVT LINT1: NMI
+  return v.SetLapic(lapic);
+}
+
+}  // namespace
+
+absl::Status ValidateConfig(const VmConfig& config) {
+  if (config.kernel.empty()) return absl::InvalidArgumentError("--kernel is required");
+  if (::access(config.kernel.c_str(), R_OK) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("kernel ", config.kernel));
+  }
+  if (!config.initrd.empty() && ::access(config.initrd.c_str(), R_OK) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("initrd ", config.initrd));
+  }
+  if (config.cpus == 0 || config.cpus > vcpu::boot::kMaxCpus) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cpus ", config.cpus, ": must be 1 to ", vcpu::boot::kMaxCpus));
+  }
+  if (config.memory_mib < kMinMemoryMib) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory ", config.memory_mib, " MiB: at least ", kMinMemoryMib,
+        " MiB needed"));
+  }
+  uint64_t host = HostMemoryMib();
+  if (host != 0 && config.memory_mib > host) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory ", config.memory_mib, " MiB is more than this host's ", host,
+        " MiB of RAM"));
+  }
+  if (config.hugepages && config.memory_mib % 2 != 0) {
+    return absl::InvalidArgumentError("--hugepages needs a memory size in 2 MiB steps");
+  }
+  if (!config.cpu_template.empty()) {
+    RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(config.cpu_template).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Create(const VmConfig& config) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  std::unique_ptr<MicroVm> vm(new MicroVm());
+  RETURN_IF_ERROR(vm->Build(config));
+  return vm;
+}
+
+MicroVm::~MicroVm() {
+  if (runner_) {
+    runner_->Stop({VcpuRunner::StopReason::kRequested, 0, "VM destroyed"});
+    runner_->Wait();
+  }
+}
+
+absl::Status MicroVm::Build(const VmConfig& config) {
+  // Memory and the guest image first: a bad kernel or initrd is reported
+  // the same way on hosts with and without KVM.
+  RETURN_IF_ERROR(SetUpMemory(config));
+  RETURN_IF_ERROR(LoadGuest(config));
+  ASSIGN_OR_RETURN(kvm_, vcpu::Kvm::Open(config.kvm_device));
+  std::vector<vcpu::NamedCapability> caps = vcpu::RequiredCapabilities();
+  RETURN_IF_ERROR(kvm_->RequireCapabilities(caps));
+  ASSIGN_OR_RETURN(vm_, kvm_->CreateVm());
+  RETURN_IF_ERROR(vm_->SetTssAddress(kTssAddress));
+  RETURN_IF_ERROR(vm_->SetIdentityMapAddress(kIdentityMapAddress));
+  RETURN_IF_ERROR(vm_->CreateIrqchip(config.irqchip));
+  if (config.irqchip == vcpu::IrqchipMode::kFull) RETURN_IF_ERROR(vm_->CreatePit());
+  uint32_t slot = 0;
+  for (const vm_memory::GuestRegion* r : memory_->regions()) {
+    RETURN_IF_ERROR(vm_->SetUserMemoryRegion(slot++, *r));
+  }
+  RETURN_IF_ERROR(SetUpDevices(config));
+  return SetUpVcpus(config);
+}
+
+absl::Status MicroVm::SetUpMemory(const VmConfig& config) {
+  vm_memory::MemoryOptions options;
+  options.hugepages = config.hugepages;
+  ASSIGN_OR_RETURN(memory_, vm_memory::GuestMemory::Create(
+                                vm_memory::X86RamLayout(config.memory_mib << 20),
+                                options));
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::LoadGuest(const VmConfig& config) {
+  using namespace vcpu::boot;
+  ASSIGN_OR_RETURN(std::vector<uint8_t> image,
+                   ReadFileCapped(config.kernel, kMaxKernelBytes));
+  absl::StatusOr<LoadedKernel> kernel = LoadKernel(*memory_, image);
+  if (!kernel.ok()) {
+    return absl::Status(kernel.status().code(),
+                        absl::StrCat(config.kernel, ": ", kernel.status().message()));
+  }
+  kernel_ = *kernel;
+  BootConfig boot;
+  boot.cmdline = config.cmdline;
+  if (!config.initrd.empty()) {
+    ASSIGN_OR_RETURN(std::vector<uint8_t> initrd,
+                     ReadFileCapped(config.initrd, kMaxInitrdBytes));
+    ASSIGN_OR_RETURN(boot.initrd, LoadInitrd(*memory_, initrd, kernel_));
+  }
+  PlatformConfig platform;
+  platform.num_cpus = config.cpus;
+  platform.has_pic = config.irqchip == vcpu::IrqchipMode::kFull;
+  RETURN_IF_ERROR(WriteMpTable(*memory_, platform));
+  ASSIGN_OR_RETURN(boot.rsdp, WriteAcpiTables(*memory_, platform));
+  return WriteBootInfo(*memory_, kernel_, boot);
+}
+
+absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
+  ASSIGN_OR_RETURN(vcpu::CpuidTable cpuid, kvm_->GetSupportedCpuid());
+  vcpu::ApplyPvFeatures(cpuid, config.pv);
+  vcpu::CpuTemplate tmpl;
+  if (!config.cpu_template.empty()) {
+    ASSIGN_OR_RETURN(tmpl, vcpu::LoadCpuTemplateFile(config.cpu_template));
+    absl::Status s = vcpu::ApplyCpuTemplate(cpuid, tmpl);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(config.cpu_template, ": ", s.message()));
+    }
+  }
+  std::vector<uint32_t> kvm_msrs;
+  if (!tmpl.msr_modifiers.empty()) {
+    ASSIGN_OR_RETURN(kvm_msrs, kvm_->GetMsrIndexList());
+  }
+  for (uint32_t i = 0; i < config.cpus; ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<vcpu::Vcpu> v, vm_->CreateVcpu(i));
+    vcpu::CpuidTable table = cpuid;
+    vcpu::SetTopology(table, i, config.cpus);
+    RETURN_IF_ERROR(v->SetCpuid(table));
+    std::vector<kvm_msr_entry> msrs(1);
+    msrs[0].index = kMsrIa32MiscEnable;
+    msrs[0].data = kMiscEnableFastStrings;
+    RETURN_IF_ERROR(vcpu::ApplyMsrTemplate(msrs, tmpl, kvm_msrs));
+    RETURN_IF_ERROR(v->SetMsrs(msrs));
+    RETURN_IF_ERROR(SetLocalInterrupts(*v));
+    kvm_fpu fpu = {};
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    RETURN_IF_ERROR(v->SetFpu(fpu));
+    if (i == 0) {
+      ASSIGN_OR_RETURN(kvm_sregs sregs, v->GetSregs());
+      ASSIGN_OR_RETURN(vcpu::boot::BootCpuState st,
+                       vcpu::boot::SetupBootCpu(*memory_, kernel_, sregs));
+      RETURN_IF_ERROR(v->SetSregs(st.sregs));
+      RETURN_IF_ERROR(v->SetRegs(st.regs));
+    }
+    if (auto fd = v->GetStatsFd(); fd.ok()) {
+      if (auto stats = vcpu::KvmStats::Create(std::move(*fd)); stats.ok()) {
+        stats_.push_back(std::move(*stats));
+      }
+    }
+    vcpus_.push_back(std::move(v));
+  }
+  runner_ = std::make_unique<VcpuRunner>(vcpus_, pio_, mmio_);
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
+  auto output = config.console_output ? config.console_output : WriteStdout;
+  vcpu::Vm* vm = vm_.get();
+  bool full = config.irqchip == vcpu::IrqchipMode::kFull;
+  serial_ = std::make_shared<vcpu::Serial>(output, [vm, full] {
+    // With a split irqchip there is no in-kernel IOAPIC to take the line;
+    // guests polling the UART (LSR) still work.
+    if (full) (void)vm->PulseIrq(kSerialIrq);
+  });
+  RETURN_IF_ERROR(pio_.Insert(serial_, 0x3f8, 8, "serial ttyS0"));
+  RETURN_IF_ERROR(pio_.Insert(std::make_shared<vcpu::I8042>([this] {
+                                Stop({VcpuRunner::StopReason::kShutdown, 0,
+                                      "guest reset through the i8042"});
+                              }),
+                              0x60, 5, "i8042"));
+  RETURN_IF_ERROR(pio_.Insert(
+      std::make_shared<vcpu::CmosRtc>(config.memory_mib << 20,
+                                      [] { return ::time(nullptr); }),
+      0x70, 2, "cmos"));
+  RETURN_IF_ERROR(pio_.Insert(std::make_shared<vcpu::DebugExit>([this](uint8_t v) {
+                                Stop({VcpuRunner::StopReason::kGuestExit, v,
+                                      absl::StrCat("guest wrote ", v,
+                                                   " to the debug-exit port")});
+                              }),
+                              0xf4, 1, "debug-exit"));
+  return absl::OkStatus();
+}
+
+VcpuRunner::Outcome MicroVm::Run() {
+  absl::Status s = runner_->Start();
+  if (!s.ok()) return {VcpuRunner::StopReason::kCrash, 0, std::string(s.message())};
+  return runner_->Wait();
+}
+
+void MicroVm::Stop(VcpuRunner::Outcome outcome) { runner_->Stop(std::move(outcome)); }
+void MicroVm::Pause() { runner_->Pause(); }
+void MicroVm::Resume() { runner_->Resume(); }
+
+size_t MicroVm::SendConsoleInput(std::string_view bytes) {
+  return serial_->EnqueueInput(bytes);
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> MicroVm::ReadStats()
+    const {
+  absl::flat_hash_map<std::string, uint64_t> total;
+  for (const auto& s : stats_) {
+    ASSIGN_OR_RETURN(auto values, s->Read());
+    for (const auto& [k, v] : values) total[k] += v;
+  }
+  return total;
+}
+
+}  // namespace kindling

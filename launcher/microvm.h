@@ -1,0 +1,93 @@
+// MicroVm: composes vm-memory and vcpu into a bootable x86-64 microVM —
+// guest RAM, KVM VM and memslots, interrupt controllers, kernel/initrd,
+// MP + ACPI tables, CPUID (PV switches, CPU template, topology), the boot
+// vCPU's registers, the legacy devices, and the vCPU threads.
+//
+//   VmConfig cfg;
+//   cfg.kernel = "tests/guests/hello.elf";
+//   ASSIGN_OR_RETURN(auto vm, MicroVm::Create(cfg));
+//   VcpuRunner::Outcome out = vm->Run();   // until the guest exits or Stop()
+#ifndef KINDLING_LAUNCHER_MICROVM_H_
+#define KINDLING_LAUNCHER_MICROVM_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "vcpu/boot/kernel_loader.h"
+#include "vcpu/bus.h"
+#include "vcpu/cpuid.h"
+#include "vcpu/devices/serial.h"
+#include "vcpu/kvm.h"
+#include "vcpu/stats.h"
+#include "vcpu/vcpu_runner.h"
+#include "vm-memory/guest_memory.h"
+
+namespace kindling {
+
+struct VmConfig {
+  std::string kernel;
+  std::string initrd;  // empty: none
+  std::string cmdline = "console=ttyS0 reboot=k panic=1";
+  uint32_t cpus = 1;
+  uint64_t memory_mib = 128;
+  std::string cpu_template;  // path to Firecracker-format JSON; empty: none
+  vcpu::PvFeatures pv;
+  vcpu::IrqchipMode irqchip = vcpu::IrqchipMode::kFull;
+  bool hugepages = false;
+  // Where guest console bytes go (default: stdout, unbuffered).
+  std::function<void(uint8_t)> console_output;
+  std::string kvm_device = "/dev/kvm";
+};
+
+// Checks a config without touching KVM: sizes, paths, template syntax.
+absl::Status ValidateConfig(const VmConfig& config);
+
+class MicroVm {
+ public:
+  static absl::StatusOr<std::unique_ptr<MicroVm>> Create(const VmConfig& config);
+  ~MicroVm();
+
+  // Starts the vCPUs and blocks until the VM stops.
+  vcpu::VcpuRunner::Outcome Run();
+  // Safe from any thread (e.g. a signal-waiting thread).
+  void Stop(vcpu::VcpuRunner::Outcome outcome);
+  void Pause();
+  void Resume();
+  // Bytes for the guest's serial console; returns how many were queued.
+  size_t SendConsoleInput(std::string_view bytes);
+  // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over vCPUs.
+  absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> ReadStats() const;
+
+  vm_memory::GuestMemory& memory() { return *memory_; }
+  vcpu::Vm& vm() { return *vm_; }
+  std::vector<std::unique_ptr<vcpu::Vcpu>>& vcpus() { return vcpus_; }
+
+ private:
+  MicroVm() = default;
+  absl::Status Build(const VmConfig& config);
+  absl::Status SetUpMemory(const VmConfig& config);
+  absl::Status LoadGuest(const VmConfig& config);
+  absl::Status SetUpVcpus(const VmConfig& config);
+  absl::Status SetUpDevices(const VmConfig& config);
+
+  std::unique_ptr<vcpu::Kvm> kvm_;
+  std::unique_ptr<vm_memory::GuestMemory> memory_;
+  std::unique_ptr<vcpu::Vm> vm_;
+  std::vector<std::unique_ptr<vcpu::Vcpu>> vcpus_;
+  std::vector<std::unique_ptr<vcpu::KvmStats>> stats_;
+  vcpu::Bus pio_;
+  vcpu::Bus mmio_;
+  std::shared_ptr<vcpu::Serial> serial_;
+  std::unique_ptr<vcpu::VcpuRunner> runner_;
+  vcpu::boot::LoadedKernel kernel_;
+};
+
+}  // namespace kindling
+
+#endif  // KINDLING_LAUNCHER_MICROVM_H_
