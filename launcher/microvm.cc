@@ -251,6 +251,32 @@ void MicroVm::Stop(VcpuRunner::Outcome outcome) { runner_->Stop(std::move(outcom
 void MicroVm::Pause() { runner_->Pause(); }
 void MicroVm::Resume() { runner_->Resume(); }
 
+absl::StatusOr<MachineState> MicroVm::SaveMachineState() {
+  MachineState st;
+  ASSIGN_OR_RETURN(std::vector<uint32_t> msrs, vcpu::SavableMsrs(*kvm_));
+  for (auto& v : vcpus_) {
+    ASSIGN_OR_RETURN(vcpu::VcpuState s, vcpu::SaveVcpuState(*v, msrs));
+    st.vcpus.push_back(std::move(s));
+  }
+  ASSIGN_OR_RETURN(st.clock, vm_->GetClock());
+  return st;
+}
+
+absl::Status MicroVm::RestoreMachineState(const MachineState& state) {
+  if (state.vcpus.size() != vcpus_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "saved state has ", state.vcpus.size(), " vCPUs, this VM has ",
+        vcpus_.size()));
+  }
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    absl::Status s = vcpu::RestoreVcpuState(*vcpus_[i], state.vcpus[i]);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("restoring vCPU ", i, ": ", s.message()));
+    }
+  }
+  return vm_->SetClock(state.clock);
+}
+
 size_t MicroVm::SendConsoleInput(std::string_view bytes) {
   return serial_->EnqueueInput(bytes);
 }

@@ -26,6 +26,7 @@
 #include "vcpu/kvm.h"
 #include "vcpu/stats.h"
 #include "vcpu/vcpu_runner.h"
+#include "vcpu/vcpu_state.h"
 #include "vm-memory/guest_memory.h"
 
 namespace kindling {
@@ -48,6 +49,12 @@ struct VmConfig {
 // Checks a config without touching KVM: sizes, paths, template syntax.
 absl::Status ValidateConfig(const VmConfig& config);
 
+// What a paused VM's CPUs and clock hold; guest RAM is copied separately.
+struct MachineState {
+  std::vector<vcpu::VcpuState> vcpus;
+  kvm_clock_data clock;
+};
+
 class MicroVm {
  public:
   static absl::StatusOr<std::unique_ptr<MicroVm>> Create(const VmConfig& config);
@@ -59,6 +66,12 @@ class MicroVm {
   void Stop(vcpu::VcpuRunner::Outcome outcome);
   void Pause();
   void Resume();
+  // Saves every vCPU and the KVM clock; the VM must be paused (or not yet
+  // started).
+  absl::StatusOr<MachineState> SaveMachineState();
+  // Loads a saved state into this VM before Run(): the VM must have been
+  // created with the same config, and guest RAM restored by the caller.
+  absl::Status RestoreMachineState(const MachineState& state);
   // Bytes for the guest's serial console; returns how many were queued.
   size_t SendConsoleInput(std::string_view bytes);
   // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over vCPUs.

@@ -75,7 +75,7 @@ def kindling_guest_qemu_test(
     native.sh_test(
         name = name,
         srcs = ["//tests/guests:qemu_test.sh"],
-        data = [guest, expect],
+        data = [guest, expect, "//tests/guests:expect_lib.sh"],
         args = args + (["--"] + qemu_args if qemu_args else []),
         size = size,
         tags = tags,

@@ -16,6 +16,8 @@
 # kvm_pvm hosts are not meant for QEMU; TCG is the reference here).
 # Without qemu-system-x86_64 the test prints `SKIP: ...` and passes.
 set -uo pipefail
+# shellcheck source=expect_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/expect_lib.sh"
 
 secs=60
 machine="microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
@@ -61,24 +63,7 @@ echo "---- (qemu status $status, $(((end - start) / 1000000)) ms)"
 failed=0
 fail() { echo "qemu_test: FAILED: $*"; failed=1; }
 
-want_exit=0
-expect_fail=0
-patterns=()
-while IFS= read -r line || [[ -n $line ]]; do
-  [[ -z $line || $line == \#* ]] && continue
-  if [[ $line =~ ^exit\ ([0-9]+)$ ]]; then
-    want_exit=${BASH_REMATCH[1]}
-    continue
-  fi
-  [[ $line == FAIL:* ]] && expect_fail=1
-  patterns+=("$line")
-done <"$expect"
-# QEMU's own errors also exit 1, like a guest's debug-exit 0: only output
-# lines tell them apart, so an expect file must name at least one.
-if ((${#patterns[@]} == 0)); then
-  echo "qemu_test: $expect has no expected lines" >&2
-  exit 2
-fi
+load_expect "$expect"
 
 if [[ $status -eq 124 || $status -eq 137 ]]; then
   fail "timed out after $secs s"
@@ -86,18 +71,6 @@ elif [[ $status -ne $(((want_exit << 1) | 1)) ]]; then
   fail "qemu exit status $status, want $(((want_exit << 1) | 1)) (guest exit $want_exit)"
 fi
 
-mapfile -t lines <"$tmp/log"
-i=0
-for pat in "${patterns[@]}"; do
-  while ((i < ${#lines[@]})) && ! [[ ${lines[i]} =~ ^${pat}$ ]]; do ((i++)); done
-  if ((i >= ${#lines[@]})); then
-    fail "no line matching '$pat' (in order)"
-    break
-  fi
-  ((i++))
-done
-if ((!expect_fail)) && grep -q '^FAIL:' "$tmp/log"; then
-  fail "the guest reported: $(grep -m1 '^FAIL:' "$tmp/log")"
-fi
+match_lines "$tmp/log"
 ((failed)) && exit 1
 echo "qemu_test: PASSED"

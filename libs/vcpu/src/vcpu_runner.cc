@@ -87,8 +87,9 @@ void VcpuRunner::Stop(Outcome outcome) {
       have_outcome_ = true;
       outcome_ = std::move(outcome);
     }
+    // Set under mu_ so that vCPUs parked by Pause() re-check and leave.
+    stopping_ = true;
   }
-  stopping_ = true;
   KickAll();
 }
 

@@ -53,7 +53,9 @@ class VcpuRunner {
   void Resume();
   // Records the outcome (first call wins) and kicks every vCPU out.
   void Stop(Outcome outcome);
-  // Async-signal-safe: asks the runner to stop with kRequested.
+  // Async-signal-safe: asks the runner to stop with kRequested. vCPUs
+  // parked by Pause() only notice at the next Resume() or Stop(); prefer
+  // Stop() from a signal-waiting thread.
   void RequestStopFromSignal(int signo);
   // Blocks until stopped and every vCPU thread has exited.
   Outcome Wait();

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds a tiny busybox initramfs (gzip'd cpio) for booting stock Linux.
+#
+# Usage: tools/make-initramfs.sh OUT.cpio.gz [INIT_SCRIPT]
+# The default /init mounts /proc and /sys, prints the kernel version and
+# the CPUs it found, runs /bin/sh on the console if one is attached, and
+# reboots (kindling exits 0 on the guest's reboot). Needs busybox-static
+# and cpio (tools/setup.sh installs them).
+set -euo pipefail
+out=$1
+init=${2:-}
+busybox=$(command -v busybox || true)
+if [[ -z $busybox ]] || ! file "$busybox" 2>/dev/null | grep -q static; then
+  busybox=/bin/busybox
+fi
+[[ -x $busybox ]] || { echo "make-initramfs: busybox-static is not installed" >&2; exit 1; }
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc}
+cp "$busybox" "$root/bin/busybox"
+for app in sh mount echo cat grep wc uname reboot poweroff sleep ls dmesg; do
+  ln -s busybox "$root/bin/$app"
+done
+if [[ -n $init ]]; then
+  cp "$init" "$root/init"
+else
+  cat >"$root/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "kindling-linux: $(uname -sr) up, $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTotal /proc/meminfo)"
+if grep -q kindling.shell /proc/cmdline; then
+  echo "kindling-linux: starting a shell (exit to reboot)"
+  setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+fi
+echo "kindling-linux: ok, rebooting"
+reboot -f
+INIT
+fi
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) >"$out"
+echo "make-initramfs: wrote $out ($(stat -c %s "$out") bytes)"
