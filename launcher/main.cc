@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -80,6 +81,16 @@ int Run(const std::vector<std::string>& args) {
         if (it != stats->end()) {
           std::fprintf(stderr, "kindling: stat %s %llu\n", key,
                        static_cast<unsigned long long>(it->second));
+        }
+      }
+      // Memory: what the VMM itself holds (anonymous + file) apart from
+      // guest RAM (shared memfd pages).
+      std::ifstream status("/proc/self/status");
+      std::string line;
+      while (std::getline(status, line)) {
+        if (line.rfind("VmHWM:", 0) == 0 || line.rfind("RssAnon:", 0) == 0 ||
+            line.rfind("RssFile:", 0) == 0 || line.rfind("RssShmem:", 0) == 0) {
+          std::fprintf(stderr, "kindling: mem %s\n", line.c_str());
         }
       }
     } else {

@@ -16,7 +16,7 @@ if ! command -v clang++ >/dev/null; then
   exit 0
 fi
 
-while IFS='|' read -r name srcs incs mods; do
+while IFS='|' read -r name srcs incs mods seeds; do
   name=$(echo "$name" | xargs)
   [[ -z "$name" || "$name" == \#* ]] && continue
   # shellcheck disable=SC2086
@@ -34,6 +34,8 @@ while IFS='|' read -r name srcs incs mods; do
     continue
   fi
   mkdir -p "$work/$name.corpus"
+  # shellcheck disable=SC2086
+  for seed in ${seeds:-}; do [[ -f $seed ]] && cp "$seed" "$work/$name.corpus/"; done
   echo "fuzz: running $name for ${seconds}s"
   if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 "$work/$name.corpus" >"$work/$name.log" 2>&1; then
