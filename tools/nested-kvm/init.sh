@@ -33,6 +33,14 @@ done
 [ -c /dev/kvm ] || fail "kvm-$vendor loaded but no /dev/kvm; dmesg: $(dmesg | grep -i kvm | tail -4 | tr '\n' ' ')"
 echo "nested-kvm: L1 ready at $(cut -d' ' -f1 /proc/uptime)s uptime, kvm-$vendor loaded, $(nproc) vCPU, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB"
 
+for m in $(cat /nested/modules); do
+  grep -q "^${m//-/_} " /proc/modules && continue
+  if ! out=$(insmod /lib/modules/$m.ko 2>&1); then
+    echo "NESTED-ERROR: --module: insmod $m.ko: $out; dmesg: $(dmesg | tail -3 | tr '\n' ' ')"
+    bye
+  fi
+done
+
 . /nested/env
 cd /work
 sh /nested/cmd

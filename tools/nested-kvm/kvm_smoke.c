@@ -69,6 +69,25 @@ __asm__(
     "  movabs $0x1122334455667788, %rax\n"
     "  hlt\n"
     "lm_code_end:\n"
+    // 64-bit exit loop: RCX = count
+    ".globl lm_outloop, lm_outloop_end\n"
+    "lm_outloop:\n"
+    "  mov $0x3f8, %dx\n"
+    "1: out %al, (%dx)\n"
+    "  dec %rcx\n"
+    "  jnz 1b\n"
+    "  hlt\n"
+    "lm_outloop_end:\n"
+    // 64-bit compute loop with a load and a store per iteration: RCX = count
+    ".globl lm_spin, lm_spin_end\n"
+    "lm_spin:\n"
+    "  mov $0x10000, %rsi\n"
+    "1: add (%rsi), %rax\n"
+    "  mov %rax, 8(%rsi)\n"
+    "  dec %rcx\n"
+    "  jnz 1b\n"
+    "  hlt\n"
+    "lm_spin_end:\n"
     // 5. guest enters long mode itself. Loaded at 0x1000, CS=0, real mode.
     //    Page tables (identity, 2M page) at 0x2000/0x3000/0x4000 are built
     //    by the VMM; GDT at 0x500 also by the VMM.
@@ -103,7 +122,8 @@ __asm__(
     "rm_to_lm_end:\n"
     ".popsection\n");
 extern const uint8_t rm_hello[], rm_hello_end[], rm_outloop[], rm_outloop_end[],
-    rm_spin[], rm_spin_end[], lm_code[], lm_code_end[], rm_to_lm[], rm_to_lm_end[];
+    rm_spin[], rm_spin_end[], lm_code[], lm_code_end[], lm_outloop[], lm_outloop_end[],
+    lm_spin[], lm_spin_end[], rm_to_lm[], rm_to_lm_end[];
 
 // ---- helpers --------------------------------------------------------------
 static int failures;
@@ -314,14 +334,12 @@ static void check_insn_rate(void) {
   }
 }
 
-static void check_long_mode_vmm(void) {
-  printf("[4] 64-bit guest, long mode set up by the VMM\n");
-  struct vm v;
-  if (vm_open(&v) < 0) { failures++; return; }
-  build_long_mode_tables(&v);
-  memcpy(v.mem + 0x1000, lm_code, lm_code_end - lm_code);
+// 64-bit mode straight from the VMM: CS.L, paging, EFER.LME|LMA; RIP 0x1000.
+static int vm_long_mode(struct vm *v, const uint8_t *text, size_t len, uint64_t rcx) {
+  build_long_mode_tables(v);
+  memcpy(v->mem + 0x1000, text, len);
   struct kvm_sregs s;
-  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  ioctl(v->vcpu, KVM_GET_SREGS, &s);
   struct kvm_segment code = {.base = 0, .limit = 0xffffffff, .selector = 8, .type = 11, .present = 1,
                              .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1};
   struct kvm_segment data = {.base = 0, .limit = 0xffffffff, .selector = 16, .type = 3, .present = 1,
@@ -334,9 +352,18 @@ static void check_long_mode_vmm(void) {
   s.cr4 = 0x20;                 // PAE
   s.cr0 = 0x80000011 | 0x20;    // PG | ET | PE | NE
   s.efer = 0x500;               // LME | LMA
-  if (ioctl(v.vcpu, KVM_SET_SREGS, &s) < 0) { CHECK(0, "KVM_SET_SREGS long mode: %s", strerror(errno)); vm_close(&v); return; }
-  struct kvm_regs r = {.rip = 0x1000, .rflags = 2, .rsp = 0x8000};
-  ioctl(v.vcpu, KVM_SET_REGS, &r);
+  if (ioctl(v->vcpu, KVM_SET_SREGS, &s) < 0) { CHECK(0, "KVM_SET_SREGS long mode: %s", strerror(errno)); return -1; }
+  struct kvm_regs r = {.rip = 0x1000, .rflags = 2, .rsp = 0x8000, .rcx = rcx};
+  return ioctl(v->vcpu, KVM_SET_REGS, &r);
+}
+
+static void check_long_mode_vmm(void) {
+  printf("[4] 64-bit guest, long mode set up by the VMM\n");
+  struct vm v;
+  if (vm_open(&v) < 0) { failures++; return; }
+  if (vm_long_mode(&v, lm_code, lm_code_end - lm_code, 0) < 0) { vm_close(&v); return; }
+  struct kvm_regs r;
+  struct kvm_sregs s;
   vcpu_run(&v);
   int io_ok = v.run->exit_reason == KVM_EXIT_IO && io_byte(&v) == 'L';
   CHECK(io_ok, "first exit %s byte '%c'", exit_name(v.run->exit_reason), io_ok ? 'L' : '?');
@@ -348,6 +375,35 @@ static void check_long_mode_vmm(void) {
   ioctl(v.vcpu, KVM_GET_SREGS, &s);
   CHECK((s.efer & 0x400) && s.cs.l, "EFER=0x%llx CS.L=%d", (unsigned long long)s.efer, s.cs.l);
   vm_close(&v);
+
+  if (vm_open(&v) < 0) { failures++; return; }
+  const uint32_t n = 2000;
+  vm_long_mode(&v, lm_outloop, lm_outloop_end - lm_outloop, n);
+  uint32_t outs = 0;
+  double t0 = now();
+  while (vcpu_run(&v) == 0 && v.run->exit_reason == KVM_EXIT_IO) outs++;
+  double t1 = now();
+  CHECK(outs == n && v.run->exit_reason == KVM_EXIT_HLT, "64-bit: %u IO exits then %s, %.1f us per exit",
+        outs, exit_name(v.run->exit_reason), (t1 - t0) * 1e6 / (outs ? outs : 1));
+  vm_close(&v);
+
+  uint64_t iters = 100000;
+  for (int round = 0; round < 6; round++) {
+    if (vm_open(&v) < 0) { failures++; return; }
+    vm_long_mode(&v, lm_spin, lm_spin_end - lm_spin, iters);
+    t0 = now();
+    vcpu_run(&v);
+    double dt = now() - t0;
+    int ok = v.run->exit_reason == KVM_EXIT_HLT;
+    vm_close(&v);
+    if (!ok) { CHECK(0, "64-bit spin loop ended with %s", exit_name(v.run->exit_reason)); return; }
+    if (dt > 1.0 || round == 5) {
+      CHECK(1, "64-bit ring-0 load/store loop: %llu iterations in %.3f s: %.1f M guest insns/s",
+            (unsigned long long)iters, dt, 4.0 * iters / dt / 1e6);
+      return;
+    }
+    iters *= 4;
+  }
 }
 
 static void check_long_mode_guest(void) {

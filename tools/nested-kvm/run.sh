@@ -7,13 +7,20 @@
 #
 #   run.sh [--mem MIB] [--cpus N] [--timeout SEC] [--cpu MODEL]
 #          [--bin PATH]... [--file SRC[:NAME]]... [--env NAME=VALUE]...
+#          [--module NAME]...
 #          -- COMMAND ARGS...
 #   run.sh --prepare        download and unpack kernel/modules/busybox only
+#   run.sh --print-kernel-dir   prepare, then print the cache directory that
+#               holds vmlinux (Debian's kernel as a PVH-bootable ELF), the
+#               busybox, base.cpio and the modules; for tests that want a
+#               stock kernel to boot as an L2 guest
 #
 # --bin PATH    a program (static or dynamic) copied to /work/<basename>, plus
 #               every library `ldd` names and the dynamic loader, at their
 #               absolute paths (LD_LIBRARY_PATH covers them)
 # --file SRC[:NAME]  a file or directory copied to /work/NAME (default: basename)
+# --module NAME  also load this kernel module (and its dependencies) in the
+#               guest; cached: tun, vhost_net, vhost_vsock
 # COMMAND runs with cwd /work and PATH=/work:/bin (busybox), /dev/kvm present.
 #
 # Exit status: COMMAND's status, or
@@ -39,6 +46,10 @@
 set -uo pipefail
 
 EX_SKIP=77 EX_TIMEOUT=124 EX_HARNESS=125 EX_NOKVM=126
+# Bump when the cache's contents change; an older cache is rebuilt.
+LAYOUT=nested-kvm-cache-2
+# Modules cached besides the KVM ones, for --module.
+EXTRA_MODULES=(tun vhost_net vhost_vsock)
 
 msg() { echo "nested-kvm: $*" >&2; }
 die() { msg "ERROR: $*"; exit "$EX_HARNESS"; }
@@ -47,7 +58,7 @@ skip() { echo "SKIP: $*"; msg "skipping: $*"; exit "$EX_SKIP"; }
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "$EX_HARNESS"; }
 
 mem=1024 cpus=1 timeout_s=300 cpu_model=${KINDLING_NESTED_KVM_CPU:-max} prepare_only=0
-bins=() files=() envs=()
+bins=() files=() envs=() modules=()
 while (($#)); do
   case $1 in
     --mem) mem=${2:?}; shift 2 ;;
@@ -57,7 +68,9 @@ while (($#)); do
     --bin) bins+=("${2:?}"); shift 2 ;;
     --file) files+=("${2:?}"); shift 2 ;;
     --env) envs+=("${2:?}"); shift 2 ;;
+    --module) modules+=("${2:?}"); shift 2 ;;
     --prepare) prepare_only=1; shift ;;
+    --print-kernel-dir) prepare_only=2; shift ;;
     -h|--help) usage ;;
     --) shift; break ;;
     *) msg "unknown argument: $1"; usage ;;
@@ -97,7 +110,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- the cache
 cache=${KINDLING_NESTED_KVM_CACHE:-${XDG_CACHE_HOME:-/var/cache}/kindling-nested-kvm}
 if ! mkdir -p "$cache" 2>/dev/null || [[ ! -w $cache ]]; then
-  if ! ls "$cache"/*/READY >/dev/null 2>&1; then
+  if ! grep -qx "$LAYOUT" "$cache"/*/READY 2>/dev/null; then
     msg "cache $cache is not writable; using a temporary one (set KINDLING_NESTED_KVM_CACHE)"
     cache=$tmp/cache
     mkdir -p "$cache"
@@ -109,7 +122,7 @@ fi
 kpkg=${KINDLING_NESTED_KVM_KERNEL:-}
 if [[ -z $kpkg && -r $cache/kernel-package ]]; then
   kpkg=$(<"$cache/kernel-package")
-  [[ -f $cache/$kpkg/READY ]] || kpkg=
+  grep -qx "$LAYOUT" "$cache/$kpkg/READY" 2>/dev/null || kpkg=
 fi
 if [[ -z $kpkg ]]; then
   kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
@@ -143,16 +156,17 @@ resolve_modules() {  # modroot name...
     for d in ${deps//,/ }; do resolve_modules "$root" "$d" || return 1; done
     resolved+=("$m")
     modfiles+=("$f")
+    moddeps+=("$m ${deps//,/ }")
   done
 }
 
 prepare() {
-  [[ -f $kdir/READY ]] && return 0
+  grep -qx "$LAYOUT" "$kdir/READY" 2>/dev/null && return 0
   local dl=$tmp/dl bb
   mkdir -p "$dl"
   msg "preparing $kdir (apt-get download $kpkg busybox-static)"
   if ! (cd "$dl" && apt-get download "$kpkg" busybox-static) >"$dl/log" 2>&1; then
-    skip "apt-get download $kpkg busybox-static failed: $(grep -E '^(E|Err):' "$dl/log" | head -2 | tr '\n' ' ')"
+    skip "apt-get download $kpkg busybox-static failed: $(grep -E '^(E|Err|W):|Could not|Temporary failure|Failed' "$dl/log" | head -3 | tr '\n' ' ')"
   fi
   mkdir -p "$dl/x"
   for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$dl/x" || die "dpkg-deb -x $deb failed"; done
@@ -164,20 +178,21 @@ prepare() {
   bb=$dl/x/bin/busybox
   [[ -x $bb ]] || die "busybox-static has no /bin/busybox"
   cp "$bb" "$new/root/bin/busybox"
-  local resolved=() modfiles=() order=() i
+  local resolved=() modfiles=() moddeps=() i
   resolve_modules "$dl/x/lib/modules" kvm-amd kvm-intel || die "module dependencies"
+  echo "${resolved[*]}" >"$new/root/lib/modules/order"
+  resolve_modules "$dl/x/lib/modules" "${EXTRA_MODULES[@]}" || die "module dependencies"
   for i in "${!modfiles[@]}"; do
     cp "${modfiles[$i]}" "$new/root/lib/modules/${resolved[$i]}.ko"
-    order+=("${resolved[$i]}")
   done
-  echo "${order[*]}" >"$new/root/lib/modules/order"
+  printf '%s\n' "${moddeps[@]}" >"$new/moddeps"
   cp "$init_sh" "$new/root/init" && chmod 755 "$new/root/init" ||
     die "cannot install init.sh"
   (cd "$new/root" && find . | "$bb" cpio -o -H newc 2>/dev/null) >"$new/base.cpio" ||
     die "cpio failed"
   echo "$kpkg" >"$new/kernel-package"
   ls "$dl"/*.deb | xargs -n1 basename >"$new/packages"
-  touch "$new/READY"
+  echo "$LAYOUT" >"$new/READY"
   rm -rf "$kdir" && mv "$new" "$kdir" || die "cannot install $kdir"
   echo "$kpkg" >"$cache/kernel-package"
   msg "prepared $kdir ($(cat "$kdir/packages" | tr '\n' ' '))"
@@ -198,6 +213,11 @@ if ! cmp -s "$init_sh" "$kdir/root/init"; then
   fi
 fi
 flock -u 8
+if ((prepare_only == 2)); then
+  [[ $cache == "$tmp/cache" ]] && die "--print-kernel-dir needs a writable cache (KINDLING_NESTED_KVM_CACHE)"
+  echo "$kdir"
+  exit 0
+fi
 ((prepare_only)) && { msg "ready: $kdir"; exit 0; }
 
 # -------------------------------------------------------- per-run payload
@@ -233,6 +253,18 @@ for f in ${files[@]+"${files[@]}"}; do
   mkdir -p "$(dirname "$pl/work/$name")"
   cp -a -L "$src" "$pl/work/$name" || die "cannot copy $src"
 done
+# --module: dependencies first, from the cache's moddeps ("name deps...").
+load=()
+add_module() {
+  local m=${1//-/_} line d
+  [[ " ${load[*]-} " == *" $m "* ]] && return 0
+  line=$(grep -m1 -E "^($m|${m//_/-}) " "$kdir/moddeps" || grep -m1 -x -E "$m|${m//_/-}" "$kdir/moddeps") ||
+    die "--module $1: not in the cache (cached: $(cut -d' ' -f1 "$kdir/moddeps" | tr '\n' ' '))"
+  for d in ${line#* }; do [[ $d == "${line%% *}" ]] || add_module "$d"; done
+  load+=("${line%% *}")
+}
+for m in ${modules[@]+"${modules[@]}"}; do add_module "$m"; done
+echo "${load[*]-}" >"$pl/nested/modules"
 {
   echo "export PATH=/work:/bin"
   if ((${#libdirs[@]})); then
@@ -289,6 +321,9 @@ awk -v res="$tmp/result" '
     /NESTED-KVM-UNAVAILABLE: / {
       print "nokvm " substr($0, index($0, "NESTED-KVM-UNAVAILABLE: ") + 24) > res
       close(res); done = 1; next }
+    /NESTED-ERROR: / {
+      print "error " substr($0, index($0, "NESTED-ERROR: ") + 14) > res
+      close(res); done = 1; next }
     /^nested-kvm: / { print > "/dev/stderr"; fflush("/dev/stderr"); next }
     { print; fflush() }' <"$tmp/console" &
 awk_pid=$!
@@ -310,6 +345,10 @@ fi
 if [[ $result == nokvm* ]]; then
   msg "/dev/kvm unavailable inside the guest: ${result#nokvm }"
   exit "$EX_NOKVM"
+fi
+if [[ $result == error* ]]; then
+  msg "ERROR inside the guest: ${result#error }"
+  exit "$EX_HARNESS"
 fi
 if ((qrc == 124 || qrc == 137)); then
   msg "TIMEOUT: guest did not finish within ${timeout_s}s; QEMU killed (raise --timeout?)"
