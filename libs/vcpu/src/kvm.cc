@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kvm_abi.h"
 
 namespace vcpu {
 namespace {
@@ -105,26 +106,31 @@ absl::Status Kvm::RequireCapabilities(
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) +
+  std::vector<uint8_t> buf(sizeof(abi::Cpuid2Header) +
                            kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  auto* cpuid = reinterpret_cast<abi::Cpuid2Header*>(buf.data());
   cpuid->nent = kMaxCpuidEntries;
-  if (Ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
+  if (Ioctl(fd_.get(), abi::kGetSupportedCpuid, cpuid) < 0) {
     return IoctlError("KVM_GET_SUPPORTED_CPUID");
   }
-  return std::vector<kvm_cpuid_entry2>(cpuid->entries,
-                                       cpuid->entries + cpuid->nent);
+  const auto* entries =
+      reinterpret_cast<const kvm_cpuid_entry2*>(buf.data() + sizeof(*cpuid));
+  return std::vector<kvm_cpuid_entry2>(
+      entries, entries + std::min<size_t>(cpuid->nent, kMaxCpuidEntries));
 }
 
 absl::StatusOr<std::vector<uint32_t>> Kvm::GetMsrIndexList() const {
-  std::vector<uint8_t> buf(sizeof(kvm_msr_list) +
+  std::vector<uint8_t> buf(sizeof(abi::MsrListHeader) +
                            kMaxMsrIndices * sizeof(uint32_t));
-  auto* list = reinterpret_cast<kvm_msr_list*>(buf.data());
+  auto* list = reinterpret_cast<abi::MsrListHeader*>(buf.data());
   list->nmsrs = kMaxMsrIndices;
-  if (Ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, list) < 0) {
+  if (Ioctl(fd_.get(), abi::kGetMsrIndexList, list) < 0) {
     return IoctlError("KVM_GET_MSR_INDEX_LIST");
   }
-  return std::vector<uint32_t>(list->indices, list->indices + list->nmsrs);
+  const auto* indices =
+      reinterpret_cast<const uint32_t*>(buf.data() + sizeof(*list));
+  return std::vector<uint32_t>(
+      indices, indices + std::min<size_t>(list->nmsrs, kMaxMsrIndices));
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> Kvm::CreateVm() const {
@@ -194,13 +200,15 @@ absl::Status Vm::PulseIrq(uint32_t gsi) {
 }
 
 absl::Status Vm::SetGsiRouting(std::span<const kvm_irq_routing_entry> entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_irq_routing) +
+  std::vector<uint8_t> buf(sizeof(abi::IrqRoutingHeader) +
                            entries.size() * sizeof(kvm_irq_routing_entry));
-  auto* routing = reinterpret_cast<kvm_irq_routing*>(buf.data());
+  auto* routing = reinterpret_cast<abi::IrqRoutingHeader*>(buf.data());
   routing->nr = entries.size();
-  std::memcpy(routing->entries, entries.data(),
+  std::memcpy(buf.data() + sizeof(*routing), entries.data(),
               entries.size() * sizeof(kvm_irq_routing_entry));
-  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_SET_GSI_ROUTING, routing);
+  if (Ioctl(fd_.get(), abi::kSetGsiRouting, routing) < 0) {
+    return IoctlError("KVM_SET_GSI_ROUTING");
+  }
   return absl::OkStatus();
 }
 
@@ -288,7 +296,7 @@ absl::StatusOr<std::unique_ptr<Vcpu>> Vm::CreateVcpu(uint32_t id) {
   std::unique_ptr<Vcpu> vcpu(
       new Vcpu(id, std::move(vcpu_fd), std::move(*run)));
   int xsave2 = kvm_->CheckExtension(KVM_CAP_XSAVE2);
-  if (xsave2 > static_cast<int>(sizeof(kvm_xsave))) {
+  if (xsave2 > static_cast<int>(sizeof(abi::Xsave))) {
     vcpu->xsave2_ = true;
     vcpu->xsave_size_ = xsave2;
   }
@@ -383,8 +391,8 @@ VCPU_GET_SET(kvm_mp_state, MpState, KVM_GET_MP_STATE, KVM_SET_MP_STATE)
 #undef VCPU_GET_SET
 
 absl::StatusOr<std::vector<uint8_t>> Vcpu::GetXsave() const {
-  std::vector<uint8_t> buf(std::max(xsave_size_, sizeof(kvm_xsave)));
-  unsigned long req = xsave2_ ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
+  std::vector<uint8_t> buf(std::max(xsave_size_, sizeof(abi::Xsave)));
+  unsigned long req = xsave2_ ? abi::kGetXsave2 : abi::kGetXsave;
   if (Ioctl(fd_.get(), req, buf.data()) < 0) {
     return IoctlError(xsave2_ ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE");
   }
@@ -392,39 +400,45 @@ absl::StatusOr<std::vector<uint8_t>> Vcpu::GetXsave() const {
 }
 
 absl::Status Vcpu::SetXsave(std::span<const uint8_t> xsave) {
-  std::vector<uint8_t> buf(std::max(xsave_size_, sizeof(kvm_xsave)));
+  std::vector<uint8_t> buf(std::max(xsave_size_, sizeof(abi::Xsave)));
   if (xsave.size() > buf.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "XSAVE state of ", xsave.size(), " bytes is larger than this host's ",
         buf.size()));
   }
   std::memcpy(buf.data(), xsave.data(), xsave.size());
-  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_SET_XSAVE, buf.data());
+  if (Ioctl(fd_.get(), abi::kSetXsave, buf.data()) < 0) {
+    return IoctlError("KVM_SET_XSAVE");
+  }
   return absl::OkStatus();
 }
 
 absl::Status Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) +
+  std::vector<uint8_t> buf(sizeof(abi::Cpuid2Header) +
                            entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  auto* cpuid = reinterpret_cast<abi::Cpuid2Header*>(buf.data());
   cpuid->nent = entries.size();
-  std::memcpy(cpuid->entries, entries.data(),
+  std::memcpy(buf.data() + sizeof(*cpuid), entries.data(),
               entries.size() * sizeof(kvm_cpuid_entry2));
-  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_SET_CPUID2, cpuid);
+  if (Ioctl(fd_.get(), abi::kSetCpuid2, cpuid) < 0) {
+    return IoctlError("KVM_SET_CPUID2");
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
     std::span<const uint32_t> indices) const {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) +
+  std::vector<uint8_t> buf(sizeof(abi::MsrsHeader) +
                            indices.size() * sizeof(kvm_msr_entry));
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  auto* msrs = reinterpret_cast<abi::MsrsHeader*>(buf.data());
+  auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(*msrs));
   msrs->nmsrs = indices.size();
-  for (size_t i = 0; i < indices.size(); ++i) msrs->entries[i].index = indices[i];
-  int n = Ioctl(fd_.get(), KVM_GET_MSRS, msrs);
+  for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
+  int n = Ioctl(fd_.get(), abi::kGetMsrs, msrs);
   if (n < 0) return IoctlError("KVM_GET_MSRS");
+  n = std::min<int>(n, indices.size());
   // KVM stops at the first MSR it cannot read; read the rest one by one.
-  std::vector<kvm_msr_entry> out(msrs->entries, msrs->entries + n);
+  std::vector<kvm_msr_entry> out(entries, entries + n);
   for (size_t i = n + 1; i < indices.size(); ++i) {
     auto one = GetMsrs(std::span<const uint32_t>(&indices[i], 1));
     if (one.ok() && !one->empty()) out.push_back((*one)[0]);
@@ -433,13 +447,13 @@ absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
 }
 
 absl::Status Vcpu::SetMsrs(std::span<const kvm_msr_entry> entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) +
+  std::vector<uint8_t> buf(sizeof(abi::MsrsHeader) +
                            entries.size() * sizeof(kvm_msr_entry));
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  auto* msrs = reinterpret_cast<abi::MsrsHeader*>(buf.data());
   msrs->nmsrs = entries.size();
-  std::memcpy(msrs->entries, entries.data(),
+  std::memcpy(buf.data() + sizeof(*msrs), entries.data(),
               entries.size() * sizeof(kvm_msr_entry));
-  int n = Ioctl(fd_.get(), KVM_SET_MSRS, msrs);
+  int n = Ioctl(fd_.get(), abi::kSetMsrs, msrs);
   if (n < 0) return IoctlError("KVM_SET_MSRS");
   if (static_cast<size_t>(n) != entries.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kvm_abi.h"
 
 namespace vcpu {
 namespace {
@@ -71,7 +72,7 @@ absl::Status KvmStats::Parse(std::span<const uint8_t> blob) {
     return absl::InvalidArgumentError(
         absl::StrCat("KVM stats: name_size ", h.name_size, " is absurd"));
   }
-  const uint64_t desc_size = sizeof(kvm_stats_desc) + h.name_size;
+  const uint64_t desc_size = sizeof(abi::StatsDesc) + h.name_size;
   if (uint64_t{h.desc_offset} + desc_size * h.num_desc > blob.size()) {
     return absl::InvalidArgumentError(
         "KVM stats: descriptor table runs past the end");
@@ -84,7 +85,7 @@ absl::Status KvmStats::Parse(std::span<const uint8_t> blob) {
   descs_.clear();
   for (uint32_t i = 0; i < h.num_desc; ++i) {
     const uint8_t* p = blob.data() + h.desc_offset + i * desc_size;
-    kvm_stats_desc d;
+    abi::StatsDesc d;
     std::memcpy(&d, p, sizeof(d));
     const char* name = reinterpret_cast<const char*>(p + sizeof(d));
     std::string n(name, strnlen(name, h.name_size));

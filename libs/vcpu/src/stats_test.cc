@@ -18,17 +18,18 @@ std::vector<uint8_t> MakeBlob(const std::vector<std::pair<std::string, uint64_t>
   h.num_desc = stats.size();
   h.id_offset = sizeof(h);
   h.desc_offset = h.id_offset + name_size;
-  uint32_t desc_size = sizeof(kvm_stats_desc) + name_size;
+  uint32_t desc_size = 16 + name_size;  // C layout of kvm_stats_desc
   h.data_offset = h.desc_offset + desc_size * stats.size();
   std::vector<uint8_t> blob(h.data_offset + 8 * stats.size());
   std::memcpy(blob.data(), &h, sizeof(h));
   for (size_t i = 0; i < stats.size(); ++i) {
-    kvm_stats_desc d = {};
-    d.size = 1;
-    d.offset = 8 * i;
+    // flags u32, exponent s16, size u16, offset u32, bucket_size u32, name
     uint8_t* p = blob.data() + h.desc_offset + i * desc_size;
-    std::memcpy(p, &d, sizeof(d));
-    std::memcpy(p + sizeof(d), stats[i].first.c_str(), stats[i].first.size());
+    uint16_t size = 1;
+    uint32_t offset = 8 * i;
+    std::memcpy(p + 6, &size, 2);
+    std::memcpy(p + 8, &offset, 4);
+    std::memcpy(p + 16, stats[i].first.c_str(), stats[i].first.size());
     std::memcpy(blob.data() + h.data_offset + 8 * i, &stats[i].second, 8);
   }
   return blob;

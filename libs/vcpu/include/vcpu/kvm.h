@@ -163,7 +163,7 @@ class Vcpu {
   vm_memory::UniqueFd fd_;
   vm_memory::MappedRegion run_mapping_;
   bool xsave2_ = false;
-  size_t xsave_size_ = sizeof(kvm_xsave);
+  size_t xsave_size_ = 4096;  // struct kvm_xsave in C; see src/kvm_abi.h
 };
 
 }  // namespace vcpu
