@@ -40,7 +40,7 @@ guest), and exits with the guest's status.
 
   --kernel PATH          ELF vmlinux, PVH ELF or bzImage (required)
   --initrd PATH          initial ramdisk
-  --cmdline STR          kernel command line (default: console=ttyS0 reboot=k panic=1)
+  --cmdline STR          kernel command line (default: console=ttyS0 reboot=k panic=1 pci=off)
   --cpus N               vCPUs, 1-254 (default 1)
   --memory MIB           guest RAM in MiB (default 128)
   --cpu-template FILE    Firecracker-format custom CPU template (JSON)

@@ -160,6 +160,9 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   PlatformConfig platform;
   platform.num_cpus = config.cpus;
   platform.has_pic = config.irqchip == vcpu::IrqchipMode::kFull;
+  // The FADT is hardware-reduced, so Linux enumerates no legacy ISA IRQs:
+  // COM1 must be in the DSDT for the 8250 driver to get IRQ 4.
+  platform.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, kSerialIrq});
   RETURN_IF_ERROR(WriteMpTable(*memory_, platform));
   ASSIGN_OR_RETURN(boot.rsdp, WriteAcpiTables(*memory_, platform));
   return WriteBootInfo(*memory_, kernel_, boot);

@@ -34,7 +34,7 @@ namespace kindling {
 struct VmConfig {
   std::string kernel;
   std::string initrd;  // empty: none
-  std::string cmdline = "console=ttyS0 reboot=k panic=1";
+  std::string cmdline = "console=ttyS0 reboot=k panic=1 pci=off";
   uint32_t cpus = 1;
   uint64_t memory_mib = 128;
   std::string cpu_template;  // path to Firecracker-format JSON; empty: none

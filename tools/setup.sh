@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc catch2
   liburing-dev zlib1g-dev libzstd-dev
   qemu-system-x86 qemu-utils seabios
-  busybox-static cpio file
+  busybox-static cpio file acpica-tools
 )
 
 missing=()

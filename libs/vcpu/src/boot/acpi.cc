@@ -107,15 +107,20 @@ std::vector<uint8_t> PkgLength(size_t body) {
   return {};  // unreachable for tables we build (< 256 MiB)
 }
 
-std::vector<uint8_t> WithPkgLength(uint8_t op_prefix, std::vector<uint8_t> ops,
-                                   const std::vector<uint8_t>& body) {
-  std::vector<uint8_t> out;
-  if (op_prefix) out.push_back(op_prefix);
-  out.insert(out.end(), ops.begin(), ops.end());
-  std::vector<uint8_t> len = PkgLength(body.size());
+// An AML package: opcode bytes, PkgLength, then `content` (for Scope and
+// Device the content starts with the name; PkgLength covers it).
+std::vector<uint8_t> Package(std::vector<uint8_t> opcode,
+                             const std::vector<uint8_t>& content) {
+  std::vector<uint8_t> out = std::move(opcode);
+  std::vector<uint8_t> len = PkgLength(content.size());
   out.insert(out.end(), len.begin(), len.end());
-  out.insert(out.end(), body.begin(), body.end());
+  out.insert(out.end(), content.begin(), content.end());
   return out;
+}
+
+std::vector<uint8_t> Concat(std::vector<uint8_t> a, const std::vector<uint8_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
 }
 
 void Append(std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
@@ -152,19 +157,49 @@ std::vector<uint8_t> DeviceAml(const MmioDeviceDescription& d, size_t index) {
   std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
   Append(buffer_body, crs);
   std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
-  Append(name_crs, WithPkgLength(0x11, {}, buffer_body));  // BufferOp
+  Append(name_crs, Package({0x11}, buffer_body));  // BufferOp
 
-  std::vector<uint8_t> body = NameString("_HID", d.hid);
-  Append(body, NameDword("_UID", index));
-  Append(body, name_crs);
   char seg[5];
   std::snprintf(seg, sizeof(seg), "V%03zX", index % 0x1000);
-  return WithPkgLength(0x5b, {0x82, uint8_t(seg[0]), uint8_t(seg[1]),
-                              uint8_t(seg[2]), uint8_t(seg[3])},
-                       body);
+  std::vector<uint8_t> body(seg, seg + 4);
+  Append(body, NameString("_HID", d.hid));
+  Append(body, NameDword("_UID", index));
+  Append(body, name_crs);
+  return Package({0x5b, 0x82}, body);  // DeviceOp
+}
+
+std::vector<uint8_t> IoDeviceAml(const IoDeviceDescription& d) {
+  std::vector<uint8_t> crs = {0x47, 0x01,  // IO(Decode16, ...)
+                              uint8_t(d.port), uint8_t(d.port >> 8),
+                              uint8_t(d.port), uint8_t(d.port >> 8),
+                              0x01, d.port_len,
+                              0x22,  // IRQNoFlags() { irq }
+                              uint8_t((1u << d.irq) & 0xff),
+                              uint8_t((1u << d.irq) >> 8),
+                              0x79, 0x00};
+  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
+  Append(buffer_body, crs);
+  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
+  Append(name_crs, Package({0x11}, buffer_body));
+  std::string n = (d.name + "____").substr(0, 4);
+  std::vector<uint8_t> body(n.begin(), n.end());
+  Append(body, NameDword("_HID", EisaId(d.hid)));
+  Append(body, NameDword("_UID", 1));
+  Append(body, name_crs);
+  return Package({0x5b, 0x82}, body);  // DeviceOp
 }
 
 }  // namespace
+
+uint32_t EisaId(const std::string& id) {
+  if (id.size() != 7) return 0;
+  auto letter = [](char c) { return static_cast<uint32_t>(c - 'A' + 1) & 0x1f; };
+  uint32_t vendor = (letter(id[0]) << 10) | (letter(id[1]) << 5) | letter(id[2]);
+  uint32_t product = std::stoul(id.substr(3), nullptr, 16) & 0xffff;
+  // Bytes in memory: vendor (big-endian), product (big-endian).
+  return ((vendor >> 8) & 0xff) | ((vendor & 0xff) << 8) |
+         (((product >> 8) & 0xff) << 16) | ((product & 0xff) << 24);
+}
 
 uint8_t ChecksumByte(const uint8_t* data, size_t len) {
   uint8_t sum = 0;
@@ -174,13 +209,16 @@ uint8_t ChecksumByte(const uint8_t* data, size_t len) {
 
 std::vector<uint8_t> BuildDsdt(const PlatformConfig& config) {
   Bytes b = Header("DSDT", 2);
-  if (!config.dsdt_devices.empty()) {
+  if (!config.dsdt_devices.empty() || !config.io_devices.empty()) {
     std::vector<uint8_t> devices;
+    for (const IoDeviceDescription& d : config.io_devices) {
+      Append(devices, IoDeviceAml(d));
+    }
     for (size_t i = 0; i < config.dsdt_devices.size(); ++i) {
       Append(devices, DeviceAml(config.dsdt_devices[i], i));
     }
     // Scope (\_SB) { devices }
-    b.PutBytes(WithPkgLength(0x10, {'\\', '_', 'S', 'B', '_'}, devices));
+    b.PutBytes(Package({0x10}, Concat({'\\', '_', 'S', 'B', '_'}, devices)));
   }
   return Finish(std::move(b));
 }

@@ -1,10 +1,13 @@
 #include "vcpu/boot/platform_tables.h"
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 
+#include "kindling/test_skip.h"
 #include "vcpu/boot/layout.h"
 #include "vm-memory/layout.h"
 
@@ -145,4 +148,63 @@ TEST_CASE("Platform tables refuse 0 or too many CPUs") {
   cfg.num_cpus = kMaxCpus;
   REQUIRE(WriteMpTable(*mem, cfg).ok());
   REQUIRE(WriteAcpiTables(*mem, cfg).ok());
+}
+
+TEST_CASE("EisaId encodes like ACPI's EisaId()") {
+  REQUIRE(EisaId("PNP0501") == 0x0105d041);
+  REQUIRE(EisaId("PNP0B00") == 0x000bd041);
+  REQUIRE(EisaId("bad") == 0);
+}
+
+TEST_CASE("DSDT announces COM1 with its port and IRQ") {
+  PlatformConfig cfg;
+  cfg.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, 4});
+  auto dsdt = BuildDsdt(cfg);
+  REQUIRE(Sum(dsdt) == 0);
+  std::string text(dsdt.begin(), dsdt.end());
+  REQUIRE(text.find("COM1") != std::string::npos);
+  size_t io = text.find(std::string("\x47\x01\xf8\x03\xf8\x03", 6));
+  REQUIRE(io != std::string::npos);
+  REQUIRE(dsdt[io + 7] == 8);     // port range length
+  REQUIRE(dsdt[io + 8] == 0x22);  // IRQNoFlags
+  REQUIRE(dsdt[io + 9] == 0x10);  // IRQ 4
+}
+
+TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
+  if (std::system("command -v iasl >/dev/null 2>&1") != 0) {
+    KINDLING_SKIP("iasl (acpica-tools) is not installed");
+  }
+  auto mem = Ram();
+  PlatformConfig cfg;
+  cfg.num_cpus = 2;
+  cfg.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, 4});
+  cfg.dsdt_devices.push_back({"LNRO0005", 0xd0000000, 0x200, 5});
+  auto rsdp = WriteAcpiTables(*mem, cfg);
+  REQUIRE(rsdp.ok());
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = tmp ? tmp : "/tmp";
+  for (const auto& [sig, table] : Tables(*mem, *rsdp)) {
+    std::string path = dir + "/" + sig + ".aml";
+    FILE* f = std::fopen(path.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fwrite(table.data(), 1, table.size(), f);
+    std::fclose(f);
+    std::string cmd = "cd " + dir + " && iasl -d " + sig + ".aml > " + sig + ".log 2>&1";
+    int rc = std::system(cmd.c_str());
+    std::string log_cmd = "! grep -iE 'error|warning' " + dir + "/" + sig + ".log";
+    INFO("iasl on " << sig);
+    REQUIRE(rc == 0);
+    REQUIRE(std::system(log_cmd.c_str()) == 0);
+  }
+  // The DSDT, reached through the FADT, too.
+  auto fadt = Tables(*mem, *rsdp)["FACP"];
+  auto dh = ReadBytes(*mem, At<uint64_t>(fadt, 140), 36);
+  auto dsdt = ReadBytes(*mem, At<uint64_t>(fadt, 140), At<uint32_t>(dh, 4));
+  std::string path = dir + "/DSDT.aml";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(dsdt.data(), 1, dsdt.size(), f);
+  std::fclose(f);
+  REQUIRE(std::system(("cd " + dir + " && iasl -d DSDT.aml > DSDT.log 2>&1").c_str()) == 0);
+  REQUIRE(std::system(("! grep -iE 'error|warning' " + dir + "/DSDT.log").c_str()) == 0);
+  REQUIRE(std::system(("grep -q PNP0501 " + dir + "/DSDT.dsl").c_str()) == 0);
 }

@@ -28,12 +28,27 @@ struct MmioDeviceDescription {
   uint32_t irq = 0;  // GSI
 };
 
+// A legacy port-I/O device announced in the DSDT as a PNP device, so a
+// guest on a hardware-reduced ACPI platform (no legacy PIC enumeration)
+// still finds it and its IRQ. E.g. COM1: {"COM1", "PNP0501", 0x3f8, 8, 4}.
+struct IoDeviceDescription {
+  std::string name;  // 4-character ACPI name
+  std::string hid;   // EISA ID, e.g. "PNP0501"
+  uint16_t port = 0;
+  uint8_t port_len = 0;
+  uint8_t irq = 0;
+};
+
+// Encodes an EISA ID ("PNP0501") the way ACPI's EisaId() does.
+uint32_t EisaId(const std::string& id);
+
 struct PlatformConfig {
   uint32_t num_cpus = 1;
   // Whether the guest has an 8259 PIC (full in-kernel irqchip) — sets the
   // MADT PCAT_COMPAT flag and MP ExtINT routing.
   bool has_pic = true;
   std::vector<MmioDeviceDescription> dsdt_devices;
+  std::vector<IoDeviceDescription> io_devices;
 };
 
 // Builds the ACPI tables at the RSDP/tables addresses in boot/layout.h and
