@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <chrono>
 #include <regex>
 #include <string>
@@ -37,7 +38,8 @@ struct Console {
 
 VmConfig TickerConfig(Console& console) {
   VmConfig c;
-  c.kernel = "tests/guests/ticker.elf";
+  const char* elf = std::getenv("KINDLING_TICKER_ELF");
+  c.kernel = elf ? elf : "tests/guests/ticker.elf";
   c.memory_mib = 64;
   c.console_output = console.Sink();
   return c;
