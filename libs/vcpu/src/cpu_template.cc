@@ -1,5 +1,7 @@
 #include "vcpu/cpu_template.h"
 
+// property_tree pulls in boost/bind.hpp, which warns about global placeholders.
+#define BOOST_BIND_GLOBAL_PLACEHOLDERS
 #include <boost/property_tree/json_parser.hpp>
 #include <boost/property_tree/ptree.hpp>
 #include <algorithm>
