@@ -89,6 +89,7 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       o.help = true;
     } else if (flag == "--stats") {
       o.print_stats = true;
+      o.vm.collect_stats = true;
     } else if (flag == "--hugepages") {
       o.vm.hugepages = true;
     } else if (flag == "--kernel" || flag == "--initrd" || flag == "--cmdline" ||

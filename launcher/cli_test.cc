@@ -25,6 +25,7 @@ TEST_CASE("run flags fill the VM config") {
   REQUIRE(o->vm.pv.kvmclock);
   REQUIRE(o->vm.irqchip == vcpu::IrqchipMode::kSplit);
   REQUIRE(o->print_stats);
+  REQUIRE(o->vm.collect_stats);
   REQUIRE(o->vm.cpu_template == "t.json");
 }
 

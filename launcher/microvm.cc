@@ -205,10 +205,10 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
       RETURN_IF_ERROR(v->SetSregs(st.sregs));
       RETURN_IF_ERROR(v->SetRegs(st.regs));
     }
-    if (auto fd = v->GetStatsFd(); fd.ok()) {
-      if (auto stats = vcpu::KvmStats::Create(std::move(*fd)); stats.ok()) {
-        stats_.push_back(std::move(*stats));
-      }
+    if (config.collect_stats) {
+      ASSIGN_OR_RETURN(vm_memory::UniqueFd fd, v->GetStatsFd());
+      ASSIGN_OR_RETURN(auto stats, vcpu::KvmStats::Create(std::move(fd)));
+      stats_.push_back(std::move(stats));
     }
     vcpus_.push_back(std::move(v));
   }

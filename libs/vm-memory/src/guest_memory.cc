@@ -175,6 +175,28 @@ absl::Status GuestMemory::Write(GuestAddress addr,
                       });
 }
 
+absl::Status GuestMemory::ZeroRange(GuestAddress addr, uint64_t len) {
+  return ForEachChunk(
+      addr, len,
+      [&](const GuestRegion& r, RegionOffset off, uint64_t, uint64_t n) {
+        const uint64_t page = r.page_size();
+        uint64_t first = (off.value + page - 1) / page * page;
+        uint64_t last = (off.value + n) / page * page;
+        if (last <= first) {
+          std::memset(r.HostPointer(off), 0, n);
+        } else {
+          std::memset(r.HostPointer(off), 0, first - off.value);
+          std::memset(r.HostPointer(RegionOffset(last)), 0, off.value + n - last);
+          if (::fallocate(r.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          first, last - first) != 0) {
+            // Not supported by this fd: fall back to writing zeros.
+            std::memset(r.HostPointer(RegionOffset(first)), 0, last - first);
+          }
+        }
+        r.dirty_bitmap().MarkRange(off.value, n);
+      });
+}
+
 absl::StatusOr<std::vector<VolatileSlice>> GuestMemory::GetSlices(
     GuestAddress addr, uint64_t len, Access access) {
   std::vector<VolatileSlice> slices;

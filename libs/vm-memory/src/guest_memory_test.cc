@@ -165,3 +165,23 @@ TEST_CASE("Hugepage-backed RAM works or fails with a clear error") {
   std::vector<RegionSpec> small = {{GuestAddress(0), 4096}};
   REQUIRE_FALSE(GuestMemory::Create(small, opts).ok());  // not 2M-aligned
 }
+
+TEST_CASE("ZeroRange zeroes partial and whole pages across regions") {
+  auto mem = TwoRegions();
+  std::vector<uint8_t> ones(0x20000, 0xff);
+  REQUIRE(mem->Write(GuestAddress(0), ones).ok());
+  const GuestRegion* r0 = mem->FindRegion(GuestAddress(0));
+  r0->dirty_bitmap().TakeAndClear();
+  // From mid-page 0 to mid-page 0x11 of the second region.
+  REQUIRE(mem->ZeroRange(GuestAddress(0x800), 0x11800 - 0x800).ok());
+  std::vector<uint8_t> back(0x20000);
+  REQUIRE(mem->Read(GuestAddress(0), back).ok());
+  for (uint64_t i = 0; i < back.size(); ++i) {
+    bool zero = i >= 0x800 && i < 0x11800;
+    if (back[i] != (zero ? 0 : 0xff)) FAIL("byte " << i << " is " << int(back[i]));
+  }
+  REQUIRE(r0->dirty_bitmap().IsDirty(0x800));
+  REQUIRE(r0->dirty_bitmap().IsDirty(0xf000));
+  REQUIRE_FALSE(mem->ZeroRange(GuestAddress(0x1fff0), 0x20).ok());
+  REQUIRE(mem->ZeroRange(GuestAddress(0x100000), 0x10).ok());  // sub-page
+}

@@ -155,8 +155,8 @@ absl::StatusOr<LoadedKernel> LoadElf(vm_memory::GuestMemory& mem,
     }
     absl::Status s = mem.Write(at, image.subspan(ph.p_offset, ph.p_filesz));
     if (!s.ok()) return s;
-    std::vector<uint8_t> zeros(ph.p_memsz - ph.p_filesz);
-    s = mem.Write(GuestAddress(ph.p_paddr + ph.p_filesz), zeros);
+    s = mem.ZeroRange(GuestAddress(ph.p_paddr + ph.p_filesz),
+                      ph.p_memsz - ph.p_filesz);
     if (!s.ok()) return s;
     k.image_end = std::max(k.image_end, ph.p_paddr + ph.p_memsz);
     loaded_any = true;

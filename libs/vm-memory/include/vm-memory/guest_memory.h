@@ -112,6 +112,11 @@ class GuestMemory {
   // Copies src into the guest at addr and marks the pages dirty.
   absl::Status Write(GuestAddress addr, std::span<const uint8_t> src);
 
+  // Makes [addr, addr + len) read as zeros and marks it dirty. Whole pages
+  // are released back to the host (hole punched in the memfd) instead of
+  // being written, so zeroing fresh or large ranges touches no memory.
+  absl::Status ZeroRange(GuestAddress addr, uint64_t len);
+
   template <typename T>
   absl::StatusOr<T> ReadObj(GuestAddress addr) const {
     static_assert(std::is_trivially_copyable_v<T>);
