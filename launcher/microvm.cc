@@ -212,19 +212,29 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
     }
     vcpus_.push_back(std::move(v));
   }
-  runner_ = std::make_unique<VcpuRunner>(vcpus_, pio_, mmio_);
+  std::function<void(uint8_t)> on_eoi;
+  if (ioapic_) on_eoi = [ioapic = ioapic_](uint8_t v) { ioapic->EndOfInterrupt(v); };
+  runner_ = std::make_unique<VcpuRunner>(vcpus_, pio_, mmio_, std::move(on_eoi));
   return absl::OkStatus();
 }
 
 absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
   auto output = config.console_output ? config.console_output : WriteStdout;
   vcpu::Vm* vm = vm_.get();
-  bool full = config.irqchip == vcpu::IrqchipMode::kFull;
-  serial_ = std::make_shared<vcpu::Serial>(output, [vm, full] {
-    // With a split irqchip there is no in-kernel IOAPIC to take the line;
-    // guests polling the UART (LSR) still work.
-    if (full) (void)vm->PulseIrq(kSerialIrq);
-  });
+  std::function<void()> serial_irq = [vm] { (void)vm->PulseIrq(kSerialIrq); };
+  if (config.irqchip == vcpu::IrqchipMode::kSplit) {
+    // The IOAPIC lives here; it delivers through KVM as MSIs.
+    ioapic_ = std::make_shared<vcpu::Ioapic>(
+        config.cpus, [vm](uint64_t address, uint32_t data) {
+          (void)vm->SignalMsi(address, data);
+        });
+    RETURN_IF_ERROR(mmio_.Insert(ioapic_, vcpu::boot::kIoapicAddress, 0x20, "ioapic"));
+    serial_irq = [ioapic = ioapic_] {
+      ioapic->SetIrq(kSerialIrq, true);
+      ioapic->SetIrq(kSerialIrq, false);
+    };
+  }
+  serial_ = std::make_shared<vcpu::Serial>(output, serial_irq);
   RETURN_IF_ERROR(pio_.Insert(serial_, 0x3f8, 8, "serial ttyS0"));
   RETURN_IF_ERROR(pio_.Insert(std::make_shared<vcpu::I8042>([this] {
                                 Stop({VcpuRunner::StopReason::kShutdown, 0,

@@ -22,6 +22,7 @@
 #include "vcpu/boot/kernel_loader.h"
 #include "vcpu/bus.h"
 #include "vcpu/cpuid.h"
+#include "vcpu/devices/ioapic.h"
 #include "vcpu/devices/serial.h"
 #include "vcpu/kvm.h"
 #include "vcpu/stats.h"
@@ -100,6 +101,7 @@ class MicroVm {
   vcpu::Bus pio_;
   vcpu::Bus mmio_;
   std::shared_ptr<vcpu::Serial> serial_;
+  std::shared_ptr<vcpu::Ioapic> ioapic_;  // split irqchip only
   std::unique_ptr<vcpu::VcpuRunner> runner_;
   vcpu::boot::LoadedKernel kernel_;
 };

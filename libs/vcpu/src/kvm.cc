@@ -350,6 +350,8 @@ absl::StatusOr<VcpuExit> Vcpu::DecodeExit() {
       return VcpuExit(SystemEvent{r->system_event.type});
     case KVM_EXIT_INTR:
       return VcpuExit(Interrupted{});
+    case KVM_EXIT_IOAPIC_EOI:
+      return VcpuExit(IoapicEoi{r->eoi.vector});
     case KVM_EXIT_FAIL_ENTRY:
       return VcpuExit(EntryFailure{absl::StrFormat(
           "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason 0x%x",

@@ -30,10 +30,12 @@ void InstallKickHandler() {
 }  // namespace
 
 VcpuRunner::VcpuRunner(std::vector<std::unique_ptr<Vcpu>>& vcpus,
-                       const Bus& pio, const Bus& mmio)
+                       const Bus& pio, const Bus& mmio,
+                       std::function<void(uint8_t)> on_ioapic_eoi)
     : vcpus_(vcpus),
       pio_(pio),
       mmio_(mmio),
+      on_ioapic_eoi_(std::move(on_ioapic_eoi)),
       user_exits_(new std::atomic<uint64_t>[vcpus.size()]) {
   for (size_t i = 0; i < vcpus.size(); ++i) user_exits_[i] = 0;
 }
@@ -158,6 +160,8 @@ bool VcpuRunner::HandleExit(size_t index, const VcpuExit& exit) {
     mmio_.Read(e->address, e->data);
   } else if (auto* e = std::get_if<MmioWrite>(&exit)) {
     mmio_.Write(e->address, e->data);
+  } else if (auto* e = std::get_if<IoapicEoi>(&exit)) {
+    if (on_ioapic_eoi_) on_ioapic_eoi_(e->vector);
   } else if (std::holds_alternative<Halt>(exit)) {
     // Without an in-kernel LAPIC a halted vCPU can never wake up again.
     Stop({StopReason::kShutdown, 0, absl::StrCat("vCPU ", index, " halted")});

@@ -38,6 +38,11 @@ struct Shutdown {};
 struct SystemEvent {
   uint32_t type;
 };
+// Split irqchip: the guest's LAPIC sent EOI for a level-triggered vector
+// that the userspace IOAPIC owns.
+struct IoapicEoi {
+  uint8_t vector;
+};
 // KVM_RUN returned EINTR, or immediate_exit was set: the VMM wants control.
 struct Interrupted {};
 // KVM could not run or emulate the guest. `reason` says what KVM reported.
@@ -46,7 +51,7 @@ struct EntryFailure {
 };
 
 using VcpuExit = std::variant<IoIn, IoOut, MmioRead, MmioWrite, Halt, Shutdown,
-                              SystemEvent, Interrupted, EntryFailure>;
+                              SystemEvent, IoapicEoi, Interrupted, EntryFailure>;
 
 }  // namespace vcpu
 

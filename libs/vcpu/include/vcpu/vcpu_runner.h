@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,8 +45,10 @@ class VcpuRunner {
     std::string detail;
   };
 
+  // `on_ioapic_eoi` receives split-irqchip EOIs (may be empty).
   VcpuRunner(std::vector<std::unique_ptr<Vcpu>>& vcpus, const Bus& pio,
-             const Bus& mmio);
+             const Bus& mmio,
+             std::function<void(uint8_t)> on_ioapic_eoi = nullptr);
   ~VcpuRunner();
 
   absl::Status Start();
@@ -71,6 +74,7 @@ class VcpuRunner {
   std::vector<std::unique_ptr<Vcpu>>& vcpus_;
   const Bus& pio_;
   const Bus& mmio_;
+  std::function<void(uint8_t)> on_ioapic_eoi_;
   std::vector<std::thread> threads_;
   std::vector<pthread_t> handles_;
   std::unique_ptr<std::atomic<uint64_t>[]> user_exits_;
