@@ -106,31 +106,21 @@ absl::Status Kvm::RequireCapabilities(
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
-  std::vector<uint8_t> buf(sizeof(abi::Cpuid2Header) +
-                           kMaxCpuidEntries * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<abi::Cpuid2Header*>(buf.data());
-  cpuid->nent = kMaxCpuidEntries;
-  if (Ioctl(fd_.get(), abi::kGetSupportedCpuid, cpuid) < 0) {
+  abi::FlexArray<abi::Cpuid2Header, kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
+  cpuid.header()->nent = kMaxCpuidEntries;
+  if (Ioctl(fd_.get(), abi::kGetSupportedCpuid, cpuid.header()) < 0) {
     return IoctlError("KVM_GET_SUPPORTED_CPUID");
   }
-  const auto* entries =
-      reinterpret_cast<const kvm_cpuid_entry2*>(buf.data() + sizeof(*cpuid));
-  return std::vector<kvm_cpuid_entry2>(
-      entries, entries + std::min<size_t>(cpuid->nent, kMaxCpuidEntries));
+  return cpuid.Take(cpuid.header()->nent);
 }
 
 absl::StatusOr<std::vector<uint32_t>> Kvm::GetMsrIndexList() const {
-  std::vector<uint8_t> buf(sizeof(abi::MsrListHeader) +
-                           kMaxMsrIndices * sizeof(uint32_t));
-  auto* list = reinterpret_cast<abi::MsrListHeader*>(buf.data());
-  list->nmsrs = kMaxMsrIndices;
-  if (Ioctl(fd_.get(), abi::kGetMsrIndexList, list) < 0) {
+  abi::FlexArray<abi::MsrListHeader, uint32_t> list(kMaxMsrIndices);
+  list.header()->nmsrs = kMaxMsrIndices;
+  if (Ioctl(fd_.get(), abi::kGetMsrIndexList, list.header()) < 0) {
     return IoctlError("KVM_GET_MSR_INDEX_LIST");
   }
-  const auto* indices =
-      reinterpret_cast<const uint32_t*>(buf.data() + sizeof(*list));
-  return std::vector<uint32_t>(
-      indices, indices + std::min<size_t>(list->nmsrs, kMaxMsrIndices));
+  return list.Take(list.header()->nmsrs);
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> Kvm::CreateVm() const {
@@ -200,13 +190,9 @@ absl::Status Vm::PulseIrq(uint32_t gsi) {
 }
 
 absl::Status Vm::SetGsiRouting(std::span<const kvm_irq_routing_entry> entries) {
-  std::vector<uint8_t> buf(sizeof(abi::IrqRoutingHeader) +
-                           entries.size() * sizeof(kvm_irq_routing_entry));
-  auto* routing = reinterpret_cast<abi::IrqRoutingHeader*>(buf.data());
-  routing->nr = entries.size();
-  std::memcpy(buf.data() + sizeof(*routing), entries.data(),
-              entries.size() * sizeof(kvm_irq_routing_entry));
-  if (Ioctl(fd_.get(), abi::kSetGsiRouting, routing) < 0) {
+  abi::FlexArray<abi::IrqRoutingHeader, kvm_irq_routing_entry> routing(entries);
+  routing.header()->nr = entries.size();
+  if (Ioctl(fd_.get(), abi::kSetGsiRouting, routing.header()) < 0) {
     return IoctlError("KVM_SET_GSI_ROUTING");
   }
   return absl::OkStatus();
@@ -416,13 +402,9 @@ absl::Status Vcpu::SetXsave(std::span<const uint8_t> xsave) {
 }
 
 absl::Status Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
-  std::vector<uint8_t> buf(sizeof(abi::Cpuid2Header) +
-                           entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<abi::Cpuid2Header*>(buf.data());
-  cpuid->nent = entries.size();
-  std::memcpy(buf.data() + sizeof(*cpuid), entries.data(),
-              entries.size() * sizeof(kvm_cpuid_entry2));
-  if (Ioctl(fd_.get(), abi::kSetCpuid2, cpuid) < 0) {
+  abi::FlexArray<abi::Cpuid2Header, kvm_cpuid_entry2> cpuid(entries);
+  cpuid.header()->nent = entries.size();
+  if (Ioctl(fd_.get(), abi::kSetCpuid2, cpuid.header()) < 0) {
     return IoctlError("KVM_SET_CPUID2");
   }
   return absl::OkStatus();
@@ -430,17 +412,13 @@ absl::Status Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
 
 absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
     std::span<const uint32_t> indices) const {
-  std::vector<uint8_t> buf(sizeof(abi::MsrsHeader) +
-                           indices.size() * sizeof(kvm_msr_entry));
-  auto* msrs = reinterpret_cast<abi::MsrsHeader*>(buf.data());
-  auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(*msrs));
-  msrs->nmsrs = indices.size();
-  for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
-  int n = Ioctl(fd_.get(), abi::kGetMsrs, msrs);
+  abi::FlexArray<abi::MsrsHeader, kvm_msr_entry> msrs(indices.size());
+  msrs.header()->nmsrs = indices.size();
+  for (size_t i = 0; i < indices.size(); ++i) msrs.entries()[i].index = indices[i];
+  int n = Ioctl(fd_.get(), abi::kGetMsrs, msrs.header());
   if (n < 0) return IoctlError("KVM_GET_MSRS");
-  n = std::min<int>(n, indices.size());
   // KVM stops at the first MSR it cannot read; read the rest one by one.
-  std::vector<kvm_msr_entry> out(entries, entries + n);
+  std::vector<kvm_msr_entry> out = msrs.Take(n);
   for (size_t i = n + 1; i < indices.size(); ++i) {
     auto one = GetMsrs(std::span<const uint32_t>(&indices[i], 1));
     if (one.ok() && !one->empty()) out.push_back((*one)[0]);
@@ -449,13 +427,9 @@ absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
 }
 
 absl::Status Vcpu::SetMsrs(std::span<const kvm_msr_entry> entries) {
-  std::vector<uint8_t> buf(sizeof(abi::MsrsHeader) +
-                           entries.size() * sizeof(kvm_msr_entry));
-  auto* msrs = reinterpret_cast<abi::MsrsHeader*>(buf.data());
-  msrs->nmsrs = entries.size();
-  std::memcpy(buf.data() + sizeof(*msrs), entries.data(),
-              entries.size() * sizeof(kvm_msr_entry));
-  int n = Ioctl(fd_.get(), abi::kSetMsrs, msrs);
+  abi::FlexArray<abi::MsrsHeader, kvm_msr_entry> msrs(entries);
+  msrs.header()->nmsrs = entries.size();
+  int n = Ioctl(fd_.get(), abi::kSetMsrs, msrs.header());
   if (n < 0) return IoctlError("KVM_SET_MSRS");
   if (static_cast<size_t>(n) != entries.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -12,7 +12,10 @@
 
 #include <linux/kvm.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
+#include <vector>
 
 namespace vcpu::abi {
 
@@ -62,6 +65,32 @@ static_assert(kGetSupportedCpuid == 0xc008ae05);
 static_assert(kSetCpuid2 == 0x4008ae90);
 static_assert(kGetMsrs == 0xc008ae88);
 static_assert(kGetXsave == 0x9000aea4);
+
+// An ioctl argument made of a fixed header followed by `count` entries,
+// laid out as the kernel expects (entries right after the header).
+template <typename Header, typename Entry>
+class FlexArray {
+ public:
+  static_assert(sizeof(Header) % alignof(Entry) == 0);
+  explicit FlexArray(size_t count)
+      : count_(count), buf_(sizeof(Header) + count * sizeof(Entry)) {}
+  FlexArray(std::span<const Entry> entries) : FlexArray(entries.size()) {
+    std::copy(entries.begin(), entries.end(), this->entries());
+  }
+  Header* header() { return reinterpret_cast<Header*>(buf_.data()); }
+  Entry* entries() {
+    return reinterpret_cast<Entry*>(buf_.data() + sizeof(Header));
+  }
+  // The first `n` entries (clamped to the capacity), e.g. after KVM filled
+  // in how many it returned.
+  std::vector<Entry> Take(size_t n) {
+    return std::vector<Entry>(entries(), entries() + std::min(n, count_));
+  }
+
+ private:
+  size_t count_;
+  std::vector<uint8_t> buf_;  // operator new: aligned for any entry type
+};
 
 }  // namespace vcpu::abi
 
