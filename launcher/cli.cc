@@ -48,6 +48,7 @@ guest), and exits with the guest's status.
   --kvmclock on|off      --steal-time on|off   --pv-unhalt on|off
   --pv-tlb-flush on|off  --pv-send-ipi on|off  (all default on)
   --irqchip full|split   in-kernel LAPIC+IOAPIC+PIC, or LAPIC only (default full)
+  --boot-protocol pvh|linux  entry for an ELF with a PVH note (default pvh)
   --hugepages            back guest RAM with 2 MiB hugepages
   --stats                print KVM exit statistics to stderr when the VM stops
 
@@ -122,6 +123,17 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       } else {
         return absl::InvalidArgumentError(
             absl::StrCat("--irqchip '", *v, "': expected full or split"));
+      }
+    } else if (flag == "--boot-protocol") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v == "pvh") {
+        o.vm.elf_entry = vcpu::boot::ElfEntry::kPreferPvh;
+      } else if (*v == "linux") {
+        o.vm.elf_entry = vcpu::boot::ElfEntry::kLinux64;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--boot-protocol '", *v, "': expected pvh or linux"));
       }
     } else if (flag == "--pv-eoi") {
       s = set_pv(&vcpu::PvFeatures::pv_eoi);

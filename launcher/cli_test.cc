@@ -44,6 +44,10 @@ TEST_CASE("run flag errors name the flag") {
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--bogus"}).status(), "unknown option '--bogus'"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel"}).status(), "--kernel needs a value"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--irqchip", "half"}).status(), "full or split"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--boot-protocol", "efi"}).status(), "pvh or linux"));
+  auto o = ParseRunFlags({"--kernel", "k", "--boot-protocol", "linux"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.elf_entry == vcpu::boot::ElfEntry::kLinux64);
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--memory", "99999999999999"}).status(),
                    "at most"));
 }

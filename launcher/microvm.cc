@@ -144,7 +144,8 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   using namespace vcpu::boot;
   ASSIGN_OR_RETURN(std::vector<uint8_t> image,
                    ReadFileCapped(config.kernel, kMaxKernelBytes));
-  absl::StatusOr<LoadedKernel> kernel = LoadKernel(*memory_, image);
+  absl::StatusOr<LoadedKernel> kernel =
+      LoadKernel(*memory_, image, config.elf_entry);
   if (!kernel.ok()) {
     return absl::Status(kernel.status().code(),
                         absl::StrCat(config.kernel, ": ", kernel.status().message()));

@@ -35,6 +35,8 @@ namespace kindling {
 struct VmConfig {
   std::string kernel;
   std::string initrd;  // empty: none
+  // For an ELF with a PVH note: PVH (default) or the 64-bit boot protocol.
+  vcpu::boot::ElfEntry elf_entry = vcpu::boot::ElfEntry::kPreferPvh;
   std::string cmdline = "console=ttyS0 reboot=k panic=1 pci=off";
   uint32_t cpus = 1;
   uint64_t memory_mib = 128;

@@ -101,9 +101,10 @@ absl::StatusOr<std::vector<uint8_t>> ReadFileCapped(const std::string& path,
 }
 
 absl::StatusOr<LoadedKernel> LoadKernel(vm_memory::GuestMemory& mem,
-                                        std::span<const uint8_t> image) {
+                                        std::span<const uint8_t> image,
+                                        ElfEntry elf_entry) {
   if (image.size() >= 4 && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0) {
-    return LoadElf(mem, image);
+    return LoadElf(mem, image, elf_entry);
   }
   uint32_t magic = 0;
   if (ReadAt(image, 0x202, &magic) && magic == kHdrSMagic) {
@@ -115,7 +116,8 @@ absl::StatusOr<LoadedKernel> LoadKernel(vm_memory::GuestMemory& mem,
 }
 
 absl::StatusOr<LoadedKernel> LoadElf(vm_memory::GuestMemory& mem,
-                                     std::span<const uint8_t> image) {
+                                     std::span<const uint8_t> image,
+                                     ElfEntry elf_entry) {
   Elf64_Ehdr eh;
   if (!ReadAt(image, 0, &eh)) return ElfError("truncated ELF header");
   if (eh.e_ident[EI_CLASS] != ELFCLASS64) return ElfError("not a 64-bit ELF (EI_CLASS)");
@@ -162,7 +164,7 @@ absl::StatusOr<LoadedKernel> LoadElf(vm_memory::GuestMemory& mem,
     loaded_any = true;
   }
   if (!loaded_any) return ElfError("no loadable (PT_LOAD) segment");
-  if (pvh_entry) {
+  if (pvh_entry && elf_entry == ElfEntry::kPreferPvh) {
     k.protocol = BootProtocol::kPvh;
     k.entry = *pvh_entry;
   } else {

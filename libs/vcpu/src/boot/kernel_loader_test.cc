@@ -64,6 +64,9 @@ TEST_CASE("The hello test guest loads as a PVH kernel") {
   REQUIRE(k->entry >= kHighMemoryStart);
   REQUIRE(k->image_end > k->entry);
   REQUIRE(mem->CountDirtyPages() > 0);
+  auto linux64 = LoadKernel(*mem, *image, ElfEntry::kLinux64);
+  REQUIRE(linux64.ok());
+  REQUIRE(linux64->protocol == BootProtocol::kLinux64);
 }
 
 TEST_CASE("A plain ELF boots through the 64-bit Linux protocol; bss zeroed") {

@@ -34,6 +34,10 @@ struct LoadedKernel {
   std::optional<setup_header> setup;
 };
 
+// Which entry to use for an ELF that offers both (a vmlinux with a PVH
+// note): PVH by default, or Linux's 64-bit boot protocol.
+enum class ElfEntry { kPreferPvh, kLinux64 };
+
 struct InitrdLocation {
   uint64_t address = 0;
   uint64_t size = 0;
@@ -43,10 +47,12 @@ struct InitrdLocation {
 absl::StatusOr<std::vector<uint8_t>> ReadFileCapped(const std::string& path,
                                                     uint64_t max_bytes);
 
-absl::StatusOr<LoadedKernel> LoadKernel(vm_memory::GuestMemory& mem,
-                                        std::span<const uint8_t> image);
+absl::StatusOr<LoadedKernel> LoadKernel(
+    vm_memory::GuestMemory& mem, std::span<const uint8_t> image,
+    ElfEntry elf_entry = ElfEntry::kPreferPvh);
 absl::StatusOr<LoadedKernel> LoadElf(vm_memory::GuestMemory& mem,
-                                     std::span<const uint8_t> image);
+                                     std::span<const uint8_t> image,
+                                     ElfEntry elf_entry = ElfEntry::kPreferPvh);
 absl::StatusOr<LoadedKernel> LoadBzImage(vm_memory::GuestMemory& mem,
                                          std::span<const uint8_t> image);
 
