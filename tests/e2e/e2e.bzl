@@ -1,5 +1,14 @@
 """kindling_guest_test: a test guest booted by kindling, checked like QEMU's."""
 
+# What a test needs to run kindling inside tools/nested-kvm where the host
+# has no /dev/kvm, and the tags such a test carries: it caches a kernel
+# under /var/cache (local) and keeps a core busy with TCG (exclusive).
+NESTED_KVM_DATA = [
+    "//tools/nested-kvm:init.sh",
+    "//tools/nested-kvm:run.sh",
+]
+NESTED_KVM_TAGS = ["exclusive", "local", "requires-kvm"]
+
 def kindling_guest_test(name, guest, expect, run_args = [], timeout_s = 60,
                         size = "medium", data = [], nested_mem = None):
     native.sh_test(
@@ -18,12 +27,8 @@ def kindling_guest_test(name, guest, expect, run_args = [], timeout_s = 60,
             expect,
             "//launcher:kindling",
             "//tests/guests:expect_lib.sh",
-            "//tools/nested-kvm:run.sh",
-            "//tools/nested-kvm:init.sh",
-        ] + data,
+        ] + NESTED_KVM_DATA + data,
         env = {"NESTED_MEM": str(nested_mem)} if nested_mem else {},
         size = size,
-        # Without /dev/kvm the test boots a QEMU/TCG guest (tools/nested-kvm):
-        # it caches a kernel under /var/cache and keeps a core busy.
-        tags = ["requires-kvm", "local", "exclusive"],
+        tags = NESTED_KVM_TAGS,
     )
