@@ -1,6 +1,7 @@
 // The table of formats OpenImage knows.
 #include "absl/strings/str_format.h"
 #include "block/image.h"
+#include "block/qcow2.h"
 #include "block/raw.h"
 
 namespace block {
@@ -8,8 +9,8 @@ namespace block {
 absl::StatusOr<std::unique_ptr<Image>> OpenImageInChainFormats(
     const std::string& path, const std::string& format,
     const OpenOptions& options, std::vector<std::string>& chain) {
-  (void)chain;
   if (format == "raw") return RawImage::Open(path, options);
+  if (format == "qcow2") return Qcow2Image::OpenInChain(path, options, chain);
   return absl::UnimplementedError(
       absl::StrFormat("%s: image format '%s' is not supported", path, format));
 }
