@@ -147,7 +147,12 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   for (uint64_t i = 0; i < l1_.size(); ++i) {
     uint64_t off = l1_[i] & kOffsetMask;
     if (off == 0 || off % cs_ != 0 || (off >> cb_) >= nclusters) continue;
-    ASSIGN_OR_RETURN(uint64_t rc, GetRefcount(off >> cb_));
+    auto rc_or = GetRefcount(off >> cb_);
+    if (!rc_or.ok()) {
+      ++r.check_errors;
+      continue;
+    }
+    const uint64_t rc = *rc_or;
     if ((rc == 1) != bool(l1_[i] & kOflagCopied)) {
       note(absl::StrFormat("ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%x refcount=%u",
                            i, l1_[i], rc));
@@ -169,7 +174,12 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
       Mapping m = Decode(e);
       if (m.kind != Kind::kNormal && !(m.kind == Kind::kZero && m.host)) continue;
       if (m.host % cs_ != 0 || (m.host >> cb_) >= nclusters) continue;
-      ASSIGN_OR_RETURN(uint64_t drc, GetRefcount(m.host >> cb_));
+      auto drc_or = GetRefcount(m.host >> cb_);
+      if (!drc_or.ok()) {
+        ++r.check_errors;
+        continue;
+      }
+      const uint64_t drc = *drc_or;
       t = l2_cache_.Find(off);
       if (t == nullptr) break;
       if ((drc == 1) != m.copied) {
