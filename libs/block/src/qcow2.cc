@@ -273,13 +273,13 @@ absl::Status Qcow2::CheckHostCluster(uint64_t host, const char* what,
   auto overlaps = [&](uint64_t off, uint64_t len) {
     return host < off + len && off < host + cs_;
   };
-  if (host % cs_ != 0 || host == 0 ||
+  if (host % cs_ != 0 || host == 0 || host >= file_size_ ||
       overlaps(h_.l1_table_offset, uint64_t(h_.l1_size) * 8) ||
       overlaps(h_.refcount_table_offset,
                uint64_t(h_.refcount_table_clusters) * cs_)) {
     return const_cast<Qcow2*>(this)->MarkCorrupt(absl::StrFormat(
         "%s for guest offset 0x%x points to host offset 0x%x, which is "
-        "unaligned or overlaps metadata",
+        "unaligned, past the end of the file or overlaps metadata",
         what, where, host));
   }
   return absl::OkStatus();

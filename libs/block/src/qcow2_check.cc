@@ -1,6 +1,7 @@
 // qcow2 consistency check and repair: recount every reference, compare with
 // the refcounts, check the COPIED flags, fix what the mode allows.
 #include <algorithm>
+#include <cstdint>
 
 #include "absl/strings/str_format.h"
 #include "kindling/status_macros.h"
@@ -20,7 +21,11 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   CheckResult r;
   ASSIGN_OR_RETURN(uint64_t fsize, file_.Size());
   const uint64_t nclusters = std::max((fsize + cs_ - 1) >> cb_, end_cluster_);
-  std::vector<uint64_t> expected(nclusters, 0);
+  if (nclusters > (1ULL << 32)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: %u clusters are too many to check", file_.name(), nclusters));
+  }
+  std::vector<uint32_t> expected(nclusters, 0);
   auto note = [&](std::string msg) {
     if (r.messages.size() < 1000) r.messages.push_back(std::move(msg));
   };
@@ -32,7 +37,9 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
       ++r.corruptions;
       return;
     }
-    for (uint64_t c = first; c <= last; ++c) ++expected[c];
+    for (uint64_t c = first; c <= last; ++c) {
+      if (expected[c] < UINT32_MAX) ++expected[c];
+    }
   };
   ref(0, cs_, "header");
   ref(h_.refcount_table_offset, uint64_t(h_.refcount_table_clusters) * cs_,
