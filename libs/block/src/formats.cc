@@ -3,6 +3,7 @@
 #include "block/image.h"
 #include "block/qcow2.h"
 #include "block/raw.h"
+#include "block/vhd.h"
 
 namespace block {
 
@@ -11,6 +12,7 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImageInChainFormats(
     const OpenOptions& options, std::vector<std::string>& chain) {
   if (format == "raw") return RawImage::Open(path, options);
   if (format == "qcow2") return Qcow2Image::OpenInChain(path, options, chain);
+  if (format == "vpc" || format == "vhd") return VhdImage::Open(path, options);
   return absl::UnimplementedError(
       absl::StrFormat("%s: image format '%s' is not supported", path, format));
 }

@@ -34,6 +34,7 @@
 #include "block/image.h"
 #include "block/qcow2.h"
 #include "block/raw.h"
+#include "block/vhd.h"
 #include "kindling/status_macros.h"
 
 namespace {
@@ -104,6 +105,21 @@ absl::Status CreateImage(const std::string& fmt, const std::string& path,
       return absl::InvalidArgumentError("raw images cannot have a backing file");
     }
     return RawImage::Create(path, size);
+  }
+  if (fmt == "vpc" || fmt == "vhd") {
+    if (!backing.empty()) return absl::InvalidArgumentError("VHD backing files are not supported");
+    VhdCreateOptions v{.size = (size + 511) / 512 * 512};
+    for (const auto& [k, val] : opts) {
+      if (k == "subformat") {
+        v.fixed = val == "fixed";
+      } else if (k == "block_size") {
+        ASSIGN_OR_RETURN(uint64_t bs, ParseSize(val));
+        v.block_size = bs;
+      } else if (k != "force_size") {
+        return absl::InvalidArgumentError(absl::StrFormat("unsupported vpc option '%s'", k));
+      }
+    }
+    return VhdImage::Create(path, v);
   }
   if (fmt != "qcow2") {
     return absl::UnimplementedError(
@@ -724,7 +740,7 @@ void Help() {
       "  snapshot -c NAME | -l | -a NAME | -d NAME FILE\n"
       "  bench [-w] [-s SIZE] [-c COUNT] [-d DEPTH] [-o OFFSET] [-S STEP]\n"
       "        [-t none|writeback] [-i threads|io_uring] [-f FMT] FILE\n"
-      "Formats: raw, qcow2.");
+      "Formats: raw, qcow2, vpc (VHD: -o subformat=fixed|dynamic).");
 }
 
 }  // namespace
