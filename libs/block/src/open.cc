@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "block/backend.h"
 #include "block/file.h"
+#include "block/nbd.h"
 #include "block/raw.h"
 #include "kindling/status_macros.h"
 
@@ -40,6 +41,13 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImageInChainFormats(
 absl::StatusOr<std::unique_ptr<Image>> OpenImageInChain(
     const std::string& path, const OpenOptions& options,
     std::vector<std::string>& chain) {
+  if (path.rfind("nbd:", 0) == 0 || path.rfind("nbd+", 0) == 0) {
+    if (std::find(chain.begin(), chain.end(), path) != chain.end()) {
+      return absl::FailedPreconditionError("backing chain loop at " + path);
+    }
+    ASSIGN_OR_RETURN(auto n, NbdImage::Connect(path, {.read_only = options.read_only}));
+    return std::unique_ptr<Image>(std::move(n));
+  }
   char* real = ::realpath(path.c_str(), nullptr);
   if (real == nullptr) {
     return absl::NotFoundError(absl::StrFormat(
@@ -71,6 +79,7 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImageInChain(
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(
     const std::string& path, const BackendOptions& options) {
   std::string format = options.open.format;
+  if (path.rfind("nbd:", 0) == 0 || path.rfind("nbd+", 0) == 0) format = "nbd";
   if (format.empty()) {
     ASSIGN_OR_RETURN(format, ProbeFormat(path));
   }

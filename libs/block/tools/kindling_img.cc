@@ -653,6 +653,7 @@ int CmdBench(int argc, char** argv) {
   bo.open.read_only = !write;
   bo.open.direct = cache == "none" || cache == "directsync";
   bo.queue_depth = std::max<uint64_t>(depth, 1);
+  bo.threads = std::max<uint64_t>(depth, 1);  // as many workers as requests in flight
   if (aio == "threads") bo.engine = Engine::kThreads;
   if (aio == "io_uring") bo.engine = Engine::kIoUring;
   auto b = OpenBackend(argv[optind], bo);
