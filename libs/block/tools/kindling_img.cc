@@ -33,6 +33,7 @@
 #include "block/backend.h"
 #include "block/image.h"
 #include "block/qcow2.h"
+#include "block/qed.h"
 #include "block/raw.h"
 #include "block/vhd.h"
 #include "kindling/status_macros.h"
@@ -120,6 +121,30 @@ absl::Status CreateImage(const std::string& fmt, const std::string& path,
       }
     }
     return VhdImage::Create(path, v);
+  }
+  if (fmt == "qed") {
+    QedCreateOptions q{.size = (size + 511) / 512 * 512, .backing_file = backing,
+                       .backing_format = backing_fmt};
+    for (const auto& [k, val] : opts) {
+      if (k == "cluster_size") {
+        ASSIGN_OR_RETURN(uint64_t v, ParseSize(val));
+        q.cluster_size = v;
+      } else if (k == "table_size") {
+        if (!absl::SimpleAtoi(val, &q.table_size)) return absl::InvalidArgumentError("bad table_size");
+      } else {
+        return absl::InvalidArgumentError(absl::StrFormat("unsupported qed option '%s'", k));
+      }
+    }
+    if (!backing.empty() && size == 0) {
+      std::string bpath = backing;
+      if (bpath[0] != '/') {
+        size_t slash = path.rfind('/');
+        if (slash != std::string::npos) bpath = path.substr(0, slash + 1) + bpath;
+      }
+      ASSIGN_OR_RETURN(auto b, OpenImage(bpath, {.read_only = true, .format = backing_fmt}));
+      q.size = b->size();
+    }
+    return QedImage::Create(path, q);
   }
   if (fmt != "qcow2") {
     return absl::UnimplementedError(
@@ -374,6 +399,17 @@ int CmdCheck(int argc, char** argv) {
     if (mode == RepairMode::kNone) return Fail(img.status());
     img = OpenImage(file, {.read_only = false, .format = fmt, .repair_dirty = true});
     if (!img.ok()) return Fail(img.status());
+  }
+  if (auto* qed = dynamic_cast<QedImage*>(img->get())) {
+    auto r = qed->Check(mode != RepairMode::kNone);
+    if (!r.ok()) return Fail(r.status());
+    if (r->corruptions == 0 && r->leaks == 0) printf("No errors were found on the image.\n");
+    if (r->corruptions) printf("%llu errors were found on the image (%llu repaired).\n",
+                               (unsigned long long)r->corruptions, (unsigned long long)r->fixed);
+    if (r->leaks) printf("%llu leaked clusters were found on the image.\n",
+                         (unsigned long long)r->leaks);
+    if (r->corruptions > r->fixed) return 2;
+    return r->leaks ? 3 : 0;
   }
   auto* q = dynamic_cast<Qcow2Image*>(img->get());
   if (q == nullptr) {
@@ -741,7 +777,7 @@ void Help() {
       "  snapshot -c NAME | -l | -a NAME | -d NAME FILE\n"
       "  bench [-w] [-s SIZE] [-c COUNT] [-d DEPTH] [-o OFFSET] [-S STEP]\n"
       "        [-t none|writeback] [-i threads|io_uring] [-f FMT] FILE\n"
-      "Formats: raw, qcow2, vpc (VHD: -o subformat=fixed|dynamic).");
+      "Formats: raw, qcow2, qed, vpc (VHD: -o subformat=fixed|dynamic).");
 }
 
 }  // namespace
