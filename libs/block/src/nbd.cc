@@ -257,7 +257,7 @@ absl::Status NbdImage::Handshake(const std::string& export_name, const NbdOption
     StoreBe64(&b[0], kOptMagic);
     StoreBe32(&b[8], opt);
     StoreBe32(&b[12], data.size());
-    memcpy(&b[16], data.data(), data.size());
+    if (!data.empty()) memcpy(&b[16], data.data(), data.size());
     return SendAll(b.data(), b.size());
   };
   struct Reply {

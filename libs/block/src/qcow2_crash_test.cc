@@ -103,7 +103,10 @@ TEST_CASE("qcow2 survives SIGKILL at random points") {
       pid_t pid = fork();
       REQUIRE(pid >= 0);
       if (pid == 0) Writer(path, round, sh);
-      usleep(20000 + rng() % 150000);
+      // Let it reach its first flush (slow under sanitizers), then kill it
+      // at a random moment.
+      for (int w = 0; w < 2000 && sh->durable.load() == 0; ++w) usleep(5000);
+      usleep(rng() % 150000);
       kill(pid, SIGKILL);
       int status = 0;
       waitpid(pid, &status, 0);
