@@ -146,6 +146,14 @@ absl::Status Qcow2::Load(const OpenOptions& options,
     ASSIGN_OR_RETURN(snapshots_,
                      ParseSnapshotTable(t, h_.nb_snapshots, cb_, fsize, name,
                                         h_.snapshots_offset));
+    uint64_t total = 0;
+    for (const Snapshot& s : snapshots_) total += s.l1_size;
+    if (total * 8 > 16 * kMaxL1Bytes) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: qcow2 snapshot table (offset 0x%x): the snapshots' L1 tables "
+          "total %u entries, above the %u limit",
+          name, h_.snapshots_offset, total, 16 * kMaxL1Bytes / 8));
+    }
   }
   if (!h_.backing_file.empty() && chain != nullptr) {
     std::string path = h_.backing_file;

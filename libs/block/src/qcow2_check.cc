@@ -2,6 +2,7 @@
 // the refcounts, check the COPIED flags, fix what the mode allows.
 #include <algorithm>
 #include <cstdint>
+#include <set>
 
 #include "absl/strings/str_format.h"
 #include "kindling/status_macros.h"
@@ -62,9 +63,16 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   auto walk = [&](const std::vector<uint64_t>& l1, uint64_t l1_off,
                   bool active) -> absl::Status {
     ref(l1_off, l1.size() * 8, "L1 table");
+    std::set<uint64_t> seen;  // one L1 naming a table twice is corrupt
     for (uint64_t i = 0; i < l1.size(); ++i) {
       uint64_t off = l1[i] & kOffsetMask;
       if (off == 0) continue;
+      if (!seen.insert(off).second) {
+        note(absl::StrFormat("ERROR L1 entry %u: L2 table 0x%x is already used by this L1 table", i, off));
+        ++r.corruptions;
+        ref(off, cs_, "L2 table");
+        continue;
+      }
       if (off % cs_ != 0) {
         note(absl::StrFormat("ERROR L1 entry %u: L2 table at 0x%x is not cluster aligned", i, off));
         ++r.corruptions;
