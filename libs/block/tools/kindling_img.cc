@@ -714,7 +714,7 @@ int CmdBench(int argc, char** argv) {
   uint64_t submitted = 0, completed = 0, since_flush = 0;
   uint64_t next = offset;
   absl::Status err;
-  bool flushing = false;
+  uint64_t flushes_submitted = 0, flushes_done = 0;
   std::function<void(size_t)> issue;
   auto done = [&](size_t slot, absl::Status s) {
     std::unique_lock<std::mutex> l(mu);
@@ -728,6 +728,7 @@ int CmdBench(int argc, char** argv) {
   };
   issue = [&](size_t slot) {
     uint64_t off;
+    bool flush = false;
     {
       std::lock_guard<std::mutex> l(mu);
       if (submitted >= count) return;
@@ -736,19 +737,33 @@ int CmdBench(int argc, char** argv) {
       next += step;
       if (next + bufsize > size) next = size > 0 ? next % size : 0;
       if (next + bufsize > size) next = 0;
-      ++since_flush;
+      // --flush-interval N: a flush after every N writes (not drained).
+      if (write && flush_interval > 0 && ++since_flush >= uint64_t(flush_interval)) {
+        since_flush = 0;
+        flush = true;
+        ++flushes_submitted;
+      }
     }
     Request r = write ? Request::Write(off, bufs[slot], bufsize)
                       : Request::Read(off, bufs[slot], bufsize);
     be.Submit(std::move(r), [&, slot](absl::Status s) { done(slot, std::move(s)); });
+    if (flush) {
+      be.Submit(Request::Flush(), [&](absl::Status s) {
+        std::lock_guard<std::mutex> l(mu);
+        if (!s.ok() && err.ok()) err = s;
+        ++flushes_done;
+        cv.notify_all();
+      });
+    }
   };
-  (void)flushing;
-  (void)flush_interval;
   auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < depth && i < count; ++i) issue(i);
   {
     std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return completed == submitted && (submitted == count || !err.ok()); });
+    cv.wait(l, [&] {
+      return completed == submitted && flushes_done == flushes_submitted &&
+             (submitted == count || !err.ok());
+    });
   }
   auto t1 = std::chrono::steady_clock::now();
   double secs = std::chrono::duration<double>(t1 - t0).count();

@@ -108,7 +108,7 @@ TEST_CASE("kindling-img snapshot and bench") {
   REQUIRE(K("create -f qcow2 " + img + " 16M").exit_code == 0);
   REQUIRE(K("bench -w -c 200 -s 64k " + img).exit_code == 0);
   REQUIRE(K("snapshot -c before " + img).exit_code == 0);
-  auto b = K("bench -w -c 100 -d 4 -S 8k --pattern 7 " + img);
+  auto b = K("bench -w -c 100 -d 4 -S 8k --pattern 7 --flush-interval 10 " + img);
   INFO(b.output);
   REQUIRE(b.exit_code == 0);
   REQUIRE(b.output.find("Run completed in") != std::string::npos);
