@@ -124,3 +124,33 @@ TEST_CASE("kindling-img snapshot and bench") {
   auto rd = K("bench -c 500 " + img);
   REQUIRE(rd.exit_code == 0);
 }
+
+TEST_CASE("kindling-img check -r all repairs refcounts and COPIED flags") {
+  TempDir d;
+  const std::string img = d.Path("c.qcow2");
+  REQUIRE(K("create -f qcow2 -o cluster_size=4096 " + img + " 4M").exit_code == 0);
+  REQUIRE(K("bench -w -c 1 -s 4k " + img).exit_code == 0);  // L2 = cluster 4, data = 5
+  {
+    std::fstream f(img, std::ios::binary | std::ios::in | std::ios::out);
+    const char zero[2] = {0, 0};
+    f.seekp(3 * 4096 + 5 * 2);  // data cluster's refcount: 1 -> 0
+    f.write(zero, 2);
+    f.seekp(4 * 4096);          // L2 entry 0: clear COPIED (bit 63)
+    f.write(zero, 1);
+  }
+  auto bad = K("check " + img);
+  INFO(bad.output);
+  REQUIRE(bad.exit_code == 2);
+  REQUIRE(bad.output.find("ERROR cluster 5 refcount=0 reference=1") != std::string::npos);
+  if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + img).exit_code == 2);
+  REQUIRE(K("check -r leaks " + img).exit_code == 2);  // leaks mode leaves errors
+  auto fix = K("check -r all " + img);
+  INFO(fix.output);
+  REQUIRE(fix.exit_code == 0);
+  REQUIRE(fix.output.find("Double checking the fixed image now") != std::string::npos);
+  if (HaveQemuImg()) {
+    auto q = Run("qemu-img check " + img);
+    INFO(q.output);
+    REQUIRE(q.exit_code == 0);
+  }
+}
