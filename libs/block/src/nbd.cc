@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -50,7 +51,7 @@ constexpr uint16_t kCmdRead = 0, kCmdWrite = 1, kCmdDisc = 2, kCmdFlush = 3,
 constexpr uint16_t kTFlagReadOnly = 2, kTFlagSendFlush = 4, kTFlagSendTrim = 32,
                    kTFlagSendWriteZeroes = 64;
 constexpr uint16_t kReplyFlagDone = 1;
-constexpr uint16_t kReplyNone = 0, kReplyOffsetData = 1, kReplyOffsetHole = 2;
+constexpr uint16_t kReplyOffsetData = 1, kReplyOffsetHole = 2;
 
 constexpr uint32_t kMaxOptionReply = 64 << 10;
 
@@ -175,20 +176,30 @@ absl::StatusOr<std::unique_ptr<NbdImage>> NbdImage::FromSocket(int fd, const std
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   }
   std::unique_ptr<NbdImage> n(new NbdImage(fd, name));
+  n->timeout_s_ = o.timeout_s > 0 ? o.timeout_s : 30;
   RETURN_IF_ERROR(n->Handshake(export_name, o));
+  n->reader_ = std::thread([p = n.get()] { p->Reader(); });
   return n;
 }
 
 NbdImage::~NbdImage() {
-  if (fd_ >= 0) {
-    if (!broken_) {
+  if (fd_ < 0) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  if (reader_.joinable()) {
+    {
+      std::lock_guard<std::mutex> s(send_mu_);
       uint8_t req[28] = {};
       StoreBe32(req, kRequestMagic);
       StoreBe16(req + 6, kCmdDisc);
       (void)SendAll(req, sizeof req);
     }
-    close(fd_);
+    shutdown(fd_, SHUT_RDWR);  // wakes the reader
+    reader_.join();
   }
+  close(fd_);
 }
 
 absl::Status NbdImage::SendAll(const void* p, size_t n) {
@@ -227,11 +238,6 @@ absl::Status NbdImage::RecvAll(void* p, size_t n) {
     n -= r;
   }
   return absl::OkStatus();
-}
-
-absl::Status NbdImage::Broken(absl::Status s) {
-  broken_ = true;
-  return s;
 }
 
 absl::Status NbdImage::Handshake(const std::string& export_name, const NbdOptions& o) {
@@ -353,101 +359,173 @@ Capabilities NbdImage::capabilities() const {
           .write_zeroes = bool(flags_ & kTFlagSendWriteZeroes)};
 }
 
+absl::Status NbdImage::ReplyError(const Pending& p, uint32_t err,
+                                  const std::string& msg) const {
+  return absl::Status(CodeForNbdError(err),
+                      absl::StrFormat("%s: NBD %s at offset 0x%x (+%u): error %u%s%s", name_,
+                                      CmdName(p.type), p.offset, p.len, err,
+                                      msg.empty() ? "" : ": ", msg));
+}
+
+void NbdImage::FailAll(absl::Status s) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!broken_) {
+    broken_ = true;
+    broken_status_ = s;
+  }
+  for (auto& [cookie, p] : pending_) {
+    p->status = s;
+    p->done = true;
+  }
+  pending_.clear();
+  cv_.notify_all();
+}
+
 absl::Status NbdImage::Command(uint16_t type, uint64_t offset, uint64_t len,
                                std::span<const iovec> data,
                                std::span<const iovec> read_into) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (broken_) return absl::UnavailableError(name_ + ": connection is broken");
-  const uint64_t cookie = ++cookie_;
-  uint8_t req[28];
-  StoreBe32(req, kRequestMagic);
-  StoreBe16(req + 4, 0);
-  StoreBe16(req + 6, type);
-  StoreBe64(req + 8, cookie);
-  StoreBe64(req + 16, offset);
-  StoreBe32(req + 24, uint32_t(len));
-  if (auto s = SendAll(req, sizeof req); !s.ok()) return Broken(s);
-  if (type == kCmdWrite) {
-    if (auto s = SendV(data); !s.ok()) return Broken(s);
+  Pending p{type, offset, len, read_into};
+  uint64_t cookie;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (broken_) {
+      return absl::UnavailableError(absl::StrFormat(
+          "%s: connection is broken (%s)", name_, broken_status_.message()));
+    }
+    cookie = ++cookie_;
+    pending_[cookie] = &p;
   }
-  auto fail = [&](uint32_t err, const std::string& msg) {
-    return absl::Status(CodeForNbdError(err),
-                        absl::StrFormat("%s: NBD %s at offset 0x%x (+%u): error %u%s%s", name_,
-                                        CmdName(type), offset, len, err,
-                                        msg.empty() ? "" : ": ", msg));
+  {
+    std::lock_guard<std::mutex> s(send_mu_);
+    uint8_t req[28];
+    StoreBe32(req, kRequestMagic);
+    StoreBe16(req + 4, 0);
+    StoreBe16(req + 6, type);
+    StoreBe64(req + 8, cookie);
+    StoreBe64(req + 16, offset);
+    StoreBe32(req + 24, uint32_t(len));
+    absl::Status st = SendAll(req, sizeof req);
+    if (st.ok() && type == kCmdWrite) st = SendV(data);
+    if (!st.ok()) {
+      // The reader sees the dead socket and fails every pending request
+      // (this one included); it alone touches their buffers.
+      shutdown(fd_, SHUT_RDWR);
+    }
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return p.done; });
+  return p.status;
+}
+
+void NbdImage::Reader() {
+  for (;;) {
+    pollfd pfd{fd_, POLLIN, 0};
+    int r = poll(&pfd, 1, timeout_s_ * 1000);
+    if (r < 0 && errno == EINTR) continue;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_ && pending_.empty()) return;
+      if (r == 0 && pending_.empty()) continue;  // idle, not late
+    }
+    if (r == 0) {
+      FailAll(absl::DeadlineExceededError(
+          absl::StrFormat("%s: the server stopped answering", name_)));
+      return;
+    }
+    absl::Status s = ReadReply();
+    if (!s.ok()) {
+      FailAll(s);
+      return;
+    }
+  }
+}
+
+absl::Status NbdImage::ReadReply() {
+  uint8_t m[4];
+  RETURN_IF_ERROR(RecvAll(m, 4));
+  const uint32_t magic = LoadBe32(m);
+  auto find = [&](uint64_t cookie) -> Pending* {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pending_.find(cookie);
+    return it == pending_.end() ? nullptr : it->second;
   };
-  absl::Status result;
-  for (int chunks = 0;; ++chunks) {
-    uint8_t m[4];
-    if (auto s = RecvAll(m, 4); !s.ok()) return Broken(s);
-    const uint32_t magic = LoadBe32(m);
-    if (magic == kSimpleReplyMagic) {
-      uint8_t r[12];
-      if (auto s = RecvAll(r, 12); !s.ok()) return Broken(s);
-      if (LoadBe64(r + 4) != cookie) {
-        return Broken(absl::DataLossError(name_ + ": reply for an unknown request"));
-      }
-      uint32_t err = LoadBe32(r);
-      if (err) return fail(err, "");
-      if (type == kCmdRead) {
-        for (const iovec& v : read_into) {
-          if (auto s = RecvAll(v.iov_base, v.iov_len); !s.ok()) return Broken(s);
-        }
-      }
-      return absl::OkStatus();
+  auto complete = [&](uint64_t cookie) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pending_.find(cookie);
+    if (it != pending_.end()) {
+      it->second->done = true;
+      pending_.erase(it);
     }
-    if (magic != kStructuredReplyMagic || !structured_) {
-      return Broken(absl::DataLossError(absl::StrFormat("%s: bad reply magic 0x%08x", name_, magic)));
+    cv_.notify_all();
+  };
+  if (magic == kSimpleReplyMagic) {
+    uint8_t r[12];
+    RETURN_IF_ERROR(RecvAll(r, 12));
+    const uint64_t cookie = LoadBe64(r + 4);
+    Pending* p = find(cookie);
+    if (p == nullptr) return absl::DataLossError(name_ + ": reply for an unknown request");
+    const uint32_t err = LoadBe32(r);
+    if (err) {
+      p->status = ReplyError(*p, err, "");
+    } else if (p->type == kCmdRead) {
+      for (const iovec& v : p->read_into) RETURN_IF_ERROR(RecvAll(v.iov_base, v.iov_len));
     }
-    uint8_t h[16];
-    if (auto s = RecvAll(h, 16); !s.ok()) return Broken(s);
-    const uint16_t flags = LoadBe16(h), ctype = LoadBe16(h + 2);
-    const uint32_t clen = LoadBe32(h + 12);
-    if (LoadBe64(h + 4) != cookie) {
-      return Broken(absl::DataLossError(name_ + ": structured reply for an unknown request"));
+    complete(cookie);
+    return absl::OkStatus();
+  }
+  if (magic != kStructuredReplyMagic || !structured_) {
+    return absl::DataLossError(absl::StrFormat("%s: bad reply magic 0x%08x", name_, magic));
+  }
+  uint8_t h[16];
+  RETURN_IF_ERROR(RecvAll(h, 16));
+  const uint16_t flags = LoadBe16(h), ctype = LoadBe16(h + 2);
+  const uint64_t cookie = LoadBe64(h + 4);
+  const uint32_t clen = LoadBe32(h + 12);
+  Pending* p = find(cookie);
+  if (p == nullptr) {
+    return absl::DataLossError(name_ + ": structured reply for an unknown request");
+  }
+  const uint64_t offset = p->offset, len = p->len;
+  if (clen > len + 4096) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s: structured reply chunk of %u bytes for a %u-byte request", name_, clen, len));
+  }
+  if (ctype == kReplyOffsetData && p->type == kCmdRead) {
+    uint8_t o8[8];
+    if (clen < 8) return absl::DataLossError(name_ + ": short OFFSET_DATA chunk");
+    RETURN_IF_ERROR(RecvAll(o8, 8));
+    const uint64_t at = LoadBe64(o8), n = clen - 8;
+    if (at < offset || at - offset > len || n > len - (at - offset)) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: OFFSET_DATA chunk [0x%x, +%u) outside the request", name_, at, n));
     }
-    if (clen > len + 4096 || chunks > (1 << 20)) {
-      return Broken(absl::DataLossError(absl::StrFormat(
-          "%s: structured reply chunk of %u bytes for a %u-byte request", name_, clen, len)));
+    for (const iovec& v : IovSlice(p->read_into, at - offset, n)) {
+      RETURN_IF_ERROR(RecvAll(v.iov_base, v.iov_len));
     }
-    if (ctype == kReplyOffsetData && type == kCmdRead) {
-      uint8_t o8[8];
-      if (clen < 8) return Broken(absl::DataLossError(name_ + ": short OFFSET_DATA chunk"));
-      if (auto s = RecvAll(o8, 8); !s.ok()) return Broken(s);
-      const uint64_t at = LoadBe64(o8), n = clen - 8;
-      if (at < offset || at - offset > len || n > len - (at - offset)) {
-        return Broken(absl::DataLossError(absl::StrFormat(
-            "%s: OFFSET_DATA chunk [0x%x, +%u) outside the request", name_, at, n)));
-      }
-      for (const iovec& v : IovSlice(read_into, at - offset, n)) {
-        if (auto s = RecvAll(v.iov_base, v.iov_len); !s.ok()) return Broken(s);
-      }
-    } else if (ctype == kReplyOffsetHole && type == kCmdRead) {
-      uint8_t b[12];
-      if (clen != 12) return Broken(absl::DataLossError(name_ + ": bad OFFSET_HOLE chunk"));
-      if (auto s = RecvAll(b, 12); !s.ok()) return Broken(s);
-      const uint64_t at = LoadBe64(b), n = LoadBe32(b + 8);
-      if (at < offset || at - offset > len || n > len - (at - offset)) {
-        return Broken(absl::DataLossError(name_ + ": OFFSET_HOLE chunk outside the request"));
-      }
-      IovZero(IovSlice(read_into, at - offset, n));
-    } else if (ctype & 0x8000) {  // error chunks
-      std::vector<uint8_t> p(clen);
-      if (auto s = RecvAll(p.data(), clen); !s.ok()) return Broken(s);
-      uint32_t err = clen >= 4 ? LoadBe32(&p[0]) : 5;
+  } else if (ctype == kReplyOffsetHole && p->type == kCmdRead) {
+    uint8_t b[12];
+    if (clen != 12) return absl::DataLossError(name_ + ": bad OFFSET_HOLE chunk");
+    RETURN_IF_ERROR(RecvAll(b, 12));
+    const uint64_t at = LoadBe64(b), n = LoadBe32(b + 8);
+    if (at < offset || at - offset > len || n > len - (at - offset)) {
+      return absl::DataLossError(name_ + ": OFFSET_HOLE chunk outside the request");
+    }
+    IovZero(IovSlice(p->read_into, at - offset, n));
+  } else {  // errors, NONE, or a chunk type we do not use
+    std::vector<uint8_t> pl(clen);
+    RETURN_IF_ERROR(RecvAll(pl.data(), clen));
+    if (ctype & 0x8000) {
+      uint32_t err = clen >= 4 ? LoadBe32(&pl[0]) : 5;
       std::string msg;
       if (clen >= 6) {
-        uint16_t ml = LoadBe16(&p[4]);
-        if (6u + ml <= clen) msg.assign(p.begin() + 6, p.begin() + 6 + ml);
+        uint16_t ml = LoadBe16(&pl[4]);
+        if (6u + ml <= clen) msg.assign(pl.begin() + 6, pl.begin() + 6 + ml);
       }
-      if (result.ok()) result = fail(err ? err : 5, msg);
-    } else {  // NONE, or a chunk type we do not use: skip its payload
-      std::vector<uint8_t> p(clen);
-      if (auto s = RecvAll(p.data(), clen); !s.ok()) return Broken(s);
-      (void)kReplyNone;
+      if (p->status.ok()) p->status = ReplyError(*p, err ? err : 5, msg);
     }
-    if (flags & kReplyFlagDone) return result;
   }
+  if (flags & kReplyFlagDone) complete(cookie);
+  return absl::OkStatus();
 }
 
 absl::Status NbdImage::ReadV(uint64_t offset, std::span<const iovec> iov) {

@@ -9,8 +9,11 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
+#include <condition_variable>
+#include <mutex>
 #include <random>
 
+#include "block/backend.h"
 #include "block/raw.h"
 #include "kindling/test_skip.h"
 #include "libs/block/src/test_util.h"
@@ -163,4 +166,58 @@ TEST_CASE("NBD client refuses a server that is not NBD, without hanging") {
   REQUIRE_FALSE(q.ok());
   REQUIRE(absl::IsDeadlineExceeded(q.status()));
   close(sv[1]);
+}
+
+TEST_CASE("NBD requests from many threads are pipelined on one connection") {
+  if (!HaveQemuNbd()) KINDLING_SKIP("qemu-nbd not installed");
+  TempDir dir;
+  char sdir[] = "/tmp/nbdXXXXXX";
+  REQUIRE(mkdtemp(sdir) != nullptr);
+  const std::string img = dir.Path("p.raw"), sock = std::string(sdir) + "/s";
+  const uint64_t size = 4 << 20;
+  REQUIRE(RawImage::Create(img, size).ok());
+  std::vector<uint8_t> model(size, 0);
+  {
+    QemuNbd server({"-f", "raw", "-k", sock, "-x", "", "-t", img});
+    absl::StatusOr<std::unique_ptr<BlockBackend>> b = absl::UnavailableError("");
+    for (int i = 0; i < 100 && !b.ok(); ++i) {
+      BackendOptions bo;
+      bo.threads = 8;
+      b = OpenBackend("nbd+unix:///?socket=" + sock, bo);
+      if (!b.ok()) usleep(50000);
+    }
+    INFO(b.status().ToString());
+    REQUIRE(b.ok());
+    std::mutex mu;
+    std::condition_variable cv;
+    int inflight = 0, failed = 0;
+    std::vector<std::vector<uint8_t>> bufs;
+    bufs.reserve(size / 16384);
+    for (uint64_t off = 0; off < size; off += 16384) {
+      bufs.push_back(Pattern(8192, off));
+      memcpy(&model[off], bufs.back().data(), 8192);
+      {
+        std::lock_guard<std::mutex> l(mu);
+        ++inflight;
+      }
+      (*b)->Submit(Request::Write(off, bufs.back().data(), 8192), [&](absl::Status s) {
+        std::lock_guard<std::mutex> l(mu);
+        failed += !s.ok();
+        --inflight;
+        cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return inflight == 0; });
+    REQUIRE(failed == 0);
+    l.unlock();
+    SyncBackend sync(**b);
+    REQUIRE(sync.Flush().ok());
+    std::vector<uint8_t> back(size);
+    REQUIRE(sync.Read(0, back.data(), size).ok());
+    REQUIRE(back == model);
+  }
+  REQUIRE(Slurp(img) == model);
+  unlink(sock.c_str());
+  rmdir(sdir);
 }

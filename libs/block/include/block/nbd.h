@@ -4,8 +4,10 @@
 // NBD_OPT_EXPORT_NAME), structured replies when the server offers them
 // (simple replies otherwise), read/write/flush/trim/write-zeroes. Every
 // length and offset the server sends is bounded; a server that goes quiet
-// for `timeout_s` gets an error, not a hang. One request is on the wire at a
-// time (calls from several threads queue on a mutex).
+// for `timeout_s` while requests are outstanding gets an error, not a hang.
+// Calls from several threads are pipelined: each request goes out with its
+// own cookie and a reader thread hands every reply to the caller waiting
+// for it.
 //
 // Addresses: nbd+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT,
 // and qemu's nbd:unix:PATH[:exportname=EXPORT], nbd:HOST:PORT[:exportname=...].
@@ -16,9 +18,12 @@
 #ifndef KINDLING_BLOCK_NBD_H_
 #define KINDLING_BLOCK_NBD_H_
 
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "block/image.h"
 
@@ -53,6 +58,14 @@ class NbdImage : public Image {
   uint16_t transmission_flags() const { return flags_; }
 
  private:
+  struct Pending {
+    uint16_t type;
+    uint64_t offset, len;
+    std::span<const iovec> read_into;
+    bool done = false;
+    absl::Status status;
+  };
+
   NbdImage(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
   absl::Status Handshake(const std::string& export_name, const NbdOptions& o);
   absl::Status Command(uint16_t type, uint64_t offset, uint64_t len,
@@ -60,16 +73,26 @@ class NbdImage : public Image {
   absl::Status SendAll(const void* p, size_t n);
   absl::Status SendV(std::span<const iovec> iov);
   absl::Status RecvAll(void* p, size_t n);
-  absl::Status Broken(absl::Status s);
+  void Reader();
+  absl::Status ReadReply();  // one reply or chunk
+  void FailAll(absl::Status s);
+  absl::Status ReplyError(const Pending& p, uint32_t err, const std::string& msg) const;
 
   int fd_;
   std::string name_;
-  std::mutex mu_;
+  int timeout_s_ = 30;
+  std::mutex send_mu_;  // one request being written at a time
+  std::mutex mu_;       // pending_, broken_
+  std::condition_variable cv_;
+  std::map<uint64_t, Pending*> pending_;
+  std::thread reader_;
+  bool stopping_ = false;
   uint64_t size_ = 0;
   uint16_t flags_ = 0;
   bool structured_ = false;
   bool read_only_ = false;
   bool broken_ = false;
+  absl::Status broken_status_;
   uint64_t cookie_ = 0;
   uint32_t max_request_ = 32 << 20;
 };
