@@ -87,7 +87,9 @@ void Apply(const Op& op, std::vector<uint8_t>& model) {
 }  // namespace
 
 TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
-  if (!block_test::HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  // Without qemu-img only the data is verified (and the test says so).
+  const bool qemu = block_test::HaveQemuImg();
+  if (!qemu) printf("note: qemu-img not installed: skipping its checks, verifying data only\n");
   TempDir dir;
   struct Fmt {
     const char* name;
@@ -128,7 +130,7 @@ TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
       waitpid(pid, &status, 0);
       REQUIRE(WIFSIGNALED(status));
       const uint64_t durable = sh->durable, started = sh->started;
-      if (f.qemu_check) {
+      if (f.qemu_check && qemu) {
         auto check = Run("qemu-img check " + path);
         INFO(check.output);
         REQUIRE((check.exit_code == 0 || check.exit_code == 3));  // 3: leaks only
@@ -158,7 +160,7 @@ TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
     }
     printf("%s cluster %llu: 12 kills, %llu ops, %d rounds left leaks\n", f.name,
            (unsigned long long)cs, (unsigned long long)total_ops, leaky_rounds);
-    if (std::string(f.name) == "qcow2") {  // leaks from the crashes are repairable
+    if (qemu && std::string(f.name) == "qcow2") {  // leaks from the crashes are repairable
       auto rep = Run("qemu-img check -r leaks " + path);
       INFO(rep.output);
       REQUIRE(rep.exit_code == 0);

@@ -109,7 +109,7 @@ TEST_CASE("NBD client reads and writes a qemu-nbd export over a unix socket") {
     REQUIRE(d.Flush().ok());
     std::vector<uint8_t> all(size);
     REQUIRE(d.Read(0, all.data(), size).ok());  // > one request: split
-    REQUIRE(all == model);
+    REQUIRE((all == model));
     // Trim: the bytes read back as before or zero (qemu-nbd unmaps).
     REQUIRE(d.Discard(1 << 20, 1 << 20).ok());
     std::vector<uint8_t> t(1 << 20);
@@ -118,7 +118,7 @@ TEST_CASE("NBD client reads and writes a qemu-nbd export over a unix socket") {
     std::vector<char> buf(512);
     REQUIRE(absl::IsOutOfRange(d.Read(size - 100, buf.data(), 512)));
   }
-  REQUIRE(Slurp(img) == model);
+  REQUIRE((Slurp(img) == model));
   unlink(sock.c_str());
   rmdir(sdir);
 }
@@ -140,7 +140,7 @@ TEST_CASE("NBD client over TCP, read-only exports and unknown exports") {
   REQUIRE((*n)->capabilities().read_only);
   std::vector<uint8_t> back(1 << 20);
   REQUIRE((*n)->Read(0, back.data(), back.size()).ok());
-  REQUIRE(back == data);
+  REQUIRE((back == data));
   REQUIRE(absl::IsPermissionDenied((*n)->Write(0, back.data(), 512)));
   // Through OpenImage, as a backing file would be opened.
   auto img2 = OpenImage("nbd:127.0.0.1:" + port + ":exportname=ro", {.read_only = true});
@@ -215,9 +215,9 @@ TEST_CASE("NBD requests from many threads are pipelined on one connection") {
     REQUIRE(sync.Flush().ok());
     std::vector<uint8_t> back(size);
     REQUIRE(sync.Read(0, back.data(), size).ok());
-    REQUIRE(back == model);
+    REQUIRE((back == model));
   }
-  REQUIRE(Slurp(img) == model);
+  REQUIRE((Slurp(img) == model));
   unlink(sock.c_str());
   rmdir(sdir);
 }

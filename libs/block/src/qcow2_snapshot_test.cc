@@ -58,15 +58,15 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
     REQUIRE((*q)->Write(size / 4, p.data(), p.size()).ok());
     v2 = v1;
     memcpy(&v2[size / 4], p.data(), p.size());
-    REQUIRE(ReadAll(**q) == v2);
+    REQUIRE((ReadAll(**q) == v2));
     REQUIRE((*q)->CreateSnapshot("two").ok());
     REQUIRE((*q)->WriteZeroes(0, size).ok());
     CleanCheck(**q);
     REQUIRE((*q)->ApplySnapshot("one").ok());
-    REQUIRE(ReadAll(**q) == v1);
+    REQUIRE((ReadAll(**q) == v1));
     CleanCheck(**q);
     REQUIRE((*q)->ApplySnapshot("2").ok());  // by id
-    REQUIRE(ReadAll(**q) == v2);
+    REQUIRE((ReadAll(**q) == v2));
     auto list = (*q)->ListSnapshots();
     REQUIRE(list.ok());
     REQUIRE(list->size() == 2);
@@ -74,7 +74,11 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
     REQUIRE((*list)[1].id == "2");
   }
   QemuClean(path);
-  if (HaveQemuImg()) {
+  if (!HaveQemuImg()) {  // the same state as QEMU's apply below leaves
+    auto q = Qcow2Image::Open(path, {});
+    REQUIRE(q.ok());
+    REQUIRE((*q)->ApplySnapshot("one").ok());
+  } else {
     auto l = Run("qemu-img snapshot -l " + path);
     REQUIRE(l.output.find("one") != std::string::npos);
     REQUIRE(l.output.find("two") != std::string::npos);
@@ -82,7 +86,7 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
     REQUIRE(Run("qemu-img snapshot -a one " + path).exit_code == 0);
     auto q = Qcow2Image::Open(path, {.read_only = true});
     REQUIRE(q.ok());
-    REQUIRE(ReadAll(**q) == v1);
+    REQUIRE((ReadAll(**q) == v1));
   }
   {
     auto q = Qcow2Image::Open(path, {});
@@ -90,7 +94,7 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
     REQUIRE((*q)->DeleteSnapshot("one").ok());
     REQUIRE((*q)->DeleteSnapshot("two").ok());
     REQUIRE(absl::IsNotFound((*q)->DeleteSnapshot("two")));
-    REQUIRE(ReadAll(**q) == v1);
+    REQUIRE((ReadAll(**q) == v1));
     CleanCheck(**q);
   }
   QemuClean(path);
@@ -109,11 +113,11 @@ TEST_CASE("qcow2 snapshots made by qemu-img apply through kindling") {
   std::vector<uint8_t> now(2 << 20, 0);
   memset(now.data(), 0x11, 512 << 10);
   memset(&now[512 << 10], 0x22, 1 << 20);
-  REQUIRE(ReadAll(**q) == now);
+  REQUIRE((ReadAll(**q) == now));
   REQUIRE((*q)->ApplySnapshot("first").ok());
   std::vector<uint8_t> then(2 << 20, 0);
   memset(then.data(), 0x11, 1 << 20);
-  REQUIRE(ReadAll(**q) == then);
+  REQUIRE((ReadAll(**q) == then));
   q->reset();
   QemuClean(path);
 }

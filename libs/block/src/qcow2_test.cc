@@ -97,7 +97,7 @@ TEST_CASE("qcow2 create/write/read round trip at every cluster size") {
           auto img = Qcow2Image::Open(path, {});
           REQUIRE(img.ok());
           RandomOps(**img, model, cs + bits, 300, 3 * cs + 777);
-          REQUIRE(ReadAll(**img) == model);
+          REQUIRE((ReadAll(**img) == model));
           REQUIRE((*img)->Flush().ok());
           auto r = (*img)->Check(RepairMode::kNone);
           REQUIRE(r.ok());
@@ -107,7 +107,7 @@ TEST_CASE("qcow2 create/write/read round trip at every cluster size") {
         }
         auto img = Qcow2Image::Open(path, {.read_only = true});
         REQUIRE(img.ok());
-        REQUIRE(ReadAll(**img) == model);
+        REQUIRE((ReadAll(**img) == model));
         if (HaveQemuImg()) {
           WriteFile(dir.Path("model.raw"), model);
           QemuCheckAndCompare(path, dir.Path("model.raw"));
@@ -130,7 +130,7 @@ TEST_CASE("qcow2 refcount table grows when the image outgrows it") {
     REQUIRE((*img)->Write(8 << 20, data.data(), data.size()).ok());
     memcpy(&model[8 << 20], data.data(), data.size());
     REQUIRE((*img)->Flush().ok());
-    REQUIRE(ReadAll(**img) == model);
+    REQUIRE((ReadAll(**img) == model));
   }
   if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
   WriteFile(dir.Path("model.raw"), model);
@@ -170,7 +170,7 @@ TEST_CASE("qcow2 images made by qemu-img read back bit-exact") {
     auto q = Qcow2Image::Open(img, {.read_only = true});
     INFO(q.status().ToString());
     REQUIRE(q.ok());
-    REQUIRE(ReadAll(**q) == raw);
+    REQUIRE((ReadAll(**q) == raw));
     auto chk = (*q)->Check(RepairMode::kNone);
     REQUIRE(chk.ok());
     REQUIRE(chk->corruptions == 0);
@@ -195,7 +195,7 @@ TEST_CASE("qcow2 writes over compressed clusters and v2 images stay valid") {
       auto q = Qcow2Image::Open(img, {});
       REQUIRE(q.ok());
       RandomOps(**q, model, 77, 200, 100000);
-      REQUIRE(ReadAll(**q) == model);
+      REQUIRE((ReadAll(**q) == model));
     }
     WriteFile(dir.Path("model.raw"), model);
     QemuCheckAndCompare(img, dir.Path("model.raw"));
@@ -218,7 +218,7 @@ TEST_CASE("qcow2 backing chains: qemu-made and kindling-made overlays") {
   {
     auto mid = OpenImage(dir.Path("mid.qcow2"), {.read_only = true});
     REQUIRE(mid.ok());
-    REQUIRE(ReadAll(**mid) == model);
+    REQUIRE((ReadAll(**mid) == model));
   }
   REQUIRE(Qcow2Image::Create(dir.Path("top.qcow2"),
                              {.size = size, .cluster_size = 4096,
@@ -229,7 +229,7 @@ TEST_CASE("qcow2 backing chains: qemu-made and kindling-made overlays") {
     REQUIRE(top.ok());
     REQUIRE((*top)->capabilities().backing);
     RandomOps(**top, model, 5, 300, 20000);
-    REQUIRE(ReadAll(**top) == model);
+    REQUIRE((ReadAll(**top) == model));
   }
   WriteFile(dir.Path("model.raw"), model);
   QemuCheckAndCompare(dir.Path("top.qcow2"), dir.Path("model.raw"));
@@ -272,7 +272,7 @@ TEST_CASE("qcow2 resize grows the disk and the L1 table") {
   REQUIRE(q.ok());
   std::vector<uint8_t> back(1 << 20);
   REQUIRE((*q)->Read(0, back.data(), back.size()).ok());
-  REQUIRE(back == data);
+  REQUIRE((back == data));
   REQUIRE((*q)->Read(60 << 20, back.data(), 4096).ok());
   REQUIRE(memcmp(back.data(), data.data(), 4096) == 0);
   if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + path).exit_code == 0);
@@ -322,7 +322,7 @@ TEST_CASE("qcow2 concurrent writers and readers through the thread pool") {
   }
   auto q = Qcow2Image::Open(path, {.read_only = true});
   REQUIRE(q.ok());
-  REQUIRE(ReadAll(**q) == model);
+  REQUIRE((ReadAll(**q) == model));
   if (HaveQemuImg()) {
     WriteFile(dir.Path("model.raw"), model);
     QemuCheckAndCompare(path, dir.Path("model.raw"));

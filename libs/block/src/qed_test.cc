@@ -62,11 +62,11 @@ TEST_CASE("QED create/write/read, with and without a backing file") {
           memcpy(&model[off], d.data(), len);
         }
       }
-      REQUIRE(ReadAll(**q) == model);
+      REQUIRE((ReadAll(**q) == model));
     }
     auto q = OpenImage(path, {.read_only = true});
     REQUIRE(q.ok());
-    REQUIRE(ReadAll(**q) == model);
+    REQUIRE((ReadAll(**q) == model));
     if (HaveQemuImg()) {
       auto c = Run("qemu-img check " + path);
       INFO(c.output);
@@ -90,7 +90,7 @@ TEST_CASE("QED images made by qemu-img and qemu-io read back bit-exact") {
   REQUIRE(Run("qemu-img convert -O qed " + dir.Path("src.raw") + " " + dir.Path("c.qed")).exit_code == 0);
   auto c = OpenImage(dir.Path("c.qed"), {.read_only = true});
   REQUIRE(c.ok());
-  REQUIRE(ReadAll(**c) == raw);
+  REQUIRE((ReadAll(**c) == raw));
   // qcow2 base <- qed overlay written by qemu-io.
   REQUIRE(Qcow2Image::Create(dir.Path("base.qcow2"), {.size = size}).ok());
   {
@@ -105,7 +105,7 @@ TEST_CASE("QED images made by qemu-img and qemu-io read back bit-exact") {
   auto o = OpenImage(dir.Path("o.qed"), {.read_only = true});
   INFO(o.status().ToString());
   REQUIRE(o.ok());
-  REQUIRE(ReadAll(**o) == want);
+  REQUIRE((ReadAll(**o) == want));
 }
 
 TEST_CASE("hostile QED headers are clear errors; need-check repairs") {

@@ -51,7 +51,7 @@ TEST_CASE("raw read, write-zeroes, resize and range errors") {
   std::fill(data.begin() + (13000 - 12345), data.begin() + (13100 - 12345), 0);
   std::vector<uint8_t> back(data.size());
   REQUIRE(r.Read(12345, back.data(), back.size()).ok());
-  REQUIRE(back == data);
+  REQUIRE((back == data));
   absl::Status s = r.Read((1 << 20) - 10, back.data(), 20);
   REQUIRE(absl::IsOutOfRange(s));
   REQUIRE(s.message().find("outside") != std::string::npos);

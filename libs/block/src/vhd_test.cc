@@ -59,12 +59,12 @@ TEST_CASE("VHD fixed and dynamic: write, reopen, compare with qemu-img") {
           }
         }
         REQUIRE((*v)->Flush().ok());
-        REQUIRE(ReadAll(**v) == model);
+        REQUIRE((ReadAll(**v) == model));
       }
       auto v = VhdImage::Open(path, {.read_only = true});
       REQUIRE(v.ok());
       REQUIRE((*v)->fixed() == fixed);
-      REQUIRE(ReadAll(**v) == model);
+      REQUIRE((ReadAll(**v) == model));
       if (HaveQemuImg()) {
         WriteFile(dir.Path("model.raw"), model);
         auto c = Run("qemu-img compare -f raw -F vpc " + dir.Path("model.raw") + " " + path);
@@ -101,7 +101,7 @@ TEST_CASE("VHD images made by qemu-img read back bit-exact") {
             std::string::npos);
     std::vector<uint8_t> want(back.size(), 0);
     memcpy(want.data(), raw.data(), std::min<uint64_t>(size, want.size()));
-    REQUIRE(back == want);
+    REQUIRE((back == want));
   }
 }
 
