@@ -8,9 +8,16 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 bazel test //... -k --test_output=errors 2>&1 | tee "$out/bazel.log"
+# The guest- and image-facing parsers once more under AddressSanitizer and
+# UBSan; each target's result goes into the summary as `asan:<target>`.
+bazel test --config=asan -k --test_output=errors //libs/block/... //libs/vm-memory/... //libs/vcpu/... \
+  2>&1 | tee "$out/asan.log" | tail -n 25
+sed -nE 's#^(//[^ ]+) +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD).*#\3 asan:\1#p' \
+  "$out/asan.log" | sed -E 's/^PASSED/PASS/; s/^(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)/FAIL/' \
+  >>"$out/extra.txt"
 # Coverage-guided fuzzing with libFuzzer for a short budget per target.
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./tools/fuzz/run_fuzzers.sh "$out/extra.txt" \
   2>&1 | tail -n 40
-testlogs=$(bazel info bazel-testlogs 2>/dev/null)
+testlogs=$(bazel info bazel-testlogs 2>/dev/null)  # the default config's
 bazel shutdown >/dev/null 2>&1
 python3 tools/ci/summarize.py "$out/bazel.log" "$testlogs" "$out/extra.txt"
