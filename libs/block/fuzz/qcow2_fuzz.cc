@@ -3,7 +3,6 @@
 // of patches (offset, bytes) applied to a small valid image with data, so
 // random inputs reach past the header checks. Every outcome must be a
 // clean status: no crash, no hang, no sanitizer report.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "block/qcow2.h"
+#include "libs/block/fuzz/image_fuzz_util.h"
 
 namespace {
 
@@ -30,13 +30,7 @@ const std::vector<uint8_t>& Seed() {
         (void)(*q)->WriteZeroes(40000, 4096);
         q->reset();
       }
-      FILE* f = fopen(path, "rb");
-      if (f) {
-        uint8_t buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
-        fclose(f);
-      }
+      out = block_fuzz::ReadWholeFile(path);
     }
     unlink(path);
     // Drop the zero tail the allocator preallocates (1 MiB chunks): a
@@ -57,25 +51,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size >= 4 && memcmp(data, "QFI\xfb", 4) == 0) {
     img.assign(data, data + size);
   } else {
-    img = Seed();
+    // Patches over the seed: 2-byte offset (in 8-byte units), length, bytes.
+    img = block_fuzz::PatchSeed(Seed(), data, size, 8);
     if (img.empty()) return 0;
-    // Patches: 2-byte offset (in 8-byte units), 1-byte length, bytes.
-    size_t i = 1;
-    while (i + 3 <= size) {
-      size_t off = ((size_t(data[i]) << 8 | data[i + 1]) * 8) % img.size();
-      size_t len = data[i + 2] % 16;
-      i += 3;
-      for (size_t j = 0; j < len && i < size && off + j < img.size(); ++j, ++i) {
-        img[off + j] = data[i];
-      }
-    }
   }
-  int fd = memfd_create("qcow2_fuzz", MFD_CLOEXEC);
+  int fd = block_fuzz::MemfdWith("qcow2_fuzz", img);
   if (fd < 0) return 0;
-  if (write(fd, img.data(), img.size()) != static_cast<ssize_t>(img.size())) {
-    close(fd);
-    return 0;
-  }
   auto q = block::Qcow2Image::OpenFile(block::File::FromFd(fd, "fuzz.qcow2", !writable),
                                        {.read_only = !writable});
   if (!q.ok()) return 0;

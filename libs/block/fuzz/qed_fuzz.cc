@@ -1,7 +1,6 @@
 // Fuzzes QED header and L1/L2 table parsing and the read/write paths: the input
 // is a whole image if it holds a "QED\\0" magic, else patches
 // (offset, bytes) over a small valid dynamic disk with data.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "block/qed.h"
+#include "libs/block/fuzz/image_fuzz_util.h"
 
 namespace {
 
@@ -25,13 +25,7 @@ const std::vector<uint8_t>& Seed() {
         (void)(*v)->Write(5000, d.data(), d.size());
         v->reset();
       }
-      FILE* f = fopen(path, "rb");
-      if (f) {
-        uint8_t buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
-        fclose(f);
-      }
+      out = block_fuzz::ReadWholeFile(path);
     }
     unlink(path);
     return out;
@@ -47,24 +41,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size >= 4 && memcmp(data, "QED\0", 4) == 0) {
     img.assign(data, data + size);
   } else {
-    img = Seed();
+    // Patches over the seed: 2-byte offset (in 4-byte units), length, bytes.
+    img = block_fuzz::PatchSeed(Seed(), data, size, 4);
     if (img.empty()) return 0;
-    size_t i = 1;
-    while (i + 3 <= size) {
-      size_t off = ((size_t(data[i]) << 8 | data[i + 1]) * 4) % img.size();
-      size_t len = data[i + 2] % 16;
-      i += 3;
-      for (size_t j = 0; j < len && i < size && off + j < img.size(); ++j, ++i) {
-        img[off + j] = data[i];
-      }
-    }
   }
-  int fd = memfd_create("qed_fuzz", MFD_CLOEXEC);
+  int fd = block_fuzz::MemfdWith("qed_fuzz", img);
   if (fd < 0) return 0;
-  if (write(fd, img.data(), img.size()) != static_cast<ssize_t>(img.size())) {
-    close(fd);
-    return 0;
-  }
   auto v = block::QedImage::OpenFile(block::File::FromFd(fd, "fuzz.qed", !writable),
                                      {.read_only = !writable});
   if (!v.ok()) return 0;
