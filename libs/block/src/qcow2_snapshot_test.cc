@@ -9,18 +9,13 @@
 #include "libs/block/src/test_util.h"
 
 using namespace block;
+using block_test::ReadAll;
 using block_test::HaveQemuImg;
 using block_test::Pattern;
 using block_test::Run;
 using block_test::TempDir;
 
 namespace {
-
-std::vector<uint8_t> ReadAll(Image& img) {
-  std::vector<uint8_t> v(img.size());
-  REQUIRE(img.Read(0, v.data(), v.size()).ok());
-  return v;
-}
 
 void CleanCheck(Qcow2Image& q) {
   auto r = q.Check(RepairMode::kNone);

@@ -15,23 +15,14 @@
 #include "libs/block/src/test_util.h"
 
 using namespace block;
+using block_test::WriteFile;
+using block_test::ReadAll;
 using block_test::HaveQemuImg;
 using block_test::Pattern;
 using block_test::Run;
 using block_test::TempDir;
 
 namespace {
-
-void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(data.data()), data.size());
-}
-
-std::vector<uint8_t> ReadAll(Image& img) {
-  std::vector<uint8_t> v(img.size());
-  REQUIRE(img.Read(0, v.data(), v.size()).ok());
-  return v;
-}
 
 // Random writes, zeroes and discards on `img`, mirrored in `model`.
 void RandomOps(Image& img, std::vector<uint8_t>& model, uint64_t seed, int ops,

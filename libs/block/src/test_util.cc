@@ -1,9 +1,13 @@
 #include "libs/block/src/test_util.h"
 
+#include "block/image.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <catch2/catch.hpp>
+#include <fstream>
 #include <random>
 
 namespace block_test {
@@ -43,6 +47,17 @@ std::vector<uint8_t> Pattern(size_t len, uint64_t seed) {
     uint64_t x = rng();
     for (size_t j = 0; j < 8 && i + j < len; ++j) v[i + j] = uint8_t(x >> (8 * j));
   }
+  return v;
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+std::vector<uint8_t> ReadAll(block::Image& img) {
+  std::vector<uint8_t> v(img.size());
+  REQUIRE(img.Read(0, v.data(), v.size()).ok());
   return v;
 }
 

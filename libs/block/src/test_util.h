@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+namespace block {
+class Image;
+}  // namespace block
+
 namespace block_test {
 
 // A fresh directory under $TEST_TMPDIR (or /tmp), removed on destruction.
@@ -30,6 +34,12 @@ bool HaveQemuImg();
 
 // Deterministic bytes for offset-dependent patterns.
 std::vector<uint8_t> Pattern(size_t len, uint64_t seed);
+
+// Replaces the file at `path` with `data`.
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data);
+
+// The whole guest-visible content of `img` (a Catch2 REQUIRE checks the read).
+std::vector<uint8_t> ReadAll(block::Image& img);
 
 }  // namespace block_test
 
