@@ -31,6 +31,19 @@ uint64_t Total(std::span<const iovec> iov) {
   return n;
 }
 
+// After a partial transfer of `n` bytes, moves `first` past the iovecs that
+// are done and trims the one that was cut.
+void SkipDone(std::vector<iovec>& rest, size_t& first, size_t n) {
+  while (first < rest.size() && n >= rest[first].iov_len) {
+    n -= rest[first].iov_len;
+    ++first;
+  }
+  if (n) {
+    rest[first].iov_base = static_cast<char*>(rest[first].iov_base) + n;
+    rest[first].iov_len -= n;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<File> File::Open(const std::string& path,
@@ -126,15 +139,7 @@ absl::Status File::PReadV(std::span<const iovec> iov, uint64_t offset) const {
       return absl::OkStatus();
     }
     done += n;
-    size_t left = n;
-    while (first < rest.size() && left >= rest[first].iov_len) {
-      left -= rest[first].iov_len;
-      ++first;
-    }
-    if (left) {
-      rest[first].iov_base = static_cast<char*>(rest[first].iov_base) + left;
-      rest[first].iov_len -= left;
-    }
+    SkipDone(rest, first, n);
     // A short direct read leaves unaligned state: finish buffered.
     fd = fd_;
   }
@@ -162,15 +167,7 @@ absl::Status File::PWriteV(std::span<const iovec> iov, uint64_t offset) const {
     }
     if (n == 0) return Errno(EIO, "pwrite", name_, offset + done, total - done);
     done += n;
-    size_t left = n;
-    while (first < rest.size() && left >= rest[first].iov_len) {
-      left -= rest[first].iov_len;
-      ++first;
-    }
-    if (left) {
-      rest[first].iov_base = static_cast<char*>(rest[first].iov_base) + left;
-      rest[first].iov_len -= left;
-    }
+    SkipDone(rest, first, n);
     fd = fd_;
   }
   return absl::OkStatus();
