@@ -20,7 +20,7 @@ while IFS='|' read -r name srcs incs mods seeds; do
   name=$(echo "$name" | xargs)
   [[ -z "$name" || "$name" == \#* ]] && continue
   # shellcheck disable=SC2086
-  srcs=$(ls $srcs | grep -v '_test\.cc$' | tr '\n' ' ')
+  srcs=$(ls $srcs | grep -vE '(_test|test_util)\.cc$' | tr '\n' ' ')
   inc_flags=""
   for d in $incs; do inc_flags+=" -I$d"; done
   inc_flags+=" -I$work/include"
