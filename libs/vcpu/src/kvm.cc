@@ -227,12 +227,16 @@ absl::Status Vm::DeassignIrqfd(int eventfd, uint32_t gsi) {
 }
 
 absl::Status Vm::AssignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
-                                 bool pio) {
+                                 bool pio, std::optional<uint64_t> datamatch) {
   kvm_ioeventfd io = {};
   io.addr = addr;
   io.len = len;
   io.fd = eventfd;
   io.flags = pio ? KVM_IOEVENTFD_FLAG_PIO : 0;
+  if (datamatch) {
+    io.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    io.datamatch = *datamatch;
+  }
   KVM_IOCTL_OR_RETURN(fd_.get(), KVM_IOEVENTFD, &io);
   return absl::OkStatus();
 }

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -89,9 +90,11 @@ class Vm {
   absl::Status SignalMsi(uint64_t address, uint32_t data);
   absl::Status AssignIrqfd(int eventfd, uint32_t gsi);
   absl::Status DeassignIrqfd(int eventfd, uint32_t gsi);
-  // Notification writes to `addr` (MMIO, or port I/O if pio) signal eventfd.
+  // Notification writes to `addr` (MMIO, or port I/O if pio) signal eventfd;
+  // with `datamatch`, only writes of that value do.
   absl::Status AssignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
-                               bool pio);
+                               bool pio,
+                               std::optional<uint64_t> datamatch = std::nullopt);
   absl::Status EnableCapability(uint32_t cap, uint64_t arg0 = 0);
   // KVM_GET_DIRTY_LOG for one memslot; one bit per 4 KiB page.
   absl::StatusOr<std::vector<uint64_t>> GetDirtyLog(uint32_t slot,

@@ -1,0 +1,42 @@
+// Shared by the virtio fuzz targets: a 256 KiB guest whose first bytes are
+// the fuzzer's input, with a split queue at fixed places inside it.
+#ifndef VIRTIO_FUZZ_ENV_H_
+#define VIRTIO_FUZZ_ENV_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "virtio/queue.h"
+#include "vm-memory/guest_memory.h"
+
+namespace virtio::fuzz {
+
+inline constexpr uint64_t kRam = 256 << 10;
+inline constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000;
+
+// Input layout: [0] log2 queue size (mod 9), [1] feature switches, [2..]
+// copied to guest address 0 (descriptor table, then avail ring, ...).
+inline std::unique_ptr<vm_memory::GuestMemory> MakeGuest(const uint8_t* data, size_t size,
+                                                        Queue& q) {
+  vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};
+  auto mem = vm_memory::GuestMemory::Create({&spec, 1});
+  if (!mem.ok()) return nullptr;
+  size_t n = std::min<size_t>(size > 2 ? size - 2 : 0, kRam);
+  if (n > 0 && !(*mem)->Write(vm_memory::GuestAddress(0), {data + 2, n}).ok()) return nullptr;
+  q.set_size(static_cast<uint16_t>(1u << (size > 0 ? data[0] % 9 : 4)));
+  q.set_desc_table(vm_memory::GuestAddress(kDesc));
+  q.set_avail_ring(vm_memory::GuestAddress(kAvail));
+  q.set_used_ring(vm_memory::GuestAddress(kUsed));
+  q.set_ready(true);
+  uint64_t features = 0;
+  if (size > 1 && (data[1] & 1)) features |= Bit(kFIndirectDesc);
+  if (size > 1 && (data[1] & 2)) features |= Bit(kFEventIdx);
+  if (!q.Activate(**mem, features).ok()) return nullptr;
+  return std::move(*mem);
+}
+
+}  // namespace virtio::fuzz
+
+#endif  // VIRTIO_FUZZ_ENV_H_

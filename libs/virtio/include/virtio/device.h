@@ -1,0 +1,73 @@
+// VirtioDevice: what a device implements; the transports (mmio, pci)
+// own the registers, feature negotiation and queue configuration and call
+// into the device from its event-loop thread.
+//
+// A device never sees a queue the driver did not set up correctly: the
+// transport activates the queues (Queue::Activate) before Activate().
+// Any error a device returns from Activate or ProcessQueue puts it into
+// DEVICE_NEEDS_RESET until the driver resets it; nothing else stops.
+#ifndef VIRTIO_DEVICE_H_
+#define VIRTIO_DEVICE_H_
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "virtio/queue.h"
+#include "virtio/types.h"
+#include "vm-memory/guest_memory.h"
+
+namespace virtio {
+
+// How a device tells the driver about used buffers or a config change.
+class Interrupt {
+ public:
+  virtual ~Interrupt() = default;
+  virtual void SignalQueue(uint16_t queue) = 0;
+  virtual void SignalConfig() = 0;
+};
+
+struct ActivateContext {
+  vm_memory::GuestMemory* memory = nullptr;
+  std::span<Queue> queues;  // num_queues() of them, all checked
+  Interrupt* interrupt = nullptr;
+  uint64_t features = 0;    // what the driver accepted
+  // Asks for ProcessQueue(queue) to run again later on the loop: a device
+  // serves at most one queue's worth of chains per call, so one busy
+  // guest queue cannot starve the other devices sharing the loop.
+  std::function<void(uint16_t queue)> process_again;
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+  virtual DeviceType type() const = 0;
+  // For logs: e.g. "virtio-blk disk.img".
+  virtual std::string name() const = 0;
+  // Device-specific feature bits offered; the transport adds VERSION_1,
+  // INDIRECT_DESC and EVENT_IDX.
+  virtual uint64_t features() const = 0;
+  virtual uint16_t num_queues() const = 0;
+  virtual uint16_t max_queue_size() const { return kMaxQueueSize; }
+  // Device configuration space; reads past its end return zeros.
+  virtual void ReadConfig(uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void WriteConfig(uint64_t offset, std::span<const uint8_t> data) {
+    (void)offset;
+    (void)data;
+  }
+  virtual absl::Status Activate(const ActivateContext& ctx) = 0;
+  // The driver notified queue `index` (or the device asked to be polled).
+  virtual absl::Status ProcessQueue(uint16_t index) = 0;
+  // Back to the state before Activate; queues are reset by the transport.
+  virtual void Reset() = 0;
+};
+
+// Copies `data.size()` bytes of a config struct at `offset` into `data`,
+// zeros past its end.
+void CopyConfig(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> data);
+
+}  // namespace virtio
+
+#endif  // VIRTIO_DEVICE_H_

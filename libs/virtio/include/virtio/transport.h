@@ -1,0 +1,91 @@
+// Transport: what virtio-mmio and virtio-pci share — device status,
+// feature negotiation, queue configuration, activation, reset and the
+// needs-reset state — independent of how registers are laid out.
+//
+// Threads: register accesses come from vCPU threads; activation, queue
+// processing and reset run on the device's EventLoop, so the device and
+// its queues only ever run on one thread. A failing device is marked
+// DEVICE_NEEDS_RESET, the reason is logged once, the driver gets a
+// configuration-change interrupt, and notifications are ignored until the
+// driver resets it.
+#ifndef VIRTIO_TRANSPORT_H_
+#define VIRTIO_TRANSPORT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "virtio/device.h"
+#include "virtio/event_loop.h"
+#include "virtio/queue.h"
+
+namespace virtio {
+
+class Transport {
+ public:
+  Transport(std::shared_ptr<VirtioDevice> device, vm_memory::GuestMemory& memory,
+            EventLoop& loop);
+  virtual ~Transport() = default;
+
+  VirtioDevice& device() { return *device_; }
+  EventLoop& loop() { return loop_; }
+  // Everything offered: the device's bits plus VERSION_1, INDIRECT_DESC
+  // and EVENT_IDX.
+  uint64_t offered_features() const { return offered_; }
+  uint32_t DeviceFeatures(uint32_t select) const;
+  void SetDriverFeatures(uint32_t select, uint32_t value);
+  uint64_t driver_features() const;
+
+  uint32_t status() const { return status_.load(); }
+  // A driver write of the status register (0 resets the device).
+  void WriteStatus(uint32_t value);
+  bool driver_ok() const { return status_.load() & kStatusDriverOk; }
+  uint8_t config_generation() const { return config_generation_.load(); }
+
+  uint16_t num_queues() const { return static_cast<uint16_t>(queues_.size()); }
+  // Register-side queue access; nullptr if `index` is out of range. Only
+  // meaningful before DRIVER_OK (writes afterwards are ignored by callers).
+  Queue* queue(uint32_t index);
+
+  // A queue notification from a vCPU (or ioeventfd): processed on the loop.
+  void Notify(uint16_t queue);
+  // Marks the device broken (from the loop thread).
+  void Fail(const absl::Status& why);
+  // The reason the device is in needs-reset, "" if it is not.
+  std::string failure() const;
+
+ protected:
+  // How the transport raises interrupts (set by the concrete transport).
+  virtual Interrupt& interrupt() = 0;
+  // Called on the loop thread after a reset, e.g. to clear ISR bits.
+  virtual void OnReset() {}
+
+ private:
+  void Activate();
+  void ResetOnLoop();
+  void ProcessPending();
+
+  std::shared_ptr<VirtioDevice> device_;
+  vm_memory::GuestMemory& memory_;
+  EventLoop& loop_;
+  const uint64_t offered_;
+  std::vector<Queue> queues_;
+
+  mutable absl::Mutex mu_;  // register-side state below
+  uint64_t driver_features_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string failure_ ABSL_GUARDED_BY(mu_);
+
+  std::atomic<uint32_t> status_{0};
+  std::atomic<uint8_t> config_generation_{0};
+  std::atomic<uint64_t> pending_{0};  // queues notified, not yet processed
+  bool active_ = false;               // loop thread only
+};
+
+}  // namespace virtio
+
+#endif  // VIRTIO_TRANSPORT_H_
