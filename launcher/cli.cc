@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 
 namespace kindling {
@@ -30,6 +31,25 @@ absl::StatusOr<bool> ParseOnOff(const std::string& flag, const std::string& valu
       absl::StrCat(flag, " '", value, "': expected on or off"));
 }
 
+absl::StatusOr<DiskConfig> ParseDisk(const std::string& value) {
+  std::vector<std::string> parts = absl::StrSplit(value, ',');
+  DiskConfig d;
+  d.path = parts[0];
+  if (d.path.empty()) return absl::InvalidArgumentError("--disk needs a path");
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    if (p == "ro" || p == "readonly" || p == "ro=on") {
+      d.read_only = true;
+    } else if (p.rfind("format=", 0) == 0) {
+      d.format = p.substr(7);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--disk ", value, ": unknown option '", p, "' (expected ro or format=FMT)"));
+    }
+  }
+  return d;
+}
+
 }  // namespace
 
 std::string RunUsage() {
@@ -51,6 +71,14 @@ guest), and exits with the guest's status.
   --boot-protocol pvh|linux  entry for an ELF with a PVH note (default pvh)
   --hugepages            back guest RAM with 2 MiB hugepages
   --stats                print KVM exit statistics to stderr when the VM stops
+  --disk PATH[,ro][,format=raw|qcow2]
+                         a virtio-blk disk (repeatable; raw unless format= says)
+  --rng                  a virtio-rng device (host getrandom)
+  --console serial|virtio  where stdin/stdout go: ttyS0 (default) or a
+                         virtio console (hvc0; the default cmdline then says
+                         console=hvc0)
+Virtio devices are virtio-mmio (version 2), announced on the kernel command
+line (virtio_mmio.device=) and in the ACPI DSDT (LNRO0005).
 
 Exit status: the byte the guest wrote to the debug-exit port 0xf4; 0 after a
 clean guest shutdown or reboot; 125 if kindling could not start the VM;
@@ -61,6 +89,7 @@ signal N (SIGINT, SIGTERM).
 
 absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
   RunOptions o;
+  bool cmdline_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
     std::string value;
@@ -93,13 +122,32 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       o.vm.collect_stats = true;
     } else if (flag == "--hugepages") {
       o.vm.hugepages = true;
+    } else if (flag == "--rng") {
+      o.vm.virtio.rng = true;
+    } else if (flag == "--disk") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      auto d = ParseDisk(*v);
+      if (!d.ok()) return d.status();
+      o.vm.virtio.disks.push_back(*d);
+    } else if (flag == "--console") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v != "serial" && *v != "virtio") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--console '", *v, "': expected serial or virtio"));
+      }
+      o.vm.virtio.console = *v == "virtio";
     } else if (flag == "--kernel" || flag == "--initrd" || flag == "--cmdline" ||
                flag == "--cpu-template") {
       auto v = need_value();
       if (!v.ok()) return v.status();
       if (flag == "--kernel") o.vm.kernel = *v;
       if (flag == "--initrd") o.vm.initrd = *v;
-      if (flag == "--cmdline") o.vm.cmdline = *v;
+      if (flag == "--cmdline") {
+        o.vm.cmdline = *v;
+        cmdline_given = true;
+      }
       if (flag == "--cpu-template") o.vm.cpu_template = *v;
     } else if (flag == "--cpus") {
       auto v = need_value();
@@ -152,6 +200,9 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
           absl::StrCat("unknown option '", args[i], "' (see kindling run --help)"));
     }
     if (!s.ok()) return s;
+  }
+  if (o.vm.virtio.console && !cmdline_given) {
+    absl::StrReplaceAll({{"console=ttyS0", "console=hvc0"}}, &o.vm.cmdline);
   }
   if (!o.help && o.vm.kernel.empty()) {
     return absl::InvalidArgumentError("--kernel is required (see kindling run --help)");

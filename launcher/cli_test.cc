@@ -70,3 +70,39 @@ TEST_CASE("ValidateConfig catches bad paths and sizes before KVM") {
   c.cpu_template = "";
   REQUIRE(kindling::ValidateConfig(c).ok());
 }
+
+TEST_CASE("virtio flags: disks, rng, virtio console") {
+  auto o = ParseRunFlags({"--kernel", "k", "--disk", "a.img", "--disk=b.qcow2,ro,format=qcow2",
+                          "--rng", "--console", "virtio"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.virtio.disks.size() == 2);
+  REQUIRE(o->vm.virtio.disks[0].path == "a.img");
+  REQUIRE_FALSE(o->vm.virtio.disks[0].read_only);
+  REQUIRE(o->vm.virtio.disks[0].format == "raw");
+  REQUIRE(o->vm.virtio.disks[1].read_only);
+  REQUIRE(o->vm.virtio.disks[1].format == "qcow2");
+  REQUIRE(o->vm.virtio.rng);
+  REQUIRE(o->vm.virtio.console);
+  REQUIRE(o->vm.cmdline.find("console=hvc0") != std::string::npos);
+  auto keep = ParseRunFlags({"--kernel", "k", "--console", "virtio", "--cmdline", "console=ttyS0"});
+  REQUIRE(keep->vm.cmdline == "console=ttyS0");  // an explicit cmdline is kept
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--disk", "a,rw"}).status(), "unknown option 'rw'"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--disk", ",ro"}).status(), "needs a path"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--console", "vga"}).status(), "--console 'vga'"));
+}
+
+TEST_CASE("virtio plan: windows, GSIs, cmdline and DSDT agree") {
+  kindling::VirtioConfig c;
+  c.disks.push_back({"a.img"});
+  c.rng = true;
+  kindling::VirtioPlan p = kindling::PlanVirtio(c);
+  REQUIRE(p.slots.size() == 2);
+  REQUIRE(p.CmdlineFragment() ==
+          " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6");
+  auto dsdt = p.DsdtDevices();
+  REQUIRE(dsdt.size() == 2);
+  REQUIRE(dsdt[1].address == 0xd0001000);
+  REQUIRE(dsdt[1].irq == 6);
+  for (int i = 0; i < 20; ++i) c.disks.push_back({"/dev/null"});
+  REQUIRE(Mentions(kindling::ValidateVirtio(c), "at most 19"));
+}

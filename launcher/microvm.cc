@@ -93,7 +93,7 @@ absl::Status ValidateConfig(const VmConfig& config) {
   if (!config.cpu_template.empty()) {
     RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(config.cpu_template).status());
   }
-  return absl::OkStatus();
+  return ValidateVirtio(config.virtio);
 }
 
 absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Create(const VmConfig& config) {
@@ -151,8 +151,9 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
                         absl::StrCat(config.kernel, ": ", kernel.status().message()));
   }
   kernel_ = *kernel;
+  virtio_plan_ = PlanVirtio(config.virtio);
   BootConfig boot;
-  boot.cmdline = config.cmdline;
+  boot.cmdline = config.cmdline + virtio_plan_.CmdlineFragment();
   if (!config.initrd.empty()) {
     ASSIGN_OR_RETURN(std::vector<uint8_t> initrd,
                      ReadFileCapped(config.initrd, kMaxInitrdBytes));
@@ -164,6 +165,7 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   // The FADT is hardware-reduced, so Linux enumerates no legacy ISA IRQs:
   // COM1 must be in the DSDT for the 8250 driver to get IRQ 4.
   platform.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, kSerialIrq});
+  platform.dsdt_devices = virtio_plan_.DsdtDevices();
   RETURN_IF_ERROR(WriteMpTable(*memory_, platform));
   ASSIGN_OR_RETURN(boot.rsdp, WriteAcpiTables(*memory_, platform));
   return WriteBootInfo(*memory_, kernel_, boot);
@@ -252,6 +254,11 @@ absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
                                                    " to the debug-exit port")});
                               }),
                               0xf4, 1, "debug-exit"));
+  VirtioEnv env{memory_.get(), vm_.get(), &mmio_, ioapic_,
+                [output](std::string_view bytes) {
+                  for (char c : bytes) output(static_cast<uint8_t>(c));
+                }};
+  ASSIGN_OR_RETURN(virtio_, VirtioDevices::Create(virtio_plan_, config.virtio, env));
   return absl::OkStatus();
 }
 
@@ -292,6 +299,7 @@ absl::Status MicroVm::RestoreMachineState(const MachineState& state) {
 }
 
 size_t MicroVm::SendConsoleInput(std::string_view bytes) {
+  if (virtio_ && virtio_->console()) return virtio_->console()->SendInput(bytes);
   return serial_->EnqueueInput(bytes);
 }
 

@@ -19,6 +19,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "launcher/virtio_devices.h"
 #include "vcpu/boot/kernel_loader.h"
 #include "vcpu/bus.h"
 #include "vcpu/cpuid.h"
@@ -50,6 +51,8 @@ struct VmConfig {
   // Open each vCPU's KVM stats fd (ReadStats); off by default, it costs
   // start-up time.
   bool collect_stats = false;
+  // virtio-mmio devices: disks, rng, console.
+  VirtioConfig virtio;
 };
 
 // Checks a config without touching KVM: sizes, paths, template syntax.
@@ -78,7 +81,8 @@ class MicroVm {
   // Loads a saved state into this VM before Run(): the VM must have been
   // created with the same config, and guest RAM restored by the caller.
   absl::Status RestoreMachineState(const MachineState& state);
-  // Bytes for the guest's serial console; returns how many were queued.
+  // Bytes for the guest's console (the virtio console when there is one,
+  // else the serial port); returns how many were queued.
   size_t SendConsoleInput(std::string_view bytes);
   // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over vCPUs.
   absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> ReadStats() const;
@@ -104,6 +108,8 @@ class MicroVm {
   vcpu::Bus mmio_;
   std::shared_ptr<vcpu::Serial> serial_;
   std::shared_ptr<vcpu::Ioapic> ioapic_;  // split irqchip only
+  VirtioPlan virtio_plan_;
+  std::unique_ptr<VirtioDevices> virtio_;
   std::unique_ptr<vcpu::VcpuRunner> runner_;
   vcpu::boot::LoadedKernel kernel_;
 };

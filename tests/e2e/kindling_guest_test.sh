@@ -20,13 +20,19 @@ if [[ ${1:-} == --timeout ]]; then secs=$2; shift 2; fi
 # Where this host has no usable /dev/kvm, run kindling inside a QEMU/TCG
 # guest that has one (tools/nested-kvm: TCG emulates AMD SVM).
 nested=""
-if [[ ! -c /dev/kvm ]] || ! { exec 3<>/dev/kvm; } 2>/dev/null; then
+pvm_host=0
+[[ -d /sys/module/kvm_pvm && ${KINDLING_TEST_NO_PVM:-0} == 1 ]] && pvm_host=1
+if ((pvm_host)) || [[ ! -c /dev/kvm ]] || ! { exec 3<>/dev/kvm; } 2>/dev/null; then
   nested=$here/../../tools/nested-kvm/run.sh
   if [[ ! -x $nested ]]; then
     echo "SKIP: no usable /dev/kvm here and tools/nested-kvm is not in this test's data"
     exit 0
   fi
-  echo "kindling_test: no usable /dev/kvm on this host: running kindling under nested KVM (QEMU/TCG + SVM)"
+  if ((pvm_host)); then
+    echo "kindling_test: this host's /dev/kvm is kvm_pvm, which does not do PV-EOI: running kindling under nested KVM (QEMU/TCG + SVM)"
+  else
+    echo "kindling_test: no usable /dev/kvm on this host: running kindling under nested KVM (QEMU/TCG + SVM)"
+  fi
 fi
 exec 3>&- 2>/dev/null
 

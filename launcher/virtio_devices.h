@@ -1,0 +1,101 @@
+// VirtioDevices: the VM's virtio-mmio devices — where each sits (MMIO
+// window, GSI), how the guest learns of them (kernel command line and
+// DSDT), and their event loops, transports, irqfds and ioeventfds.
+//
+//   VirtioPlan plan = PlanVirtio(config.virtio);       // before the ACPI tables
+//   cmdline += plan.CmdlineFragment();
+//   platform.dsdt_devices = plan.DsdtDevices();
+//   ASSIGN_OR_RETURN(auto devs, VirtioDevices::Create(plan, config.virtio, env));
+#ifndef KINDLING_LAUNCHER_VIRTIO_DEVICES_H_
+#define KINDLING_LAUNCHER_VIRTIO_DEVICES_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "vcpu/boot/platform_tables.h"
+#include "vcpu/bus.h"
+#include "vcpu/devices/ioapic.h"
+#include "vcpu/kvm.h"
+#include "virtio/console.h"
+#include "virtio/event_loop.h"
+#include "virtio/mmio.h"
+#include "vm-memory/guest_memory.h"
+#include "vm-memory/unique_fd.h"
+
+namespace kindling {
+
+struct DiskConfig {
+  std::string path;
+  bool read_only = false;
+  // Image format; raw unless asked: probing would let a guest that writes
+  // a qcow2 header into its raw disk choose a backing file on the host.
+  std::string format = "raw";
+};
+
+struct VirtioConfig {
+  std::vector<DiskConfig> disks;
+  bool rng = false;
+  bool console = false;  // virtio-console (hvc0) in addition to ttyS0
+};
+
+// Checks paths and counts without opening anything.
+absl::Status ValidateVirtio(const VirtioConfig& config);
+
+enum class VirtioKind { kBlock, kRng, kConsole };
+
+struct VirtioSlot {
+  VirtioKind kind;
+  size_t index;      // into config.disks for kBlock
+  uint64_t base;     // MMIO window
+  uint32_t gsi;
+};
+
+struct VirtioPlan {
+  std::vector<VirtioSlot> slots;
+  // " virtio_mmio.device=4K@0xd0000000:5 ..." (leading space; "" if none).
+  std::string CmdlineFragment() const;
+  std::vector<vcpu::boot::MmioDeviceDescription> DsdtDevices() const;
+};
+
+inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+inline constexpr uint32_t kVirtioFirstGsi = 5;
+inline constexpr uint32_t kVirtioLastGsi = 23;
+
+VirtioPlan PlanVirtio(const VirtioConfig& config);
+
+// What the devices attach to.
+struct VirtioEnv {
+  vm_memory::GuestMemory* memory;
+  vcpu::Vm* vm;
+  vcpu::Bus* mmio;
+  std::shared_ptr<vcpu::Ioapic> ioapic;  // split irqchip; null with full
+  std::function<void(std::string_view)> console_output;
+};
+
+class VirtioDevices {
+ public:
+  static absl::StatusOr<std::unique_ptr<VirtioDevices>> Create(const VirtioPlan& plan,
+                                                               const VirtioConfig& config,
+                                                               const VirtioEnv& env);
+  ~VirtioDevices();
+  // The virtio console, if any (for stdin forwarding).
+  virtio::Console* console() { return console_.get(); }
+
+ private:
+  VirtioDevices() = default;
+  absl::Status Add(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
+                   virtio::EventLoop& loop, const VirtioEnv& env);
+
+  std::vector<std::unique_ptr<virtio::EventLoop>> loops_;
+  std::vector<std::shared_ptr<virtio::MmioTransport>> transports_;
+  std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
+  std::shared_ptr<virtio::Console> console_;
+};
+
+}  // namespace kindling
+
+#endif  // KINDLING_LAUNCHER_VIRTIO_DEVICES_H_
