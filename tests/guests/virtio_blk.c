@@ -78,8 +78,9 @@ static void setup(void) {
   q = &dev->vq[0];
   indirect = virtio_has(dev, VIRTIO_F_INDIRECT_DESC);
   capacity = virtio_cfg64(dev, CFG_CAPACITY);
-  printf("virtio-blk: mmio %#lx irq %d, queue size %u\n", dev->base, dev->irq,
-         q->size);
+  char where[48];
+  virtio_where(dev, where, sizeof(where));
+  printf("virtio-blk: %s, queue size %u\n", where, q->size);
   printf("virtio-blk: capacity %lu sectors, features %#lx\n", capacity,
          dev->features);
 }

@@ -241,7 +241,9 @@ static long hostile_main(long unused) {
   if (virtio_has(blk, VIRTIO_BLK_F_RO)) fail("hostile: the disk must be writable");
   if (rng) virtio_init(rng, 0, 1);
   check_blk();
-  printf("hostile: blk at %#lx, rng %s\n", blk->base, rng ? "present" : "absent");
+  char where[48];
+  virtio_where(blk, where, sizeof(where));
+  printf("hostile: blk at %s, rng %s\n", where, rng ? "present" : "absent");
   run_selected();
   virtio_report_irqs(blk, "hostile: blk");
   if (bad_outcomes && cmdline_int("hostile.strict", 1))

@@ -1,6 +1,7 @@
 // virtio driver library for the test guests; see virtio.h. Written from
-// the virtio 1.2 specification (4.2.2 MMIO registers, 2.7 split queues,
-// 3.1.1 initialisation).
+// the virtio 1.2 specification (4.2.2 MMIO registers, 4.1.4 PCI common
+// configuration, 2.7 split queues, 3.1.1 initialisation). PCI discovery is
+// in virtio_pci.c; the transport differences are in the helpers below.
 #include "virtio.h"
 
 // ---- virtio-mmio version 2 registers (spec 4.2.2) ----
@@ -29,10 +30,33 @@
 #define MMIO_CONFIG 0x100
 #define MMIO_MAGIC_VALUE 0x74726976u  // "virt"
 
+// ---- virtio-pci common configuration structure (spec 4.1.4.3) ----
+#define PCI_DEVICE_FEATURE_SELECT 0x00
+#define PCI_DEVICE_FEATURE 0x04
+#define PCI_DRIVER_FEATURE_SELECT 0x08
+#define PCI_DRIVER_FEATURE 0x0c
+#define PCI_CONFIG_MSIX_VECTOR 0x10
+#define PCI_NUM_QUEUES 0x12
+#define PCI_DEVICE_STATUS 0x14
+#define PCI_CONFIG_GENERATION 0x15
+#define PCI_QUEUE_SELECT 0x16
+#define PCI_QUEUE_SIZE 0x18
+#define PCI_QUEUE_MSIX_VECTOR 0x1a
+#define PCI_QUEUE_ENABLE 0x1c
+#define PCI_QUEUE_NOTIFY_OFF 0x1e
+#define PCI_QUEUE_DESC 0x20
+#define PCI_QUEUE_DRIVER 0x28
+#define PCI_QUEUE_DEVICE 0x30
+#define PCI_NO_VECTOR 0xffff
+#define MSIX_CONFIG_ENTRY 0
+#define MSIX_QUEUE_ENTRY 1
+
 #define IOAPIC_BASE 0xfec00000ul
 #define GIB4 (4ull << 30)
 
-static struct virtio_dev devices[VIRTIO_MAX_DEVICES];
+// Allocated by virtio_discover, so that guests without virtio (which link
+// this file too) keep their image small.
+static struct virtio_dev* devices;
 static int ndevices = -1;  // -1: not discovered yet
 
 static inline void compiler_barrier(void) { __asm__ volatile("" ::: "memory"); }
@@ -45,6 +69,62 @@ static inline uint32_t rd32(struct virtio_dev* d, uint32_t off) {
 }
 static inline void wr32(struct virtio_dev* d, uint32_t off, uint32_t v) {
   *(volatile uint32_t*)(d->base + off) = v;
+}
+
+static inline uint8_t c8(struct virtio_dev* d, uint32_t off) {
+  return d->common[off];
+}
+static inline uint16_t c16(struct virtio_dev* d, uint32_t off) {
+  return *(volatile uint16_t*)(d->common + off);
+}
+static inline uint32_t c32(struct virtio_dev* d, uint32_t off) {
+  return *(volatile uint32_t*)(d->common + off);
+}
+static inline void c8w(struct virtio_dev* d, uint32_t off, uint8_t v) {
+  d->common[off] = v;
+}
+static inline void c16w(struct virtio_dev* d, uint32_t off, uint16_t v) {
+  *(volatile uint16_t*)(d->common + off) = v;
+}
+static inline void c32w(struct virtio_dev* d, uint32_t off, uint32_t v) {
+  *(volatile uint32_t*)(d->common + off) = v;
+}
+// 64-bit fields as two 32-bit writes, low half first (spec 4.1.3.1).
+static inline void c64w(struct virtio_dev* d, uint32_t off, uint64_t v) {
+  c32w(d, off, (uint32_t)v);
+  c32w(d, off + 4, (uint32_t)(v >> 32));
+}
+
+// ---- the transport differences ----
+
+static uint32_t get_status(struct virtio_dev* d) {
+  return d->pci ? c8(d, PCI_DEVICE_STATUS) : rd32(d, MMIO_STATUS);
+}
+static void set_status(struct virtio_dev* d, uint32_t v) {
+  if (d->pci)
+    c8w(d, PCI_DEVICE_STATUS, (uint8_t)v);
+  else
+    wr32(d, MMIO_STATUS, v);
+}
+static uint32_t device_features(struct virtio_dev* d, uint32_t sel) {
+  if (d->pci) {
+    c32w(d, PCI_DEVICE_FEATURE_SELECT, sel);
+    return c32(d, PCI_DEVICE_FEATURE);
+  }
+  wr32(d, MMIO_DEVICE_FEATURES_SEL, sel);
+  return rd32(d, MMIO_DEVICE_FEATURES);
+}
+static void driver_features(struct virtio_dev* d, uint32_t sel, uint32_t v) {
+  if (d->pci) {
+    c32w(d, PCI_DRIVER_FEATURE_SELECT, sel);
+    c32w(d, PCI_DRIVER_FEATURE, v);
+    return;
+  }
+  wr32(d, MMIO_DRIVER_FEATURES_SEL, sel);
+  wr32(d, MMIO_DRIVER_FEATURES, v);
+}
+static uint32_t config_generation(struct virtio_dev* d) {
+  return d->pci ? c8(d, PCI_CONFIG_GENERATION) : rd32(d, MMIO_CONFIG_GENERATION);
 }
 
 static uint64_t deadline_after(uint32_t ms) {
@@ -151,7 +231,7 @@ static void virtio_irq(struct irq_frame* f) {
   struct virtio_dev* empty = NULL;
   for (int i = 0; i < ndevices; i++) {
     struct virtio_dev* d = &devices[i];
-    if (d->irq != irq) continue;
+    if (d->pci || d->irq != irq) continue;
     uint32_t isr = rd32(d, MMIO_INTERRUPT_STATUS);
     if (!isr) {
       empty = d;
@@ -169,7 +249,7 @@ static void virtio_irq(struct irq_frame* f) {
 static void add_device(uint64_t base, uint64_t size, uint64_t irq) {
   if (size < MMIO_CONFIG || base >= GIB4 || size > GIB4 - base || (base & 3))
     fail("virtio: bad mmio window %#lx size %#lx", base, size);
-  if (irq >= 256 - VIRTIO_VECTOR_BASE - 1)
+  if (irq >= 24)  // vectors 0x40..0x57
     fail("virtio: bad irq %lu for %#lx", irq, base);
   struct virtio_dev tmp = {.base = base, .size = (uint32_t)size};
   if (rd32(&tmp, MMIO_MAGIC) != MMIO_MAGIC_VALUE) return;
@@ -204,9 +284,19 @@ static void parse_mmio_entry(const char* s) {
   add_device(addr, size, irq);
 }
 
-int virtio_discover(void) {
-  if (ndevices >= 0) return ndevices;
-  ndevices = 0;
+// The transport in use: virtio.transport=, else mmio when the command
+// line names virtio-mmio devices.
+static int want_pci(void) {
+  char t[8];
+  if (cmdline_str("virtio.transport", t, sizeof(t))) {
+    if (!memcmp(t, "pci", 4)) return 1;
+    if (!memcmp(t, "mmio", 5)) return 0;
+    fail("virtio: virtio.transport=%s, want mmio or pci", t);
+  }
+  return cmdline_find("virtio_mmio.device") == NULL;
+}
+
+static void discover_mmio(void) {
   static const char key[] = "virtio_mmio.device=";
   const char* s = boot_cmdline();
   while (*s) {
@@ -214,12 +304,50 @@ int virtio_discover(void) {
     if (memcmp(s, key, sizeof(key) - 1) == 0) parse_mmio_entry(s + sizeof(key) - 1);
     while (*s && *s != ' ') s++;
   }
-  lapic_enable();
   for (int i = 0; i < ndevices; i++) {
     set_irq_handler(VIRTIO_VECTOR_BASE + devices[i].irq, virtio_irq);
     ioapic_route(devices[i].irq, VIRTIO_VECTOR_BASE + devices[i].irq);
   }
+}
+
+// MSI-X: each vector belongs to one device; nothing to read or ACK.
+static void virtio_msix_irq(struct irq_frame* f) {
+  for (int i = 0; i < ndevices; i++) {
+    struct virtio_dev* d = &devices[i];
+    if (!d->pci) continue;
+    if (f->vector == d->vec_queues) d->irqs++;
+    else if (f->vector == d->vec_config) d->config_irqs++;
+  }
+  lapic_eoi();
+}
+
+int virtio_discover(void) {
+  if (ndevices >= 0) return ndevices;
+  ndevices = 0;
+  devices = dma_alloc(sizeof(*devices) * VIRTIO_MAX_DEVICES, 64);
+  // Firmware (SeaBIOS on pc/q35) leaves the 8259 PIC on with the timer at
+  // vector 8, which would look like a double fault once we sti: mask it.
+  outb(0x21, 0xff);
+  outb(0xa1, 0xff);
+  lapic_enable();
+  if (!want_pci()) {
+    discover_mmio();
+    return ndevices;
+  }
+  virtio_pci_scan(devices, &ndevices, VIRTIO_MAX_DEVICES);
+  for (int i = 0; i < ndevices; i++) {
+    set_irq_handler(devices[i].vec_config, virtio_msix_irq);
+    set_irq_handler(devices[i].vec_queues, virtio_msix_irq);
+  }
   return ndevices;
+}
+
+void virtio_where(const struct virtio_dev* d, char* buf, size_t size) {
+  if (d->pci)
+    snprintf(buf, size, "pci %02x:%02x.%x msi-x", d->bdf >> 8,
+             (d->bdf >> 3) & 0x1f, d->bdf & 7);
+  else
+    snprintf(buf, size, "mmio %#lx irq %d", d->base, d->irq);
 }
 
 struct virtio_dev* virtio_find(uint32_t device_id, int nth) {
@@ -230,12 +358,12 @@ struct virtio_dev* virtio_find(uint32_t device_id, int nth) {
 
 // ---- initialisation ----
 
-uint32_t virtio_status(struct virtio_dev* d) { return rd32(d, MMIO_STATUS); }
+uint32_t virtio_status(struct virtio_dev* d) { return get_status(d); }
 
 int virtio_reset(struct virtio_dev* d) {
-  wr32(d, MMIO_STATUS, 0);
+  set_status(d, 0);
   uint64_t deadline = deadline_after(1000);
-  while (rd32(d, MMIO_STATUS) != 0)
+  while (get_status(d) != 0)
     if (rdtsc() > deadline) return -1;
   for (int i = 0; i < VIRTIO_MAX_QUEUES; i++) d->vq[i].size = 0;
   d->nvq = 0;
@@ -243,7 +371,7 @@ int virtio_reset(struct virtio_dev* d) {
 }
 
 static void add_status(struct virtio_dev* d, uint32_t bits) {
-  wr32(d, MMIO_STATUS, rd32(d, MMIO_STATUS) | bits);
+  set_status(d, get_status(d) | bits);
 }
 
 void virtio_begin(struct virtio_dev* d, uint64_t wanted) {
@@ -251,22 +379,23 @@ void virtio_begin(struct virtio_dev* d, uint64_t wanted) {
   if (virtio_reset(d)) fail("virtio-%s: status did not read 0 after reset", name);
   add_status(d, VIRTIO_STATUS_ACKNOWLEDGE);
   add_status(d, VIRTIO_STATUS_DRIVER);
-  wr32(d, MMIO_DEVICE_FEATURES_SEL, 0);
-  uint64_t lo = rd32(d, MMIO_DEVICE_FEATURES);
-  wr32(d, MMIO_DEVICE_FEATURES_SEL, 1);
-  uint64_t hi = rd32(d, MMIO_DEVICE_FEATURES);
+  uint64_t lo = device_features(d, 0), hi = device_features(d, 1);
   d->offered = hi << 32 | lo;
   if (!(d->offered & VF(VIRTIO_F_VERSION_1)))
     fail("virtio-%s: VIRTIO_F_VERSION_1 not offered (features %#lx)", name,
          d->offered);
   d->features = (d->offered & wanted) | VF(VIRTIO_F_VERSION_1);
-  wr32(d, MMIO_DRIVER_FEATURES_SEL, 0);
-  wr32(d, MMIO_DRIVER_FEATURES, (uint32_t)d->features);
-  wr32(d, MMIO_DRIVER_FEATURES_SEL, 1);
-  wr32(d, MMIO_DRIVER_FEATURES, (uint32_t)(d->features >> 32));
+  driver_features(d, 0, (uint32_t)d->features);
+  driver_features(d, 1, (uint32_t)(d->features >> 32));
   add_status(d, VIRTIO_STATUS_FEATURES_OK);
-  if (!(rd32(d, MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK))
+  if (!(get_status(d) & VIRTIO_STATUS_FEATURES_OK))
     fail("virtio-%s: device did not accept features %#lx", name, d->features);
+  // A reset forgets the MSI-X vectors: set the config vector again.
+  if (d->pci) {
+    c16w(d, PCI_CONFIG_MSIX_VECTOR, MSIX_CONFIG_ENTRY);
+    if (c16(d, PCI_CONFIG_MSIX_VECTOR) != MSIX_CONFIG_ENTRY)
+      fail("virtio-%s: config_msix_vector not accepted", name);
+  }
 }
 
 // Ring memory of one queue: descriptors at 0, avail ring at 1 KiB, used
@@ -297,14 +426,51 @@ static void write_addr(struct virtio_dev* d, uint32_t lo_reg, uint64_t a) {
   wr32(d, lo_reg + 4, (uint32_t)(a >> 32));
 }
 
+// Selects queue `index` and returns its maximum size (0: no such queue).
+static uint32_t queue_max(struct virtio_dev* d, int index, const char* name) {
+  if (d->pci) {
+    if (index >= c16(d, PCI_NUM_QUEUES)) return 0;
+    c16w(d, PCI_QUEUE_SELECT, (uint16_t)index);
+    if (c16(d, PCI_QUEUE_ENABLE))
+      fail("virtio-%s: queue %d is enabled before setup", name, index);
+    return c16(d, PCI_QUEUE_SIZE);
+  }
+  wr32(d, MMIO_QUEUE_SEL, (uint32_t)index);
+  if (rd32(d, MMIO_QUEUE_READY))
+    fail("virtio-%s: queue %d is ready before setup", name, index);
+  return rd32(d, MMIO_QUEUE_NUM_MAX);
+}
+
+// Hands the (selected) queue's size, rings and vector to the device.
+static void queue_activate(struct virtio_dev* d, struct virtq* q, const char* name) {
+  if (d->pci) {
+    c16w(d, PCI_QUEUE_SIZE, q->size);
+    c16w(d, PCI_QUEUE_MSIX_VECTOR, MSIX_QUEUE_ENTRY);
+    if (c16(d, PCI_QUEUE_MSIX_VECTOR) != MSIX_QUEUE_ENTRY)
+      fail("virtio-%s: queue_msix_vector not accepted", name);
+    c64w(d, PCI_QUEUE_DESC, (uint64_t)q->desc);
+    c64w(d, PCI_QUEUE_DRIVER, (uint64_t)q->avail);
+    c64w(d, PCI_QUEUE_DEVICE, (uint64_t)q->used);
+    q->notify_off = c16(d, PCI_QUEUE_NOTIFY_OFF);
+    uint64_t at = (uint64_t)q->notify_off * d->notify_mult;
+    if (at > d->notify_len || d->notify_len - at < 2)
+      fail("virtio-%s: queue notify offset %#lx beyond the %u-byte notify "
+           "structure", name, at, d->notify_len);
+    c16w(d, PCI_QUEUE_ENABLE, 1);
+    return;
+  }
+  wr32(d, MMIO_QUEUE_NUM, q->size);
+  write_addr(d, MMIO_QUEUE_DESC_LOW, (uint64_t)q->desc);
+  write_addr(d, MMIO_QUEUE_DRIVER_LOW, (uint64_t)q->avail);
+  write_addr(d, MMIO_QUEUE_DEVICE_LOW, (uint64_t)q->used);
+  wr32(d, MMIO_QUEUE_READY, 1);
+}
+
 void virtio_setup_queue(struct virtio_dev* d, int index) {
   const char* name = virtio_id_name(d->device_id);
   if (index < 0 || index >= VIRTIO_MAX_QUEUES)
     fail("virtio-%s: queue %d out of range", name, index);
-  wr32(d, MMIO_QUEUE_SEL, (uint32_t)index);
-  if (rd32(d, MMIO_QUEUE_READY))
-    fail("virtio-%s: queue %d is ready before setup", name, index);
-  uint32_t max = rd32(d, MMIO_QUEUE_NUM_MAX);
+  uint32_t max = queue_max(d, index, name);
   if (max == 0) fail("virtio-%s: queue %d not available", name, index);
   uint32_t size = VIRTQ_MAX_SIZE;  // split rings: a power of 2
   while (size > max) size >>= 1;
@@ -319,17 +485,13 @@ void virtio_setup_queue(struct virtio_dev* d, int index) {
   q->dev = d;
   q->index = (uint16_t)index;
   vq_reset_state(q, (uint16_t)size);
-  wr32(d, MMIO_QUEUE_NUM, size);
-  write_addr(d, MMIO_QUEUE_DESC_LOW, (uint64_t)q->desc);
-  write_addr(d, MMIO_QUEUE_DRIVER_LOW, (uint64_t)q->avail);
-  write_addr(d, MMIO_QUEUE_DEVICE_LOW, (uint64_t)q->used);
-  wr32(d, MMIO_QUEUE_READY, 1);
+  queue_activate(d, q, name);
   if (index >= d->nvq) d->nvq = index + 1;
 }
 
 void virtio_driver_ok(struct virtio_dev* d) {
   add_status(d, VIRTIO_STATUS_DRIVER_OK);
-  uint32_t s = rd32(d, MMIO_STATUS);
+  uint32_t s = get_status(d);
   if (s & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED))
     fail("virtio-%s: status %#x after DRIVER_OK", virtio_id_name(d->device_id), s);
 }
@@ -343,10 +505,12 @@ void virtio_init(struct virtio_dev* d, uint64_t wanted, int nqueues) {
 // ---- configuration space ----
 
 static uint64_t cfg_addr(struct virtio_dev* d, uint32_t off, uint32_t width) {
-  if (off > d->size - MMIO_CONFIG || width > d->size - MMIO_CONFIG - off)
-    fail("virtio-%s: config offset %u beyond the window",
-         virtio_id_name(d->device_id), off);
-  return d->base + MMIO_CONFIG + off;
+  uint64_t base = d->pci ? (uint64_t)d->devcfg : d->base + MMIO_CONFIG;
+  uint32_t len = d->pci ? d->devcfg_len : d->size - MMIO_CONFIG;
+  if (!base || off > len || width > len - off)
+    fail("virtio-%s: config offset %u beyond the %u-byte config",
+         virtio_id_name(d->device_id), off, len);
+  return base + off;
 }
 
 uint8_t virtio_cfg8(struct virtio_dev* d, uint32_t off) {
@@ -367,9 +531,9 @@ void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v) {
 uint64_t virtio_cfg64(struct virtio_dev* d, uint32_t off) {
   volatile uint32_t* p = (volatile uint32_t*)cfg_addr(d, off, 8);
   for (int tries = 0; tries < 100; tries++) {
-    uint32_t gen = rd32(d, MMIO_CONFIG_GENERATION);
+    uint32_t gen = config_generation(d);
     uint64_t lo = p[0], hi = p[1];
-    if (rd32(d, MMIO_CONFIG_GENERATION) == gen) return hi << 32 | lo;
+    if (config_generation(d) == gen) return hi << 32 | lo;
   }
   fail("virtio-%s: config generation keeps changing", virtio_id_name(d->device_id));
 }
@@ -427,7 +591,14 @@ int vq_submit(struct virtq* q, const struct vbuf* b, int n, int indirect) {
 }
 
 void virtio_notify(struct virtio_dev* d, uint16_t queue) {
-  wr32(d, MMIO_QUEUE_NOTIFY, queue);
+  if (!d->pci) {
+    wr32(d, MMIO_QUEUE_NOTIFY, queue);
+    return;
+  }
+  // The queue's own notify address (checked at setup); unknown queues go
+  // to queue 0's, which is what a hostile caller may want anyway.
+  uint16_t off = queue < VIRTIO_MAX_QUEUES ? d->vq[queue].notify_off : 0;
+  *(volatile uint16_t*)(d->notify + (uint64_t)off * d->notify_mult) = queue;
 }
 
 void vq_kick(struct virtq* q) {

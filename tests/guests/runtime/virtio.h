@@ -90,6 +90,7 @@ struct virtq {
   struct virtio_dev* dev;
   uint16_t index;  // queue number on the device
   uint16_t size;   // 0: not set up
+  uint16_t notify_off;  // virtio-pci: queue_notify_off
   volatile struct virtq_desc* desc;
   volatile struct virtq_avail* avail;
   volatile struct virtq_used* used;
@@ -110,9 +111,21 @@ struct virtq {
 };
 
 struct virtio_dev {
-  uint64_t base;      // MMIO base
-  uint32_t size;      // MMIO window size
-  int irq;            // IOAPIC pin
+  int pci;            // transport: 0 virtio-mmio, 1 virtio-pci (modern)
+  uint64_t base;      // virtio-mmio: register window
+  uint32_t size;      // ... its size
+  int irq;            // ... IOAPIC pin
+  // virtio-pci: bus/device/function, the capabilities' structures (in
+  // BARs below 4 GiB) and MSI-X (entry 0: config changes, 1: all queues).
+  uint16_t bdf;
+  volatile uint8_t* common;
+  volatile uint8_t* notify;
+  uint32_t notify_mult, notify_len;
+  volatile uint8_t* devcfg;  // NULL when the device has no config
+  uint32_t devcfg_len;
+  volatile uint32_t* msix_table;
+  uint16_t msix_entries;
+  uint8_t vec_config, vec_queues;  // CPU vectors behind entries 0 and 1
   uint32_t device_id;
   uint32_t version;   // MMIO Version register
   uint64_t offered;   // device features
@@ -127,15 +140,32 @@ struct virtio_dev {
 };
 
 // ---- discovery and initialisation ----
-// Parses every virtio_mmio.device=<size>[K|M|G]@<addr>:<irq> on the
+// Transport: `virtio.transport=mmio|pci` on the command line; by default
+// mmio when the command line has a virtio_mmio.device= entry, else pci.
+//
+// mmio: parses every virtio_mmio.device=<size>[K|M|G]@<addr>:<irq> on the
 // command line, keeps those whose MagicValue is "virt" and DeviceID is not
 // 0, FAILs on a Version other than 2, routes each IRQ through the IOAPIC and
-// installs the interrupt handler. Ring 0; idempotent. Returns the count.
+// installs the interrupt handler.
+// pci: scans bus 0 (configuration mechanism 1, ports 0xcf8/0xcfc) for
+// vendor 0x1af4, device 0x1040 + ID, maps the common, notify, ISR and
+// device configuration structures from the vendor capabilities (BARs as
+// firmware assigned them; one that is 0 or above 4 GiB gets an address
+// from 0xe0000000 up), enables memory decoding, bus mastering and MSI-X
+// (message address 0xfee00000 | BSP APIC ID << 12, data = vector).
+// Ring 0 (port I/O); idempotent. Returns the device count.
 int virtio_discover(void);
 // The nth (0-based) discovered device with this ID, or NULL.
 struct virtio_dev* virtio_find(uint32_t device_id, int nth);
 // Human-readable name for a device ID ("blk", "rng", ...).
 const char* virtio_id_name(uint32_t device_id);
+// Where the device is: "mmio 0x<base> irq <n>" or "pci <bb>:<dd>.<f> msi-x".
+void virtio_where(const struct virtio_dev* d, char* buf, size_t size);
+
+// virtio_pci.c: appends the virtio-pci devices of bus 0 to devs[*n..max).
+// Ring 0. Used by virtio_discover.
+void virtio_pci_scan(struct virtio_dev* devs, int* n, int max);
+#define VIRTIO_PCI_VECTOR_BASE 0x90  // device i: 0x90 + 2i config, +1 queues
 
 // Reset (Status = 0, then waits until it reads 0), ACKNOWLEDGE, DRIVER,
 // features: VERSION_1 | (offered & wanted), FEATURES_OK (checked), then
@@ -152,8 +182,8 @@ static inline int virtio_has(const struct virtio_dev* d, int bit) {
   return (d->features >> bit) & 1;
 }
 
-// Device configuration space (MMIO offset 0x100); offsets are checked
-// against the window. 64-bit reads retry on a ConfigGeneration change.
+// Device configuration space (MMIO offset 0x100, or the PCI device
+// configuration structure); offsets are checked against its size. 64-bit reads retry on a ConfigGeneration change.
 uint8_t virtio_cfg8(struct virtio_dev* d, uint32_t off);
 uint16_t virtio_cfg16(struct virtio_dev* d, uint32_t off);
 uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off);
