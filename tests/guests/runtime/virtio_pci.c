@@ -94,6 +94,9 @@ static void resolve_bar(uint16_t bdf, int i, struct bar* b) {
   b->addr = ((uint64_t)hi << 32) | (lo & ~0xfu);
   if (!mask || b->size > (1ull << 30))
     fail("virtio-pci %04x: BAR %d size %#lx", bdf, i, b->size);
+  if (cmdline_int("virtio.debug", 0))
+    printf("virtio-pci %04x: BAR %d at %#lx size %#lx%s\n", bdf, i, b->addr,
+           b->size, is64 ? " (64-bit)" : "");
   if (b->addr && b->addr < PCI_ASSIGN_END &&
       b->size <= PCI_ASSIGN_END - b->addr && !cmdline_int("virtio.pci_assign", 0))
     return;
