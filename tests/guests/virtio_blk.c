@@ -145,7 +145,7 @@ static void small_writes(void) {
 // sector-multiple size within seg_max and size_max.
 static uint32_t big_layout(uint32_t* nseg) {
   uint32_t n = max_segs < 16 ? max_segs : 16;
-  uint32_t seg = BIG_BYTES / n;
+  uint32_t seg = BIG_BYTES / n & ~(SECTOR - 1u);
   if (size_max && seg > size_max) seg = size_max & ~(SECTOR - 1u);
   *nseg = n;
   return seg * n;
