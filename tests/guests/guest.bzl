@@ -7,7 +7,9 @@ host C++ toolchain's flags (PIC, stack protector, libc) must not apply.
 
 kindling_guest_qemu_test(name, guest, expect, ...) boots the guest under
 qemu-system-x86_64 (TCG) and checks its output against an expect file; see
-qemu_test.sh.
+qemu_test.sh. `harness_args` are extra qemu_test.sh options (--disk-mib,
+--disk-sector, --expect-file), given before the guest; Bazel splits each
+string like a shell, so quote texts with spaces.
 """
 
 GUEST_CFLAGS = [
@@ -63,6 +65,7 @@ def kindling_guest_qemu_test(
         machine = None,
         memory = None,
         qemu_args = [],
+        harness_args = [],
         timeout_s = 60,
         size = "small",
         tags = []):
@@ -71,6 +74,7 @@ def kindling_guest_qemu_test(
         args += ["--machine", machine]
     if memory:
         args += ["--memory", memory]
+    args += harness_args
     args += ["$(location %s)" % guest, "$(location %s)" % expect]
     native.sh_test(
         name = name,

@@ -2,6 +2,8 @@
 # Boots a test guest under QEMU (the reference VMM) and checks its output.
 #
 # Usage: qemu_test.sh [--timeout S] [--machine M] [--memory SIZE]
+#                     [--disk-mib N] [--disk-sector N TEXT]...
+#                     [--expect-file NAME REGEX]...
 #                     GUEST.elf EXPECT_FILE [-- EXTRA_QEMU_ARGS...]
 #
 # EXPECT_FILE: one bash extended regex per line, each matched against a
@@ -15,6 +17,14 @@
 # KINDLING_QEMU_ACCEL=kvm uses KVM where the host has it (this fleet's
 # kvm_pvm hosts are not meant for QEMU; TCG is the reference here).
 # Without qemu-system-x86_64 the test prints `SKIP: ...` and passes.
+#
+# Files for devices: `@TMP@` in EXTRA_QEMU_ARGS becomes the test's scratch
+# directory (e.g. `-chardev file,id=c0,path=@TMP@/console.txt`).
+# --disk-mib N creates @TMP@/disk.img, N MiB of zeros, for a `-drive
+# file=@TMP@/disk.img,...`; --disk-sector N TEXT checks afterwards that
+# 512-byte sector N of it starts with TEXT (empty TEXT: is all zeros).
+# --expect-file NAME REGEX checks that some line of @TMP@/NAME matches
+# REGEX (whole line, bash ERE).
 set -uo pipefail
 # shellcheck source=expect_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/expect_lib.sh"
@@ -22,11 +32,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/expect_lib.sh"
 secs=60
 machine="microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
 memory=128
+disk_mib=0
+disk_checks=()  # sector, text, sector, text, ...
+file_checks=()  # name, regex, ...
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --timeout) secs=$2; shift 2 ;;
     --machine) machine=$2; shift 2 ;;
     --memory) memory=$2; shift 2 ;;
+    --disk-mib) disk_mib=$2; shift 2 ;;
+    --disk-sector) disk_checks+=("$2" "$3"); shift 3 ;;
+    --expect-file) file_checks+=("$2" "$3"); shift 3 ;;
     *) echo "qemu_test: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +60,12 @@ qemu=$(command -v qemu-system-x86_64) || {
 }
 tmp=$(mktemp -d "${TEST_TMPDIR:-/tmp}/qemu_test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+if ((disk_mib > 0)); then
+  truncate -s "${disk_mib}M" "$tmp/disk.img" || exit 2
+fi
+extra=()
+for a in "$@"; do extra+=("${a//@TMP@/$tmp}"); done
+set -- "${extra[@]}"
 
 cmd=("$qemu" -M "$machine" -accel "${KINDLING_QEMU_ACCEL:-tcg}" -cpu qemu64
      -m "$memory" -nodefaults -no-user-config -display none -serial stdio
@@ -72,5 +94,27 @@ elif [[ $status -ne $(((want_exit << 1) | 1)) ]]; then
 fi
 
 match_lines "$tmp/log"
+
+for ((i = 0; i < ${#disk_checks[@]}; i += 2)); do
+  sector=${disk_checks[i]} text=${disk_checks[i + 1]}
+  if [[ -z $text ]]; then  # empty TEXT: all zeros
+    got=$(dd if="$tmp/disk.img" bs=512 skip="$sector" count=1 2>/dev/null |
+          tr -d '\0' | head -c 40)
+  else
+    got=$(dd if="$tmp/disk.img" bs=512 skip="$sector" count=1 2>/dev/null |
+          head -c "${#text}" | tr -d '\0')
+  fi
+  [[ $got == "$text" ]] ||
+    fail "disk sector $sector starts with '$got', want '$text'"
+done
+for ((i = 0; i < ${#file_checks[@]}; i += 2)); do
+  name=${file_checks[i]} re=${file_checks[i + 1]} found=0
+  if [[ -f $tmp/$name ]]; then
+    while IFS= read -r line || [[ -n $line ]]; do
+      [[ ${line%$'\r'} =~ ^${re}$ ]] && { found=1; break; }
+    done <"$tmp/$name"
+  fi
+  ((found)) || fail "no line of $name matches '$re'"
+done
 ((failed)) && exit 1
 echo "qemu_test: PASSED"
