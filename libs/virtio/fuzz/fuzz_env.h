@@ -14,10 +14,11 @@
 namespace virtio::fuzz {
 
 inline constexpr uint64_t kRam = 256 << 10;
-inline constexpr uint64_t kDesc = 0x0, kAvail = 0x1000, kUsed = 0x2000;
+// The available ring first, so short inputs already publish chains.
+inline constexpr uint64_t kAvail = 0x0, kDesc = 0x210, kUsed = 0x2000;
 
 // Input layout: [0] log2 queue size (mod 9), [1] feature switches, [2..]
-// copied to guest address 0 (descriptor table, then avail ring, ...).
+// copied to guest address 0 (avail ring, descriptor table, buffers).
 inline std::unique_ptr<vm_memory::GuestMemory> MakeGuest(const uint8_t* data, size_t size,
                                                         Queue& q) {
   vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};

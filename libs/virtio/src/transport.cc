@@ -9,13 +9,6 @@
 
 namespace virtio {
 
-void CopyConfig(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> data) {
-  for (size_t i = 0; i < data.size(); ++i) {
-    uint64_t at = offset + i;
-    data[i] = at < config.size() ? config[at] : 0;
-  }
-}
-
 Transport::Transport(std::shared_ptr<VirtioDevice> device, vm_memory::GuestMemory& memory,
                      EventLoop& loop)
     : device_(std::move(device)),
