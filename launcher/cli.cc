@@ -74,6 +74,9 @@ guest), and exits with the guest's status.
   --disk PATH[,ro][,format=raw|qcow2]
                          a virtio-blk disk (repeatable; raw unless format= says)
   --rng                  a virtio-rng device (host getrandom)
+  --transport mmio|pci   how virtio devices attach (default mmio); pci puts
+                         them on a PCI bus (modern virtio-pci, MSI-X) and
+                         drops pci=off from the default cmdline
   --console serial|virtio  where stdin/stdout go: ttyS0 (default) or a
                          virtio console (hvc0; the default cmdline then says
                          console=hvc0)
@@ -130,6 +133,14 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       auto d = ParseDisk(*v);
       if (!d.ok()) return d.status();
       o.vm.virtio.disks.push_back(*d);
+    } else if (flag == "--transport") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v != "mmio" && *v != "pci") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--transport '", *v, "': expected mmio or pci"));
+      }
+      o.vm.virtio.transport = *v == "pci" ? VirtioTransport::kPci : VirtioTransport::kMmio;
     } else if (flag == "--console") {
       auto v = need_value();
       if (!v.ok()) return v.status();
@@ -203,6 +214,9 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
   }
   if (o.vm.virtio.console && !cmdline_given) {
     absl::StrReplaceAll({{"console=ttyS0", "console=hvc0"}}, &o.vm.cmdline);
+  }
+  if (o.vm.virtio.transport == VirtioTransport::kPci && !cmdline_given) {
+    absl::StrReplaceAll({{" pci=off", ""}}, &o.vm.cmdline);
   }
   if (!o.help && o.vm.kernel.empty()) {
     return absl::InvalidArgumentError("--kernel is required (see kindling run --help)");

@@ -166,6 +166,11 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   // COM1 must be in the DSDT for the 8250 driver to get IRQ 4.
   platform.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, kSerialIrq});
   platform.dsdt_devices = virtio_plan_.DsdtDevices();
+  platform.pci_ecam = virtio_plan_.Ecam();
+  if (platform.pci_ecam) {
+    boot.reserved.push_back({platform.pci_ecam->base, virtio::kPciEcamSizePerBus,
+                             E820Type::kReserved});
+  }
   RETURN_IF_ERROR(WriteMpTable(*memory_, platform));
   ASSIGN_OR_RETURN(boot.rsdp, WriteAcpiTables(*memory_, platform));
   return WriteBootInfo(*memory_, kernel_, boot);
@@ -254,7 +259,7 @@ absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
                                                    " to the debug-exit port")});
                               }),
                               0xf4, 1, "debug-exit"));
-  VirtioEnv env{memory_.get(), vm_.get(), &mmio_, ioapic_,
+  VirtioEnv env{memory_.get(), vm_.get(), &mmio_, &pio_, ioapic_,
                 [output](std::string_view bytes) {
                   for (char c : bytes) output(static_cast<uint8_t>(c));
                 }};

@@ -23,6 +23,60 @@ absl::StatusOr<vm_memory::UniqueFd> MakeEventFd() {
 
 }  // namespace
 
+// Keeps a virtio-pci BAR's MMIO range and notification ioeventfds where
+// the guest has put the BAR (decoding on), or nowhere (decoding off).
+class PciBarMapper {
+ public:
+  PciBarMapper(const VirtioEnv& env, virtio::EventLoop& loop) : env_(env), loop_(loop) {}
+
+  absl::Status Attach(std::shared_ptr<virtio::PciTransport> t) {
+    t_ = std::move(t);
+    for (uint16_t q = 0; q < t_->num_queues(); ++q) {
+      ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
+      loop_.WatchEventFd(efd.get(), [t = t_.get(), q] { t->Notify(q); });
+      notify_fds_.push_back(std::move(efd));
+    }
+    return absl::OkStatus();
+  }
+  void Move(std::optional<uint64_t> to) {
+    if (at_) {
+      env_.mmio->Remove(*at_);
+      ForEachNotify(*at_, [&](int fd, uint64_t a) {
+        (void)env_.vm->DeassignIoeventfd(fd, a, 0, /*pio=*/false);
+      });
+    }
+    at_ = to;
+    if (!to) return;
+    absl::Status s = env_.mmio->Insert(t_->bar(), *to, virtio::kPciBarSize, t_->device().name());
+    if (!s.ok()) {
+      absl::FPrintF(stderr, "kindling: %s: BAR 0 at %#x: %s
+", t_->device().name(), *to,
+                    s.message());
+      at_.reset();
+      return;
+    }
+    // Without an ioeventfd the write still reaches the BAR as an MMIO exit.
+    ForEachNotify(*to, [&](int fd, uint64_t a) {
+      (void)env_.vm->AssignIoeventfd(fd, a, 0, /*pio=*/false);
+    });
+  }
+
+ private:
+  template <typename Fn>
+  void ForEachNotify(uint64_t bar, Fn&& fn) {
+    for (size_t q = 0; q < notify_fds_.size(); ++q) {
+      fn(notify_fds_[q].get(),
+         bar + virtio::kPciNotifyOffset + q * virtio::kPciNotifyMultiplier);
+    }
+  }
+
+  VirtioEnv env_;
+  virtio::EventLoop& loop_;
+  std::shared_ptr<virtio::PciTransport> t_;
+  std::vector<vm_memory::UniqueFd> notify_fds_;
+  std::optional<uint64_t> at_;
+};
+
 absl::Status ValidateVirtio(const VirtioConfig& config) {
   size_t count = config.disks.size() + config.rng + config.console;
   if (count > kVirtioLastGsi - kVirtioFirstGsi + 1) {
@@ -43,10 +97,12 @@ absl::Status ValidateVirtio(const VirtioConfig& config) {
 
 VirtioPlan PlanVirtio(const VirtioConfig& config) {
   VirtioPlan plan;
+  plan.transport = config.transport;
   auto add = [&](VirtioKind kind, size_t index) {
     size_t n = plan.slots.size();
-    plan.slots.push_back({kind, index, kVirtioMmioBase + n * virtio::kMmioSize,
-                          static_cast<uint32_t>(kVirtioFirstGsi + n)});
+    uint64_t base = plan.has_pci() ? kPciBarBase + n * virtio::kPciBarSize
+                                   : kVirtioMmioBase + n * virtio::kMmioSize;
+    plan.slots.push_back({kind, index, base, static_cast<uint32_t>(kVirtioFirstGsi + n)});
   };
   for (size_t i = 0; i < config.disks.size(); ++i) add(VirtioKind::kBlock, i);
   if (config.rng) add(VirtioKind::kRng, 0);
@@ -56,6 +112,7 @@ VirtioPlan PlanVirtio(const VirtioConfig& config) {
 
 std::string VirtioPlan::CmdlineFragment() const {
   std::string out;
+  if (has_pci()) return out;  // the guest scans the PCI bus
   for (const VirtioSlot& s : slots) {
     absl::StrAppendFormat(&out, " virtio_mmio.device=4K@%#x:%d", s.base, s.gsi);
   }
@@ -64,6 +121,7 @@ std::string VirtioPlan::CmdlineFragment() const {
 
 std::vector<vcpu::boot::MmioDeviceDescription> VirtioPlan::DsdtDevices() const {
   std::vector<vcpu::boot::MmioDeviceDescription> out;
+  if (has_pci()) return out;
   for (const VirtioSlot& s : slots) {
     out.push_back({"LNRO0005", s.base, static_cast<uint32_t>(virtio::kMmioSize), s.gsi});
   }
@@ -74,6 +132,13 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
                                                                      const VirtioConfig& config,
                                                                      const VirtioEnv& env) {
   std::unique_ptr<VirtioDevices> d(new VirtioDevices());
+  if (plan.has_pci() && !plan.slots.empty()) {
+    d->pci_ = std::make_unique<virtio::PciBus>();
+    RETURN_IF_ERROR(env.pio->Insert(d->pci_->config_io(), virtio::kPciConfigIoPort,
+                                    virtio::kPciConfigIoSize, "pci config"));
+    RETURN_IF_ERROR(env.mmio->Insert(d->pci_->ecam(), kPciEcamBase,
+                                     virtio::kPciEcamSizePerBus, "pci ecam"));
+  }
   virtio::EventLoop* shared = nullptr;  // rng and console share one loop
   for (const VirtioSlot& slot : plan.slots) {
     if (slot.kind == VirtioKind::kBlock) {
@@ -110,6 +175,31 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
 absl::Status VirtioDevices::Add(const VirtioSlot& slot,
                                 std::shared_ptr<virtio::VirtioDevice> device,
                                 virtio::EventLoop& loop, const VirtioEnv& env) {
+  if (pci_) return AddPci(slot, std::move(device), loop, env);
+  return AddMmio(slot, std::move(device), loop, env);
+}
+
+absl::Status VirtioDevices::AddPci(const VirtioSlot& slot,
+                                   std::shared_ptr<virtio::VirtioDevice> device,
+                                   virtio::EventLoop& loop, const VirtioEnv& env) {
+  auto mapper = std::make_unique<PciBarMapper>(env, loop);
+  virtio::PciTransportOptions o;
+  o.bar_address = static_cast<uint32_t>(slot.base);
+  vcpu::Vm* vm = env.vm;
+  o.send_msi = [vm](uint64_t address, uint32_t data) { (void)vm->SignalMsi(address, data); };
+  o.on_bar_change = [m = mapper.get()](std::optional<uint64_t> at) { m->Move(at); };
+  auto t = std::make_shared<virtio::PciTransport>(std::move(device), *env.memory, loop,
+                                                  std::move(o));
+  RETURN_IF_ERROR(mapper->Attach(t));
+  RETURN_IF_ERROR(pci_->Add(t).status());
+  bar_mappers_.push_back(std::move(mapper));
+  transports_.push_back(std::move(t));
+  return absl::OkStatus();
+}
+
+absl::Status VirtioDevices::AddMmio(const VirtioSlot& slot,
+                                    std::shared_ptr<virtio::VirtioDevice> device,
+                                    virtio::EventLoop& loop, const VirtioEnv& env) {
   std::function<void()> raise;
   if (env.ioapic) {
     raise = [ioapic = env.ioapic, gsi = slot.gsi] {
@@ -144,6 +234,11 @@ absl::Status VirtioDevices::Add(const VirtioSlot& slot,
 
 VirtioDevices::~VirtioDevices() {
   loops_.clear();  // joins the threads before the devices go away
+}
+
+std::optional<vcpu::boot::PciEcamDescription> VirtioPlan::Ecam() const {
+  if (!has_pci()) return std::nullopt;
+  return vcpu::boot::PciEcamDescription{kPciEcamBase, 0};
 }
 
 }  // namespace kindling

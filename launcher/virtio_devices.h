@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,10 +24,14 @@
 #include "virtio/console.h"
 #include "virtio/event_loop.h"
 #include "virtio/mmio.h"
+#include "virtio/pci.h"
+#include "virtio/pci_bus.h"
 #include "vm-memory/guest_memory.h"
 #include "vm-memory/unique_fd.h"
 
 namespace kindling {
+
+class PciBarMapper;
 
 struct DiskConfig {
   std::string path;
@@ -36,7 +41,10 @@ struct DiskConfig {
   std::string format = "raw";
 };
 
+enum class VirtioTransport { kMmio, kPci };
+
 struct VirtioConfig {
+  VirtioTransport transport = VirtioTransport::kMmio;
   std::vector<DiskConfig> disks;
   bool rng = false;
   bool console = false;  // virtio-console (hvc0) in addition to ttyS0
@@ -50,18 +58,26 @@ enum class VirtioKind { kBlock, kRng, kConsole };
 struct VirtioSlot {
   VirtioKind kind;
   size_t index;      // into config.disks for kBlock
-  uint64_t base;     // MMIO window
-  uint32_t gsi;
+  uint64_t base;     // mmio: register window; pci: BAR 0
+  uint32_t gsi;      // mmio only
 };
 
 struct VirtioPlan {
+  VirtioTransport transport = VirtioTransport::kMmio;
   std::vector<VirtioSlot> slots;
+  bool has_pci() const { return transport == VirtioTransport::kPci; }
   // " virtio_mmio.device=4K@0xd0000000:5 ..." (leading space; "" if none).
   std::string CmdlineFragment() const;
   std::vector<vcpu::boot::MmioDeviceDescription> DsdtDevices() const;
+  // PCI: the ECAM window for MCFG (reserved in the memory map too).
+  std::optional<vcpu::boot::PciEcamDescription> Ecam() const;
 };
 
 inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+// virtio-pci: BARs from the bottom of the 32-bit hole, ECAM for bus 0 below
+// the IOAPIC.
+inline constexpr uint64_t kPciBarBase = 0xc0000000;
+inline constexpr uint64_t kPciEcamBase = 0xeff00000;
 inline constexpr uint32_t kVirtioFirstGsi = 5;
 inline constexpr uint32_t kVirtioLastGsi = 23;
 
@@ -72,6 +88,7 @@ struct VirtioEnv {
   vm_memory::GuestMemory* memory;
   vcpu::Vm* vm;
   vcpu::Bus* mmio;
+  vcpu::Bus* pio;
   std::shared_ptr<vcpu::Ioapic> ioapic;  // split irqchip; null with full
   std::function<void(std::string_view)> console_output;
 };
@@ -90,8 +107,15 @@ class VirtioDevices {
   absl::Status Add(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                    virtio::EventLoop& loop, const VirtioEnv& env);
 
+  absl::Status AddMmio(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
+                       virtio::EventLoop& loop, const VirtioEnv& env);
+  absl::Status AddPci(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
+                      virtio::EventLoop& loop, const VirtioEnv& env);
+
   std::vector<std::unique_ptr<virtio::EventLoop>> loops_;
-  std::vector<std::shared_ptr<virtio::MmioTransport>> transports_;
+  std::vector<std::shared_ptr<virtio::Transport>> transports_;
+  std::unique_ptr<virtio::PciBus> pci_;
+  std::vector<std::unique_ptr<PciBarMapper>> bar_mappers_;
   std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
   std::shared_ptr<virtio::Console> console_;
 };

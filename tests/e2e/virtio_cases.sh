@@ -66,3 +66,14 @@ run misc --kernel virtio_misc.elf --rng --console virtio
 
 mkdisk hostile.img
 run hostile --kernel virtio_hostile.elf --disk hostile.img --rng
+
+# The same guests over virtio-pci (modern, MSI-X).
+mkdisk pci.img
+run blk_pci --kernel virtio_blk.elf --disk pci.img --transport pci
+check_sector pci.img 164 "kindling-blk sector 164"
+check_sector pci.img 8 ""
+
+run misc_pci --kernel virtio_misc.elf --rng --console virtio --transport pci
+
+mkdisk hostile_pci.img
+run hostile_pci --kernel virtio_hostile.elf --disk hostile_pci.img --rng --transport pci

@@ -32,6 +32,11 @@ absl::Status Bus::Insert(std::shared_ptr<BusDevice> device, uint64_t base,
   return absl::OkStatus();
 }
 
+bool Bus::Remove(uint64_t base) {
+  absl::MutexLock lock(&mu_);
+  return ranges_.erase(base) > 0;
+}
+
 const Bus::Range* Bus::Find(uint64_t addr, uint64_t len, uint64_t* base) const {
   auto it = ranges_.upper_bound(addr);
   if (it == ranges_.begin()) return nullptr;

@@ -228,6 +228,16 @@ absl::Status Vm::DeassignIrqfd(int eventfd, uint32_t gsi) {
 
 absl::Status Vm::AssignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
                                  bool pio, std::optional<uint64_t> datamatch) {
+  return Ioeventfd(eventfd, addr, len, pio, datamatch, false);
+}
+
+absl::Status Vm::DeassignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
+                                   bool pio, std::optional<uint64_t> datamatch) {
+  return Ioeventfd(eventfd, addr, len, pio, datamatch, true);
+}
+
+absl::Status Vm::Ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                           std::optional<uint64_t> datamatch, bool deassign) {
   kvm_ioeventfd io = {};
   io.addr = addr;
   io.len = len;
@@ -237,6 +247,7 @@ absl::Status Vm::AssignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
     io.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
     io.datamatch = *datamatch;
   }
+  if (deassign) io.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
   KVM_IOCTL_OR_RETURN(fd_.get(), KVM_IOEVENTFD, &io);
   return absl::OkStatus();
 }

@@ -40,6 +40,7 @@ absl::Status Console::ProcessQueue(uint16_t index) {
 }
 
 absl::Status Console::Transmit() {
+  if (!active_) return absl::OkStatus();
   Queue& q = ctx_.queues[kTransmitQueue];
   if (!q.active()) return absl::OkStatus();
   bool used = false;
@@ -63,8 +64,9 @@ absl::Status Console::Transmit() {
 }
 
 absl::Status Console::Receive() {
+  if (!active_) return absl::OkStatus();  // queues are not there yet
   Queue& q = ctx_.queues[kReceiveQueue];
-  if (!active_ || !q.active()) return absl::OkStatus();
+  if (!q.active()) return absl::OkStatus();
   bool used = false;
   for (uint32_t served = 0; served < q.size(); ++served) {
     {

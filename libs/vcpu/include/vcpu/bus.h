@@ -34,6 +34,9 @@ class Bus {
  public:
   absl::Status Insert(std::shared_ptr<BusDevice> device, uint64_t base,
                       uint64_t len, std::string name = "");
+  // Removes the device inserted at `base` (e.g. a PCI BAR the guest moves);
+  // false if there is none.
+  bool Remove(uint64_t base);
   // False when no device covers [addr, addr + data.size()); a read then
   // returns all ones, as an open bus does.
   bool Read(uint64_t addr, std::span<uint8_t> data) const;

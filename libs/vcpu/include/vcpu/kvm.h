@@ -95,6 +95,9 @@ class Vm {
   absl::Status AssignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
                                bool pio,
                                std::optional<uint64_t> datamatch = std::nullopt);
+  absl::Status DeassignIoeventfd(int eventfd, uint64_t addr, uint32_t len,
+                                 bool pio,
+                                 std::optional<uint64_t> datamatch = std::nullopt);
   absl::Status EnableCapability(uint32_t cap, uint64_t arg0 = 0);
   // KVM_GET_DIRTY_LOG for one memslot; one bit per 4 KiB page.
   absl::StatusOr<std::vector<uint64_t>> GetDirtyLog(uint32_t slot,
@@ -108,6 +111,8 @@ class Vm {
 
  private:
   friend class Kvm;
+  absl::Status Ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                         std::optional<uint64_t> datamatch, bool deassign);
   Vm(const Kvm* kvm, vm_memory::UniqueFd fd, size_t run_size)
       : kvm_(kvm), fd_(std::move(fd)), vcpu_mmap_size_(run_size) {}
   const Kvm* kvm_;

@@ -254,6 +254,18 @@ std::vector<uint8_t> BuildMadt(const PlatformConfig& config) {
   return Finish(std::move(b));
 }
 
+// MCFG: where PCI segment 0's ECAM lives (PCI Firmware Spec 3.0, 4.1.2).
+std::vector<uint8_t> BuildMcfg(const PciEcamDescription& e) {
+  Bytes b = Header("MCFG", 1);
+  b.Put<uint64_t>(0);  // reserved
+  b.Put<uint64_t>(e.base);
+  b.Put<uint16_t>(0);  // segment group
+  b.Put<uint8_t>(0);   // start bus
+  b.Put<uint8_t>(e.end_bus);
+  b.Put<uint32_t>(0);  // reserved
+  return Finish(std::move(b));
+}
+
 absl::StatusOr<uint64_t> WriteAcpiTables(vm_memory::GuestMemory& mem,
                                          const PlatformConfig& config) {
   if (config.num_cpus == 0 || config.num_cpus > kMaxCpus) {
@@ -276,6 +288,10 @@ absl::StatusOr<uint64_t> WriteAcpiTables(vm_memory::GuestMemory& mem,
   Bytes x = Header("XSDT", 1);
   x.Put<uint64_t>(fadt);
   x.Put<uint64_t>(madt);
+  if (config.pci_ecam) {
+    ASSIGN_OR_RETURN(uint64_t mcfg, place(BuildMcfg(*config.pci_ecam)));
+    x.Put<uint64_t>(mcfg);
+  }
   ASSIGN_OR_RETURN(uint64_t xsdt, place(Finish(std::move(x))));
 
   Bytes r;

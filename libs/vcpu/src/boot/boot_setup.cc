@@ -1,5 +1,7 @@
 #include "vcpu/boot/boot_setup.h"
 
+#include <algorithm>
+
 #include <asm/bootparam.h>
 
 #include <cstring>
@@ -59,6 +61,15 @@ kvm_segment SegmentFromGdt(uint16_t selector) {
   return s;
 }
 
+// RAM from the regions plus the caller's reserved ranges, by address.
+std::vector<E820Entry> MemoryMap(const GuestMemory& mem, const BootConfig& config) {
+  std::vector<E820Entry> map = BuildE820(mem);
+  for (const E820Entry& e : config.reserved) map.push_back(e);
+  std::sort(map.begin(), map.end(),
+            [](const E820Entry& a, const E820Entry& b) { return a.addr < b.addr; });
+  return map;
+}
+
 absl::Status WriteCmdline(GuestMemory& mem, const std::string& cmdline,
                           uint64_t max_size) {
   if (cmdline.size() + 1 > max_size) {
@@ -97,7 +108,7 @@ absl::Status WriteZeroPage(GuestMemory& mem, const LoadedKernel& kernel,
     bp.ext_ramdisk_size = static_cast<uint32_t>(config.initrd->size >> 32);
   }
   if (config.rsdp != 0) bp.acpi_rsdp_addr = config.rsdp;
-  std::vector<E820Entry> map = BuildE820(mem);
+  std::vector<E820Entry> map = MemoryMap(mem, config);
   if (map.size() > E820_MAX_ENTRIES_ZEROPAGE) {
     return absl::InvalidArgumentError("too many e820 entries for boot_params");
   }
@@ -112,7 +123,7 @@ absl::Status WriteZeroPage(GuestMemory& mem, const LoadedKernel& kernel,
 
 absl::Status WriteStartInfo(GuestMemory& mem, const BootConfig& config) {
   RETURN_IF_ERROR(WriteCmdline(mem, config.cmdline, kCmdlineMaxSize));
-  std::vector<E820Entry> map = BuildE820(mem);
+  std::vector<E820Entry> map = MemoryMap(mem, config);
   if (map.size() > kMaxMemmapEntries) {
     return absl::InvalidArgumentError("too many memory map entries for PVH");
   }

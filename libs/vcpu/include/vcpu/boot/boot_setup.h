@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "vcpu/boot/kernel_loader.h"
+#include "vcpu/boot/e820.h"
 #include "vm-memory/guest_memory.h"
 
 namespace vcpu::boot {
@@ -60,6 +61,9 @@ struct BootConfig {
   std::string cmdline;
   std::optional<InitrdLocation> initrd;
   uint64_t rsdp = 0;  // 0 = none (the guest scans for it)
+  // Non-RAM ranges the memory map marks reserved (e.g. PCI ECAM, which
+  // Linux only trusts when the map reserves it).
+  std::vector<E820Entry> reserved;
 };
 
 struct BootCpuState {

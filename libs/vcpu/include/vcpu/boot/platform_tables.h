@@ -1,5 +1,6 @@
 // Firmware tables that tell a guest which CPUs and interrupt controllers it
-// has: the Intel MP table and ACPI (RSDP, XSDT, FADT, MADT, DSDT).
+// has: the Intel MP table and ACPI (RSDP, XSDT, FADT, MADT, DSDT, and MCFG
+// when there is a PCI bus).
 //
 //   PlatformConfig cfg{.num_cpus = 4};
 //   RETURN_IF_ERROR(WriteMpTable(mem, cfg));
@@ -11,6 +12,7 @@
 #define VCPU_BOOT_PLATFORM_TABLES_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,12 @@ struct IoDeviceDescription {
 // Encodes an EISA ID ("PNP0501") the way ACPI's EisaId() does.
 uint32_t EisaId(const std::string& id);
 
+// PCI segment 0's memory-mapped configuration space (ECAM), for MCFG.
+struct PciEcamDescription {
+  uint64_t base = 0;
+  uint8_t end_bus = 0;  // buses 0..end_bus, 1 MiB each
+};
+
 struct PlatformConfig {
   uint32_t num_cpus = 1;
   // Whether the guest has an 8259 PIC (full in-kernel irqchip) — sets the
@@ -49,6 +57,7 @@ struct PlatformConfig {
   bool has_pic = true;
   std::vector<MmioDeviceDescription> dsdt_devices;
   std::vector<IoDeviceDescription> io_devices;
+  std::optional<PciEcamDescription> pci_ecam;  // adds an MCFG table
 };
 
 // Builds the ACPI tables at the RSDP/tables addresses in boot/layout.h and
