@@ -346,8 +346,8 @@ int virtio_discover(void) {
 
 void virtio_where(const struct virtio_dev* d, char* buf, size_t size) {
   if (d->pci)
-    snprintf(buf, size, "pci %02x:%02x.%x msi-x", d->bdf >> 8,
-             (d->bdf >> 3) & 0x1f, d->bdf & 7);
+    snprintf(buf, size, "pci %02x:%02x.%x %s", d->bdf >> 8,
+             (d->bdf >> 3) & 0x1f, d->bdf & 7, d->msix_entries ? "msi-x" : "polled");
   else
     snprintf(buf, size, "mmio %#lx irq %d", d->base, d->irq);
 }
@@ -393,7 +393,7 @@ void virtio_begin(struct virtio_dev* d, uint64_t wanted) {
   if (!(get_status(d) & VIRTIO_STATUS_FEATURES_OK))
     fail("virtio-%s: device did not accept features %#lx", name, d->features);
   // A reset forgets the MSI-X vectors: set the config vector again.
-  if (d->pci) {
+  if (d->pci && d->msix_entries) {
     c16w(d, PCI_CONFIG_MSIX_VECTOR, MSIX_CONFIG_ENTRY);
     if (c16(d, PCI_CONFIG_MSIX_VECTOR) != MSIX_CONFIG_ENTRY)
       fail("virtio-%s: config_msix_vector not accepted", name);
@@ -447,9 +447,11 @@ static uint32_t queue_max(struct virtio_dev* d, int index, const char* name) {
 static void queue_activate(struct virtio_dev* d, struct virtq* q, const char* name) {
   if (d->pci) {
     c16w(d, PCI_QUEUE_SIZE, q->size);
-    c16w(d, PCI_QUEUE_MSIX_VECTOR, MSIX_QUEUE_ENTRY);
-    if (c16(d, PCI_QUEUE_MSIX_VECTOR) != MSIX_QUEUE_ENTRY)
-      fail("virtio-%s: queue_msix_vector not accepted", name);
+    if (d->msix_entries) {
+      c16w(d, PCI_QUEUE_MSIX_VECTOR, MSIX_QUEUE_ENTRY);
+      if (c16(d, PCI_QUEUE_MSIX_VECTOR) != MSIX_QUEUE_ENTRY)
+        fail("virtio-%s: queue_msix_vector not accepted", name);
+    }
     c64w(d, PCI_QUEUE_DESC, (uint64_t)q->desc);
     c64w(d, PCI_QUEUE_DRIVER, (uint64_t)q->avail);
     c64w(d, PCI_QUEUE_DEVICE, (uint64_t)q->used);
@@ -526,6 +528,9 @@ uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off) {
 }
 void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v) {
   *(volatile uint8_t*)cfg_addr(d, off, 1) = v;
+}
+void virtio_cfg_write32(struct virtio_dev* d, uint32_t off, uint32_t v) {
+  *(volatile uint32_t*)cfg_addr(d, off, 4) = v;
 }
 
 // Two 32-bit halves: a change of ConfigGeneration in between means the

@@ -161,7 +161,8 @@ int virtio_discover(void);
 struct virtio_dev* virtio_find(uint32_t device_id, int nth);
 // Human-readable name for a device ID ("blk", "rng", ...).
 const char* virtio_id_name(uint32_t device_id);
-// Where the device is: "mmio 0x<base> irq <n>" or "pci <bb>:<dd>.<f> msi-x".
+// Where the device is: "mmio 0x<base> irq <n>" or "pci <bb>:<dd>.<f> msi-x"
+// ("... polled" for a pci function without MSI-X: no interrupts then).
 void virtio_where(const struct virtio_dev* d, char* buf, size_t size);
 
 // virtio_pci.c: appends the virtio-pci devices of bus 0 to devs[*n..max).
@@ -191,6 +192,7 @@ uint16_t virtio_cfg16(struct virtio_dev* d, uint32_t off);
 uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off);
 uint64_t virtio_cfg64(struct virtio_dev* d, uint32_t off);
 void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v);
+void virtio_cfg_write32(struct virtio_dev* d, uint32_t off, uint32_t v);
 
 // ---- virtqueue operations ----
 // Puts a chain of n buffers on the ring (not yet notified). indirect != 0
