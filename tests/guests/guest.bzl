@@ -8,8 +8,9 @@ host C++ toolchain's flags (PIC, stack protector, libc) must not apply.
 kindling_guest_qemu_test(name, guest, expect, ...) boots the guest under
 qemu-system-x86_64 (TCG) and checks its output against an expect file; see
 qemu_test.sh. `harness_args` are extra qemu_test.sh options (--disk-mib,
---disk-sector, --expect-file), given before the guest; Bazel splits each
-string like a shell, so quote texts with spaces.
+--disk-sector, --expect-file, --peer), given before the guest; Bazel splits
+each string like a shell, so quote texts with spaces. `data`: files they
+name (e.g. a --peer script, as `$(location ...)`).
 """
 
 GUEST_CFLAGS = [
@@ -66,6 +67,7 @@ def kindling_guest_qemu_test(
         memory = None,
         qemu_args = [],
         harness_args = [],
+        data = [],
         timeout_s = 60,
         size = "small",
         tags = []):
@@ -79,7 +81,7 @@ def kindling_guest_qemu_test(
     native.sh_test(
         name = name,
         srcs = ["//tests/guests:qemu_test.sh"],
-        data = [guest, expect, "//tests/guests:expect_lib.sh"],
+        data = [guest, expect, "//tests/guests:expect_lib.sh"] + data,
         args = args + (["--"] + qemu_args if qemu_args else []),
         size = size,
         tags = tags,

@@ -3,7 +3,7 @@
 #
 # Usage: qemu_test.sh [--timeout S] [--machine M] [--memory SIZE]
 #                     [--disk-mib N] [--disk-sector N TEXT]...
-#                     [--expect-file NAME REGEX]...
+#                     [--expect-file NAME REGEX]... [--peer COMMAND]
 #                     GUEST.elf EXPECT_FILE [-- EXTRA_QEMU_ARGS...]
 #
 # EXPECT_FILE: one bash extended regex per line, each matched against a
@@ -25,6 +25,11 @@
 # 512-byte sector N of it starts with TEXT (empty TEXT: is all zeros).
 # --expect-file NAME REGEX checks that some line of @TMP@/NAME matches
 # REGEX (whole line, bash ERE).
+# --peer COMMAND runs COMMAND (bash -c, `@TMP@` replaced) in the background
+# from just before QEMU starts, under the same timeout; after QEMU exits the
+# harness waits for it (10 s at most, then kills it), prints its output and
+# fails unless it exits 0 (a host-side peer: a network partner, a QMP
+# client, ...).
 set -uo pipefail
 # shellcheck source=expect_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/expect_lib.sh"
@@ -35,6 +40,7 @@ memory=128
 disk_mib=0
 disk_checks=()  # sector, text, sector, text, ...
 file_checks=()  # name, regex, ...
+peer_cmd=""
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --timeout) secs=$2; shift 2 ;;
@@ -43,6 +49,7 @@ while [[ $# -gt 0 && $1 == --* ]]; do
     --disk-mib) disk_mib=$2; shift 2 ;;
     --disk-sector) disk_checks+=("$2" "$3"); shift 3 ;;
     --expect-file) file_checks+=("$2" "$3"); shift 3 ;;
+    --peer) peer_cmd=$2; shift 2 ;;
     *) echo "qemu_test: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -58,7 +65,11 @@ qemu=$(command -v qemu-system-x86_64) || {
   echo "SKIP: qemu-system-x86_64 not installed"
   exit 0
 }
-tmp=$(mktemp -d "${TEST_TMPDIR:-/tmp}/qemu_test.XXXXXX")
+# Unix socket paths (a --peer's) must stay under 108 bytes: a long
+# TEST_TMPDIR gives way to /tmp.
+tmpdir=${TEST_TMPDIR:-/tmp}
+((${#tmpdir} > 60)) && tmpdir=/tmp
+tmp=$(mktemp -d "$tmpdir/qemu_test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 if ((disk_mib > 0)); then
   truncate -s "${disk_mib}M" "$tmp/disk.img" || exit 2
@@ -71,16 +82,39 @@ cmd=("$qemu" -M "$machine" -accel "${KINDLING_QEMU_ACCEL:-tcg}" -cpu qemu64
      -m "$memory" -nodefaults -no-user-config -display none -serial stdio
      -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel "$elf" "$@")
 echo "qemu_test: ${cmd[*]}"
+peer_pid=""
+if [[ -n $peer_cmd ]]; then
+  peer_cmd=${peer_cmd//@TMP@/$tmp}
+  echo "qemu_test: peer: $peer_cmd"
+  timeout -k 5 "$secs" bash -c "$peer_cmd" </dev/null >"$tmp/peer.out" 2>&1 &
+  peer_pid=$!
+fi
 start=$(date +%s%N)
 timeout -k 5 "$secs" "${cmd[@]}" </dev/null >"$tmp/out" 2>"$tmp/err"
 status=$?
 end=$(date +%s%N)
+peer_status=0
+if [[ -n $peer_pid ]]; then
+  # The peer gets 10 s after QEMU's exit to finish, then it is killed.
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$peer_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$peer_pid" 2>/dev/null && kill "$peer_pid"
+  wait "$peer_pid"
+  peer_status=$?
+fi
 tr -d '\r' <"$tmp/out" >"$tmp/log"
 echo "---- serial output ----"
 cat "$tmp/log"
 echo "---- qemu stderr ----"
 cat "$tmp/err"
 echo "---- (qemu status $status, $(((end - start) / 1000000)) ms)"
+if [[ -n $peer_pid ]]; then
+  echo "---- peer output ----"
+  cat "$tmp/peer.out"
+  echo "---- (peer status $peer_status)"
+fi
 
 failed=0
 fail() { echo "qemu_test: FAILED: $*"; failed=1; }
@@ -94,6 +128,7 @@ elif [[ $status -ne $(((want_exit << 1) | 1)) ]]; then
 fi
 
 match_lines "$tmp/log"
+[[ -n $peer_pid && $peer_status -ne 0 ]] && fail "peer exited with status $peer_status"
 
 for ((i = 0; i < ${#disk_checks[@]}; i += 2)); do
   sector=${disk_checks[i]} text=${disk_checks[i + 1]}

@@ -202,6 +202,8 @@ const char* virtio_id_name(uint32_t id) {
     case VIRTIO_ID_BLK: return "blk";
     case VIRTIO_ID_CONSOLE: return "console";
     case VIRTIO_ID_RNG: return "rng";
+    case VIRTIO_ID_BALLOON: return "balloon";
+    case VIRTIO_ID_VSOCK: return "vsock";
     default: return "other";
   }
 }
@@ -344,8 +346,8 @@ int virtio_discover(void) {
 
 void virtio_where(const struct virtio_dev* d, char* buf, size_t size) {
   if (d->pci)
-    snprintf(buf, size, "pci %02x:%02x.%x msi-x", d->bdf >> 8,
-             (d->bdf >> 3) & 0x1f, d->bdf & 7);
+    snprintf(buf, size, "pci %02x:%02x.%x %s", d->bdf >> 8,
+             (d->bdf >> 3) & 0x1f, d->bdf & 7, d->msix_entries ? "msi-x" : "polled");
   else
     snprintf(buf, size, "mmio %#lx irq %d", d->base, d->irq);
 }
@@ -391,7 +393,7 @@ void virtio_begin(struct virtio_dev* d, uint64_t wanted) {
   if (!(get_status(d) & VIRTIO_STATUS_FEATURES_OK))
     fail("virtio-%s: device did not accept features %#lx", name, d->features);
   // A reset forgets the MSI-X vectors: set the config vector again.
-  if (d->pci) {
+  if (d->pci && d->msix_entries) {
     c16w(d, PCI_CONFIG_MSIX_VECTOR, MSIX_CONFIG_ENTRY);
     if (c16(d, PCI_CONFIG_MSIX_VECTOR) != MSIX_CONFIG_ENTRY)
       fail("virtio-%s: config_msix_vector not accepted", name);
@@ -445,9 +447,11 @@ static uint32_t queue_max(struct virtio_dev* d, int index, const char* name) {
 static void queue_activate(struct virtio_dev* d, struct virtq* q, const char* name) {
   if (d->pci) {
     c16w(d, PCI_QUEUE_SIZE, q->size);
-    c16w(d, PCI_QUEUE_MSIX_VECTOR, MSIX_QUEUE_ENTRY);
-    if (c16(d, PCI_QUEUE_MSIX_VECTOR) != MSIX_QUEUE_ENTRY)
-      fail("virtio-%s: queue_msix_vector not accepted", name);
+    if (d->msix_entries) {
+      c16w(d, PCI_QUEUE_MSIX_VECTOR, MSIX_QUEUE_ENTRY);
+      if (c16(d, PCI_QUEUE_MSIX_VECTOR) != MSIX_QUEUE_ENTRY)
+        fail("virtio-%s: queue_msix_vector not accepted", name);
+    }
     c64w(d, PCI_QUEUE_DESC, (uint64_t)q->desc);
     c64w(d, PCI_QUEUE_DRIVER, (uint64_t)q->avail);
     c64w(d, PCI_QUEUE_DEVICE, (uint64_t)q->used);
@@ -524,6 +528,9 @@ uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off) {
 }
 void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v) {
   *(volatile uint8_t*)cfg_addr(d, off, 1) = v;
+}
+void virtio_cfg_write32(struct virtio_dev* d, uint32_t off, uint32_t v) {
+  *(volatile uint32_t*)cfg_addr(d, off, 4) = v;
 }
 
 // Two 32-bit halves: a change of ConfigGeneration in between means the
@@ -631,33 +638,64 @@ static void free_chain(struct virtq* q, uint16_t head) {
   q->inflight[head] = 0;
 }
 
-int vq_collect(struct virtq* q) {
+// Used entries published and not yet consumed (checked against the size).
+static uint16_t used_pending(struct virtq* q) {
   uint16_t idx = q->used->idx;
   compiler_barrier();  // the index before the entries it covers
   uint16_t n = (uint16_t)(idx - q->last_used);
   if (n > q->size)
     fail("virtio-%s: used idx moved from %u to %u on a %u-entry queue %u",
          qname(q), q->last_used, idx, q->size, q->index);
-  for (uint16_t k = 0; k < n; k++) {
-    volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
-    uint32_t id = e->id, len = e->len;
-    if (id >= q->size || !q->inflight[id])
-      fail("virtio-%s: queue %u used id %u is not in flight", qname(q),
-           q->index, id);
-    if (len > q->wlen[id])
-      fail("virtio-%s: queue %u used len %u exceeds the %u writable bytes of "
-           "chain %u", qname(q), q->index, len, q->wlen[id], id);
-    free_chain(q, (uint16_t)id);
-    q->done[id] = 1;
-    q->used_len[id] = len;
-    q->last_used++;
-    q->completed++;
-    q->dev->completions++;
-  }
-  // With EVENT_IDX: interrupt again on the next entry (unless asked not to).
+  return n;
+}
+
+// Consumes the used entry at last_used (which must be published): checks
+// it, frees its chain. Returns the head.
+static uint16_t consume_one(struct virtq* q, uint32_t* len_out) {
+  volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
+  uint32_t id = e->id, len = e->len;
+  if (id >= q->size || !q->inflight[id])
+    fail("virtio-%s: queue %u used id %u is not in flight", qname(q),
+         q->index, id);
+  if (len > q->wlen[id])
+    fail("virtio-%s: queue %u used len %u exceeds the %u writable bytes of "
+         "chain %u", qname(q), q->index, len, q->wlen[id], id);
+  free_chain(q, (uint16_t)id);
+  q->last_used++;
+  q->completed++;
+  q->dev->completions++;
+  *len_out = len;
+  return (uint16_t)id;
+}
+
+// With EVENT_IDX: interrupt again on the next entry (unless asked not to).
+static void rearm(struct virtq* q) {
   if (virtio_has(q->dev, VIRTIO_F_EVENT_IDX) && !q->no_interrupt)
     *q->used_event = q->last_used;
+}
+
+int vq_collect(struct virtq* q) {
+  uint16_t n = used_pending(q);
+  for (uint16_t k = 0; k < n; k++) {
+    uint32_t len;
+    uint16_t id = consume_one(q, &len);
+    q->done[id] = 1;
+    q->used_len[id] = len;
+  }
+  rearm(q);
   return n;
+}
+
+int vq_next_used(struct virtq* q, uint32_t* len) {
+  if (!used_pending(q)) {
+    rearm(q);
+    return -1;
+  }
+  uint32_t l;
+  int id = consume_one(q, &l);
+  if (len) *len = l;
+  rearm(q);
+  return id;
 }
 
 int vq_wait(struct virtq* q, int head, uint32_t* len, uint32_t timeout_ms) {
@@ -763,7 +801,7 @@ static void dma_setup(void) {
   fail("virtio: no memmap RAM entry after the image at %#lx", start);
 }
 
-void* dma_alloc(uint64_t size, uint64_t align) {
+void* dma_reserve(uint64_t size, uint64_t align) {
   if (!dma_end) dma_setup();
   if (align < 16) align = 16;
   uint64_t p = dma_next;
@@ -774,8 +812,13 @@ void* dma_alloc(uint64_t size, uint64_t align) {
     if (!skip_boot_data(&p, size)) break;  // else p moved past it: realign
   }
   dma_next = p + size;
-  memset((void*)p, 0, size);
   return (void*)p;
+}
+
+void* dma_alloc(uint64_t size, uint64_t align) {
+  void* p = dma_reserve(size, align);
+  memset(p, 0, size);
+  return p;
 }
 
 // ---- virtio-blk ----

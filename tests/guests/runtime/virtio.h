@@ -30,6 +30,8 @@
 #define VIRTIO_ID_BLK 2
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_BALLOON 5
+#define VIRTIO_ID_VSOCK 19
 
 #define VIRTIO_STATUS_ACKNOWLEDGE 0x01
 #define VIRTIO_STATUS_DRIVER 0x02
@@ -159,7 +161,8 @@ int virtio_discover(void);
 struct virtio_dev* virtio_find(uint32_t device_id, int nth);
 // Human-readable name for a device ID ("blk", "rng", ...).
 const char* virtio_id_name(uint32_t device_id);
-// Where the device is: "mmio 0x<base> irq <n>" or "pci <bb>:<dd>.<f> msi-x".
+// Where the device is: "mmio 0x<base> irq <n>" or "pci <bb>:<dd>.<f> msi-x"
+// ("... polled" for a pci function without MSI-X: no interrupts then).
 void virtio_where(const struct virtio_dev* d, char* buf, size_t size);
 
 // virtio_pci.c: appends the virtio-pci devices of bus 0 to devs[*n..max).
@@ -189,6 +192,7 @@ uint16_t virtio_cfg16(struct virtio_dev* d, uint32_t off);
 uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off);
 uint64_t virtio_cfg64(struct virtio_dev* d, uint32_t off);
 void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v);
+void virtio_cfg_write32(struct virtio_dev* d, uint32_t off, uint32_t v);
 
 // ---- virtqueue operations ----
 // Puts a chain of n buffers on the ring (not yet notified). indirect != 0
@@ -203,6 +207,11 @@ void vq_kick(struct virtq* q);
 int vq_wait(struct virtq* q, int head, uint32_t* len, uint32_t timeout_ms);
 // Consumes the used ring (also done by vq_wait). Returns new entries.
 int vq_collect(struct virtq* q);
+// Consumes the next used entry in ring order (for queues whose order
+// matters, e.g. virtio-net receive with MRG_RXBUF): returns its head and
+// *len, or -1 when none is pending. Not to be mixed with vq_wait on the
+// same queue (vq_wait would not see heads consumed here).
+int vq_next_used(struct virtq* q, uint32_t* len);
 // Asks the device not to interrupt for this queue (avail flag, or a far
 // used_event with EVENT_IDX) or to interrupt again.
 void vq_set_interrupts(struct virtq* q, int on);
@@ -227,6 +236,9 @@ void virtio_report_irqs(struct virtio_dev* d, const char* name);
 // Page-aligned (or `align`), zeroed memory from RAM above the guest image
 // that holds no boot structure; FAILs when RAM runs out. Never freed.
 void* dma_alloc(uint64_t size, uint64_t align);
+// The same without zeroing (the memory is not touched), for guests that
+// must leave pages untouched (virtio_balloon's free page reports).
+void* dma_reserve(uint64_t size, uint64_t align);
 
 // ---- virtio-blk requests (spec 5.2.6) ----
 #define VIRTIO_BLK_F_SIZE_MAX 1
