@@ -49,8 +49,7 @@ class PciBarMapper {
     if (!to) return;
     absl::Status s = env_.mmio->Insert(t_->bar(), *to, virtio::kPciBarSize, t_->device().name());
     if (!s.ok()) {
-      absl::FPrintF(stderr, "kindling: %s: BAR 0 at %#x: %s
-", t_->device().name(), *to,
+      absl::FPrintF(stderr, "kindling: %s: BAR 0 at %#x: %s\n", t_->device().name(), *to,
                     s.message());
       at_.reset();
       return;
