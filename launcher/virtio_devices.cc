@@ -133,6 +133,8 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
   std::unique_ptr<VirtioDevices> d(new VirtioDevices());
   if (plan.has_pci() && !plan.slots.empty()) {
     d->pci_ = std::make_unique<virtio::PciBus>();
+    d->msi_ = std::make_unique<MsiRouter>(*env.vm, env.ioapic ? vcpu::IrqchipMode::kSplit
+                                                             : vcpu::IrqchipMode::kFull);
     RETURN_IF_ERROR(env.pio->Insert(d->pci_->config_io(), virtio::kPciConfigIoPort,
                                     virtio::kPciConfigIoSize, "pci config"));
     RETURN_IF_ERROR(env.mmio->Insert(d->pci_->ecam(), kPciEcamBase,
@@ -184,8 +186,15 @@ absl::Status VirtioDevices::AddPci(const VirtioSlot& slot,
   auto mapper = std::make_unique<PciBarMapper>(env, loop);
   virtio::PciTransportOptions o;
   o.bar_address = static_cast<uint32_t>(slot.base);
-  vcpu::Vm* vm = env.vm;
-  o.send_msi = [vm](uint64_t address, uint32_t data) { (void)vm->SignalMsi(address, data); };
+  // One irqfd-backed GSI per MSI-X vector (queues + config).
+  std::vector<int> sources;
+  for (int v = 0; v <= device->num_queues(); ++v) {
+    ASSIGN_OR_RETURN(int src, msi_->AddSource());
+    sources.push_back(src);
+  }
+  o.send_msi = [router = msi_.get(), sources](uint16_t vector, uint64_t address, uint32_t data) {
+    if (vector < sources.size()) router->Send(sources[vector], address, data);
+  };
   o.on_bar_change = [m = mapper.get()](std::optional<uint64_t> at) { m->Move(at); };
   auto t = std::make_shared<virtio::PciTransport>(std::move(device), *env.memory, loop,
                                                   std::move(o));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "launcher/msi_router.h"
 #include "vcpu/boot/platform_tables.h"
 #include "vcpu/bus.h"
 #include "vcpu/devices/ioapic.h"
@@ -115,6 +116,7 @@ class VirtioDevices {
   std::vector<std::unique_ptr<virtio::EventLoop>> loops_;
   std::vector<std::shared_ptr<virtio::Transport>> transports_;
   std::unique_ptr<virtio::PciBus> pci_;
+  std::unique_ptr<MsiRouter> msi_;
   std::vector<std::unique_ptr<PciBarMapper>> bar_mappers_;
   std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
   std::shared_ptr<virtio::Console> console_;

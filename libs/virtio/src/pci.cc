@@ -348,7 +348,7 @@ void PciTransport::Signal(uint16_t vector) {
     address = e.address;
     data = e.data;
   }
-  if (options_.send_msi) options_.send_msi(address, data);
+  if (options_.send_msi) options_.send_msi(vector, address, data);
 }
 
 void PciTransport::SignalQueue(uint16_t queue) {

@@ -14,7 +14,7 @@ struct PciEnv {
   PciEnv() : mem(test::MakeMemory()), loop("pci-test") {
     PciTransportOptions o;
     o.bar_address = 0xc0000000;
-    o.send_msi = [this](uint64_t a, uint32_t d) { msis.push_back({a, d}); };
+    o.send_msi = [this](uint16_t, uint64_t a, uint32_t d) { msis.push_back({a, d}); };
     o.on_bar_change = [this](std::optional<uint64_t> a) { bar_changes.push_back(a); };
     t = std::make_shared<PciTransport>(std::make_shared<Rng>(), *mem, loop, o);
     slot = bus.Add(t).value();

@@ -39,8 +39,9 @@ inline constexpr uint16_t kMsixNoVector = 0xffff;
 
 struct PciTransportOptions {
   uint32_t bar_address = 0;  // where the VMM places BAR 0 (firmware's job)
-  // Delivers one MSI (address, data) from any thread.
-  std::function<void(uint64_t address, uint32_t data)> send_msi;
+  // Delivers MSI-X vector `vector`'s message (address, data), from any
+  // thread.
+  std::function<void(uint16_t vector, uint64_t address, uint32_t data)> send_msi;
   // BAR 0 is now decoded at `address` (nullopt: not decoded). Called on
   // the vCPU thread that wrote the command register or the BAR.
   std::function<void(std::optional<uint64_t> address)> on_bar_change;
