@@ -30,8 +30,7 @@ static_assert(sizeof(RawStat) == 10);
 
 }  // namespace
 
-Balloon::Balloon(EventLoop& loop, BalloonOptions options)
-    : loop_(loop), options_(options) {}
+Balloon::Balloon(EventLoop& loop, BalloonOptions options) : loop_(loop), options_(options) {}
 
 Balloon::~Balloon() {
   auto stop = [this] {
@@ -119,9 +118,8 @@ absl::Status Balloon::Activate(const ActivateContext& ctx) {
   if (acked & Bit(kBalloonFStatsVq)) stats_queue_ = next++;
   if (acked & Bit(kBalloonFReporting)) reporting_queue_ = next++;
   if (ctx.queues.size() < next) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the acked features need ", next, " queues, the transport has ",
-                     ctx.queues.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the acked features need ", next, " queues, the transport has ", ctx.queues.size()));
   }
   active_ = true;
   if (stats_queue_ && options_.stats_interval_s > 0) {
@@ -140,12 +138,12 @@ void Balloon::Reset() {
 
 void Balloon::ArmTimer() {
   timer_->expires_after(std::chrono::seconds(options_.stats_interval_s));
-  timer_->async_wait([this, alive = alive_, timer = timer_.get()](
-                         const boost::system::error_code& ec) {
-    if (!*alive || ec || timer_.get() != timer) return;  // stopped or reset
-    RequestStats();
-    ArmTimer();
-  });
+  timer_->async_wait(
+      [this, alive = alive_, timer = timer_.get()](const boost::system::error_code& ec) {
+        if (!*alive || ec || timer_.get() != timer) return;  // stopped or reset
+        RequestStats();
+        ArmTimer();
+      });
 }
 
 absl::Status Balloon::ProcessQueue(uint16_t index) {
@@ -174,9 +172,9 @@ absl::Status Balloon::InflateOrDeflate(uint16_t index) {
     }
     uint64_t len = chain->readable_bytes;
     if (len % 4 != 0 || len / 4 > kMaxPfnsPerChain) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index == kInflateQueue ? "inflate" : "deflate", " request of ", len,
-          " bytes is not a list of at most ", kMaxPfnsPerChain, " 32-bit PFNs"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index == kInflateQueue ? "inflate" : "deflate", " request of ", len,
+                       " bytes is not a list of at most ", kMaxPfnsPerChain, " 32-bit PFNs"));
     }
     pfns.resize(len / 4);
     ChainReader r(*ctx_.memory, *chain);

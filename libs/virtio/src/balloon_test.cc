@@ -16,15 +16,21 @@ constexpr uint64_t kDataPfn = 0x200;  // 2 MiB: test pages live above the rings
 // inflate, deflate, stats, reporting queues with a mock driver each.
 struct BalloonEnv {
   explicit BalloonEnv(BalloonOptions o = {}) : balloon(loop, o) {}
-  ~BalloonEnv() { loop.RunSync([&] { balloon.Reset(); }); }
+  ~BalloonEnv() {
+    loop.RunSync([&] { balloon.Reset(); });
+  }
 
   void Activate(uint64_t features) {
     for (int i = 0; i < 4; ++i) {
       drivers[i].Configure(queues[i]);
       REQUIRE(queues[i].Activate(*mem, 0).ok());
     }
-    ActivateContext ctx{mem.get(), queues, &irq, features | Bit(kFVersion1),
-                        [this](uint16_t q) { ++again[q]; }, [this] { ++config_changes; }};
+    ActivateContext ctx{mem.get(),
+                        queues,
+                        &irq,
+                        features | Bit(kFVersion1),
+                        [this](uint16_t q) { ++again[q]; },
+                        [this] { ++config_changes; }};
     loop.RunSync([&] { REQUIRE(balloon.Activate(ctx).ok()); });
   }
   absl::Status Process(uint16_t q) {
@@ -35,8 +41,8 @@ struct BalloonEnv {
   // Puts `pfns` in guest memory and submits them on `q`.
   void SubmitPfns(uint16_t q, const std::vector<uint32_t>& pfns) {
     uint64_t at = drivers[q].scratch().value;
-    REQUIRE(mem->Write(GuestAddress(at), {reinterpret_cast<const uint8_t*>(pfns.data()),
-                                           pfns.size() * 4})
+    REQUIRE(mem->Write(GuestAddress(at),
+                       {reinterpret_cast<const uint8_t*>(pfns.data()), pfns.size() * 4})
                 .ok());
     drivers[q].AddChain({{at, static_cast<uint32_t>(pfns.size() * 4), false}});
   }
@@ -110,8 +116,8 @@ TEST_CASE("virtio-balloon: inflated pages read as zero and leave the memfd") {
   for (uint32_t i = 16; i < 32; ++i) pfns.push_back(kDataPfn + i);
   for (uint32_t i = 0; i < 8; ++i) pfns.push_back(kDataPfn + i);
   pfns.push_back(kDataPfn + 3);
-  pfns.push_back(0x100000);    // 4 GiB: no RAM there
-  pfns.push_back(0xffffffff);  // the largest PFN
+  pfns.push_back(0x100000);                                          // 4 GiB: no RAM there
+  pfns.push_back(0xffffffff);                                        // the largest PFN
   pfns.push_back(static_cast<uint32_t>(test::kRamSize / 4096 - 1));  // last page
   e.SubmitPfns(Balloon::kInflateQueue, pfns);
   int64_t before = e.AllocatedBlocks();  // after the driver wrote its rings
@@ -168,8 +174,9 @@ struct Stat {
 } __attribute__((packed));
 
 void SubmitStats(BalloonEnv& e, uint16_t q, const std::vector<Stat>& stats, uint64_t at) {
-  REQUIRE(e.mem->Write(GuestAddress(at), {reinterpret_cast<const uint8_t*>(stats.data()),
-                                          stats.size() * sizeof(Stat)})
+  REQUIRE(e.mem
+              ->Write(GuestAddress(at),
+                      {reinterpret_cast<const uint8_t*>(stats.data()), stats.size() * sizeof(Stat)})
               .ok());
   e.drivers[q].AddChain({{at, static_cast<uint32_t>(stats.size() * sizeof(Stat)), false}});
 }
@@ -217,8 +224,8 @@ TEST_CASE("virtio-balloon: reported free ranges are released") {
   // Without STATS_VQ the reporting queue is the third one.
   e.Activate(Bit(kBalloonFReporting));
   e.Fill(kDataPfn, 64, 0x5a);
-  e.drivers[2].AddChain({{kDataPfn * 4096, 32 * 4096, true},
-                         {(kDataPfn + 48) * 4096, 16 * 4096, true}});
+  e.drivers[2].AddChain(
+      {{kDataPfn * 4096, 32 * 4096, true}, {(kDataPfn + 48) * 4096, 16 * 4096, true}});
   int64_t before = e.AllocatedBlocks();
   REQUIRE(e.Process(2).ok());
   REQUIRE(e.drivers[2].used_idx() == 1);

@@ -162,8 +162,8 @@ absl::Status Net::Activate(const ActivateContext& ctx) {
     // A frame arrived for the buffer we hold: serve it like a driver
     // notification, so an error found meanwhile (a broken ring) puts the
     // device into needs-reset through the transport.
-    rx_watch_ = std::make_unique<FdWatch>(loop_, tap_.get(),
-                                          [this] { ctx_.process_again(kRxQueue); });
+    rx_watch_ =
+        std::make_unique<FdWatch>(loop_, tap_.get(), [this] { ctx_.process_again(kRxQueue); });
   }
   active_ = true;
   RETURN_IF_ERROR(Transmit());
@@ -201,9 +201,9 @@ absl::Status Net::Transmit() {
       break;
     }
     if (chain->readable_bytes < kHdrBytes || chain->readable_bytes > kHdrBytes + kMaxFrame) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tx chain ", chain->head, " carries ", chain->readable_bytes,
-          " bytes; a frame is the 12-byte header plus at most ", kMaxFrame, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tx chain ", chain->head, " carries ", chain->readable_bytes,
+                       " bytes; a frame is the 12-byte header plus at most ", kMaxFrame, " bytes"));
     }
     ChainReader r(*ctx_.memory, *chain);
     ASSIGN_OR_RETURN(std::vector<iovec> iov, r.TakeIovecs(chain->readable_bytes));
@@ -273,8 +273,8 @@ absl::Status Net::Receive() {
       if (errno == EAGAIN) {
         rx_watch_->Arm();  // we hold a buffer: wake up for the next frame
       } else {
-        absl::FPrintF(stderr, "kindling: %s: reading the TAP: %s; rx stopped until reset\n",
-                      name(), strerror(errno));
+        absl::FPrintF(stderr, "kindling: %s: reading the TAP: %s; rx stopped until reset\n", name(),
+                      strerror(errno));
       }
       break;
     }

@@ -69,8 +69,7 @@ struct NetEnv {
     if (packet >= 0) ::close(packet);
   }
   void Activate(uint64_t features) {
-    ActivateContext ctx{mem.get(), queues, &irq, features | Bit(kFVersion1),
-                        [this](uint16_t q) {
+    ActivateContext ctx{mem.get(), queues, &irq, features | Bit(kFVersion1), [this](uint16_t q) {
                           loop.Post([this, q] { last_error = net->ProcessQueue(q); });
                         }};
     loop.RunSync([&] { REQUIRE(net->Activate(ctx).ok()); });
@@ -82,7 +81,7 @@ struct NetEnv {
   }
   static std::vector<uint8_t> Frame(uint8_t tag, size_t payload) {
     std::vector<uint8_t> f(14 + payload);
-    std::memset(f.data(), 0xff, 6);                    // broadcast
+    std::memset(f.data(), 0xff, 6);  // broadcast
     const uint8_t src[6] = {2, 0, 0, 0, 0, 9};
     std::memcpy(f.data() + 6, src, 6);
     f[12] = kEtherType >> 8;
@@ -254,8 +253,7 @@ TEST_CASE("virtio-net: hostile chains break the device with a reason") {
   }
   SECTION("tx frame over the limit") {
     e.tx.AddChain({{buf, 12 + Net::kMaxFrame + 1, false}});
-    REQUIRE_THAT(std::string(e.Process(Net::kTxQueue).message()),
-                 Catch::Contains("65562"));
+    REQUIRE_THAT(std::string(e.Process(Net::kTxQueue).message()), Catch::Contains("65562"));
   }
   SECTION("rx chain that cannot hold the header") {
     e.rx.AddChain({{e.rx.scratch().value, 4, true}});
@@ -280,8 +278,7 @@ TEST_CASE("virtio-net: one call serves at most a queue's worth of tx chains") {
   NetEnv e;
   if (!e.Open()) KINDLING_SKIP(e.skip_reason);
   int again = 0;
-  ActivateContext ctx{e.mem.get(), e.queues, &e.irq, Bit(kFVersion1),
-                      [&](uint16_t) { ++again; }};
+  ActivateContext ctx{e.mem.get(), e.queues, &e.irq, Bit(kFVersion1), [&](uint16_t) { ++again; }};
   e.loop.RunSync([&] { REQUIRE(e.net->Activate(ctx).ok()); });
   uint64_t buf = e.tx.scratch().value;
   REQUIRE(e.mem->WriteObj(GuestAddress(buf), NetHdr{}).ok());

@@ -2,14 +2,13 @@
 
 #include <unistd.h>
 
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
 #include <cstdio>
 #include <optional>
 #include <string_view>
 #include <vector>
-
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -35,19 +34,19 @@ struct Vsock::Conn {
   size_t rx_len = 0, rx_off = 0;
   bool reading = false;
   bool host_eof = false;
-  bool ready = false;            // in ready_
+  bool ready = false;  // in ready_
   bool credit_requested = false;
-  uint32_t tx_cnt = 0;           // bytes sent to the guest
-  uint32_t peer_buf_alloc = 0;   // the guest's receive buffer
-  uint32_t peer_fwd_cnt = 0;     // bytes the guest consumed
+  uint32_t tx_cnt = 0;          // bytes sent to the guest
+  uint32_t peer_buf_alloc = 0;  // the guest's receive buffer
+  uint32_t peer_fwd_cnt = 0;    // bytes the guest consumed
 
   // guest -> host: what is being written and what waits behind it.
   std::vector<uint8_t> writing, pending;
   bool write_active = false;
-  size_t uncounted = 0;          // bytes of `writing` that are not guest data
-  uint32_t rx_cnt = 0;           // bytes received from the guest
-  uint32_t fwd_cnt = 0;          // of those, written to the socket
-  uint32_t reported_fwd = 0;     // the fwd_cnt the guest last saw
+  size_t uncounted = 0;       // bytes of `writing` that are not guest data
+  uint32_t rx_cnt = 0;        // bytes received from the guest
+  uint32_t fwd_cnt = 0;       // of those, written to the socket
+  uint32_t reported_fwd = 0;  // the fwd_cnt the guest last saw
   bool guest_shut_send = false;
   bool guest_shut_rcv = false;
 
@@ -70,7 +69,9 @@ std::optional<uint32_t> ParseConnect(std::string_view line) {
     if (ch < '0' || ch > '9') return std::nullopt;
   }
   uint64_t port;
-  if (!absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &port) || port > UINT32_MAX) return std::nullopt;
+  if (!absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &port) ||
+      port > UINT32_MAX)
+    return std::nullopt;
   return static_cast<uint32_t>(port);
 }
 
@@ -82,8 +83,8 @@ absl::StatusOr<std::shared_ptr<Vsock>> Vsock::Create(EventLoop& loop, VsockOptio
         absl::StrCat("vsock guest CID ", options.guest_cid, " is not between 3 and 2^32-2"));
   }
   if (options.uds_path.empty() || options.uds_path.size() >= sizeof(sockaddr_un::sun_path) - 12) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "vsock socket path \"", options.uds_path, "\" is empty or too long for a Unix socket"));
+    return absl::InvalidArgumentError(absl::StrCat("vsock socket path \"", options.uds_path,
+                                                   "\" is empty or too long for a Unix socket"));
   }
   if (options.max_connections == 0) {
     return absl::InvalidArgumentError("vsock max_connections must be at least 1");
@@ -95,8 +96,7 @@ absl::StatusOr<std::shared_ptr<Vsock>> Vsock::Create(EventLoop& loop, VsockOptio
   stream_protocol::endpoint ep(path);
   if (v->acceptor_.open(ep.protocol(), ec) || v->acceptor_.bind(ep, ec) ||
       v->acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec)) {
-    return absl::UnavailableError(
-        absl::StrCat("vsock: listening on ", path, ": ", ec.message()));
+    return absl::UnavailableError(absl::StrCat("vsock: listening on ", path, ": ", ec.message()));
   }
   loop.RunSync([&] { v->Accept(); });
   return v;
@@ -176,8 +176,8 @@ void Vsock::SendControl(uint16_t op, Key key, uint32_t flags) {
   // Bounded: Transmit stops taking packets while this many wait, and host
   // events add at most a few per connection.
   if (control_.size() >= 4ULL * options_.max_connections + 64) {
-    absl::FPrintF(stderr, "kindling: %s: %d replies wait for rx buffers; op %d dropped\n",
-                  name(), control_.size(), op);
+    absl::FPrintF(stderr, "kindling: %s: %d replies wait for rx buffers; op %d dropped\n", name(),
+                  control_.size(), op);
     return;
   }
   control_.push_back({op, key, flags});
@@ -290,27 +290,26 @@ void Vsock::StartRead(const std::shared_ptr<Conn>& c) {
     return;
   }
   c->reading = true;
-  c->sock.async_read_some(
-      boost::asio::buffer(c->rx),
-      [this, alive = alive_, c](const boost::system::error_code& ec, size_t n) {
-        if (!*alive || c->closed) return;
-        c->reading = false;
-        if (ec == boost::asio::error::eof) {
-          c->host_eof = true;
-          if (c->guest_shut_send) {
-            Rst(c->key);  // both directions are done
-          } else {
-            SendControl(kVsockOpShutdown, c->key, kVsockShutdownSend);
-          }
-        } else if (ec) {
-          Rst(c->key);
-        } else {
-          c->rx_len = n;
-          c->rx_off = 0;
-          MarkReady(c);
-        }
-        Kick();
-      });
+  c->sock.async_read_some(boost::asio::buffer(c->rx),
+                          [this, alive = alive_, c](const boost::system::error_code& ec, size_t n) {
+                            if (!*alive || c->closed) return;
+                            c->reading = false;
+                            if (ec == boost::asio::error::eof) {
+                              c->host_eof = true;
+                              if (c->guest_shut_send) {
+                                Rst(c->key);  // both directions are done
+                              } else {
+                                SendControl(kVsockOpShutdown, c->key, kVsockShutdownSend);
+                              }
+                            } else if (ec) {
+                              Rst(c->key);
+                            } else {
+                              c->rx_len = n;
+                              c->rx_off = 0;
+                              MarkReady(c);
+                            }
+                            Kick();
+                          });
 }
 
 void Vsock::StartWrite(const std::shared_ptr<Conn>& c) {
@@ -318,18 +317,17 @@ void Vsock::StartWrite(const std::shared_ptr<Conn>& c) {
   if (c->writing.empty()) std::swap(c->writing, c->pending);
   if (c->writing.empty()) return;
   c->write_active = true;
-  boost::asio::async_write(
-      c->sock, boost::asio::buffer(c->writing),
-      [this, alive = alive_, c](const boost::system::error_code& ec, size_t) {
-        if (!*alive || c->closed) return;
-        c->write_active = false;
-        if (ec) {
-          Rst(c->key);
-          Kick();
-          return;
-        }
-        OnWritten(c);
-      });
+  boost::asio::async_write(c->sock, boost::asio::buffer(c->writing),
+                           [this, alive = alive_, c](const boost::system::error_code& ec, size_t) {
+                             if (!*alive || c->closed) return;
+                             c->write_active = false;
+                             if (ec) {
+                               Rst(c->key);
+                               Kick();
+                               return;
+                             }
+                             OnWritten(c);
+                           });
 }
 
 void Vsock::OnWritten(const std::shared_ptr<Conn>& c) {
@@ -389,9 +387,9 @@ absl::Status Vsock::Transmit() {
     ChainReader r(*ctx_.memory, *chain);
     ASSIGN_OR_RETURN(VsockHdr h, r.ReadObj<VsockHdr>());
     if (h.len > r.remaining()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("vsock packet len ", h.len, " runs past its buffers (", r.remaining(),
-                       " bytes after the header)"));
+      return absl::InvalidArgumentError(absl::StrCat("vsock packet len ", h.len,
+                                                     " runs past its buffers (", r.remaining(),
+                                                     " bytes after the header)"));
     }
     RETURN_IF_ERROR(HandlePacket(h, r));
     RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
@@ -404,8 +402,7 @@ absl::Status Vsock::Transmit() {
 
 absl::Status Vsock::HandlePacket(const VsockHdr& h, ChainReader& payload) {
   Key key{h.dst_port, h.src_port};
-  if (h.src_cid != options_.guest_cid || h.dst_cid != kVsockHostCid ||
-      h.type != kVsockTypeStream) {
+  if (h.src_cid != options_.guest_cid || h.dst_cid != kVsockHostCid || h.type != kVsockTypeStream) {
     // Not a packet this device routes; the named connection is not ours
     // to end (its ports may be real), so only the reply.
     if (h.op != kVsockOpRst) SendControl(kVsockOpRst, key);
@@ -472,8 +469,10 @@ absl::Status Vsock::HandlePacket(const VsockHdr& h, ChainReader& payload) {
         conns_.erase(key);
         UpdateCount();
         c->state = State::kClosing;
-        if (!c->write_active && c->pending.empty()) Close(c);
-        else StartWrite(c);
+        if (!c->write_active && c->pending.empty())
+          Close(c);
+        else
+          StartWrite(c);
       } else if (c->guest_shut_send && !c->write_active && c->pending.empty()) {
         boost::system::error_code ec;
         c->sock.shutdown(stream_protocol::socket::shutdown_send, ec);
@@ -526,8 +525,7 @@ absl::Status Vsock::Receive() {
       break;  // the guest's rx notification brings us back
     }
     if (chain->writable_bytes < sizeof(VsockHdr)) {
-      return absl::InvalidArgumentError(absl::StrCat("vsock rx buffer of ",
-                                                     chain->writable_bytes,
+      return absl::InvalidArgumentError(absl::StrCat("vsock rx buffer of ", chain->writable_bytes,
                                                      " bytes cannot hold a 44-byte header"));
     }
     VsockHdr h = {};

@@ -84,8 +84,8 @@ bool AtEof(int fd) {
 
 VsockHdr G(uint16_t op, uint32_t guest_port, uint32_t host_port, uint32_t len = 0,
            uint32_t flags = 0, uint32_t buf_alloc = 65536, uint32_t fwd_cnt = 0) {
-  return {kGuestCid, kVsockHostCid, guest_port, host_port, len, kVsockTypeStream, op,
-          flags,     buf_alloc,     fwd_cnt};
+  return {kGuestCid, kVsockHostCid, guest_port, host_port, len, kVsockTypeStream,
+          op,        flags,         buf_alloc,  fwd_cnt};
 }
 
 struct VsockEnv {
@@ -152,8 +152,8 @@ struct VsockEnv {
     p.h = mem->ReadObj<VsockHdr>(GuestAddress(addr)).value();
     REQUIRE(u.len == 44 + p.h.len);
     p.data.resize(p.h.len);
-    REQUIRE(mem->Read(GuestAddress(addr + 44), {reinterpret_cast<uint8_t*>(p.data.data()),
-                                                 p.data.size()})
+    REQUIRE(mem->Read(GuestAddress(addr + 44),
+                      {reinterpret_cast<uint8_t*>(p.data.data()), p.data.size()})
                 .ok());
     GiveRxBuffers(1);
     return p;

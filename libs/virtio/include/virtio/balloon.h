@@ -25,13 +25,12 @@
 #define VIRTIO_BALLOON_H_
 
 #include <atomic>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <vector>
-
-#include <boost/asio/steady_timer.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -62,9 +61,9 @@ struct BalloonStat {
 
 struct BalloonOptions {
   bool deflate_on_oom = false;
-  bool stats = true;               // offer STATS_VQ
-  uint32_t stats_interval_s = 0;   // 0: only on RequestStats
-  bool free_page_reporting = true; // offer REPORTING
+  bool stats = true;                // offer STATS_VQ
+  uint32_t stats_interval_s = 0;    // 0: only on RequestStats
+  bool free_page_reporting = true;  // offer REPORTING
 };
 
 struct BalloonCounters {
@@ -77,7 +76,7 @@ struct BalloonCounters {
 
 class Balloon : public VirtioDevice {
  public:
-  static constexpr uint64_t kPageSize = 4096;  // balloon PFNs are 4 KiB
+  static constexpr uint64_t kPageSize = 4096;         // balloon PFNs are 4 KiB
   static constexpr uint32_t kMaxPfnsPerChain = 4096;  // Linux sends <= 256
   static constexpr uint32_t kMaxStats = 64;           // spec defines 16 tags
   static constexpr uint16_t kInflateQueue = 0;
@@ -124,11 +123,11 @@ class Balloon : public VirtioDevice {
 
   EventLoop& loop_;
   BalloonOptions options_;
-  ActivateContext ctx_;                      // loop thread
-  bool active_ = false;                      // loop thread
-  std::optional<uint16_t> stats_queue_;      // from the acked features
+  ActivateContext ctx_;                  // loop thread
+  bool active_ = false;                  // loop thread
+  std::optional<uint16_t> stats_queue_;  // from the acked features
   std::optional<uint16_t> reporting_queue_;
-  std::optional<uint16_t> stats_head_;       // the buffer the device holds
+  std::optional<uint16_t> stats_head_;                // the buffer the device holds
   std::unique_ptr<boost::asio::steady_timer> timer_;  // loop thread
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 

@@ -134,10 +134,10 @@ class Net : public VirtioDevice {
   std::array<uint8_t, 6> mac_;
   uint64_t features_ = 0;
   ActivateContext ctx_;
-  bool active_ = false;                   // loop thread
+  bool active_ = false;                      // loop thread
   std::optional<DescriptorChain> rx_chain_;  // popped, waiting for a frame
-  std::unique_ptr<FdWatch> rx_watch_;     // loop thread
-  std::vector<uint8_t> overflow_;         // catches frames too big for a chain
+  std::unique_ptr<FdWatch> rx_watch_;        // loop thread
+  std::vector<uint8_t> overflow_;            // catches frames too big for a chain
   std::atomic<unsigned> tap_offloads_{0};
   std::atomic<uint64_t> rx_frames_{0}, rx_bytes_{0}, rx_dropped_{0};
   std::atomic<uint64_t> tx_frames_{0}, tx_bytes_{0}, tx_dropped_{0};

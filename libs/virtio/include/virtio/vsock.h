@@ -36,14 +36,13 @@
 #define VIRTIO_VSOCK_H_
 
 #include <atomic>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
-
-#include <boost/asio/local/stream_protocol.hpp>
 
 #include "absl/status/statusor.h"
 #include "virtio/device.h"
@@ -79,8 +78,8 @@ inline constexpr uint32_t kVsockShutdownRcv = 1;
 inline constexpr uint32_t kVsockShutdownSend = 2;
 
 struct VsockOptions {
-  uint64_t guest_cid = 3;   // 3 .. 2^32-2
-  std::string uds_path;     // created (a stale file there is replaced)
+  uint64_t guest_cid = 3;  // 3 .. 2^32-2
+  std::string uds_path;    // created (a stale file there is replaced)
   uint32_t max_connections = 1024;
 };
 
@@ -121,8 +120,7 @@ class Vsock : public VirtioDevice {
 
   Vsock(EventLoop& loop, VsockOptions options);
   void Accept();
-  void OnConnectLine(const std::shared_ptr<Conn>& c, const boost::system::error_code& ec,
-                     size_t n);
+  void OnConnectLine(const std::shared_ptr<Conn>& c, const boost::system::error_code& ec, size_t n);
   absl::Status Transmit();
   absl::Status Receive();
   absl::Status HandlePacket(const VsockHdr& h, ChainReader& payload);
