@@ -63,8 +63,9 @@ absl::Status Console::Transmit() {
 }
 
 absl::Status Console::Receive() {
+  if (!active_) return absl::OkStatus();  // ctx_.queues is empty until Activate
   Queue& q = ctx_.queues[kReceiveQueue];
-  if (!active_ || !q.active()) return absl::OkStatus();
+  if (!q.active()) return absl::OkStatus();
   bool used = false;
   for (uint32_t served = 0; served < q.size(); ++served) {
     {
