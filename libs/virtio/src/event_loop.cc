@@ -73,4 +73,34 @@ void EventLoop::Arm(Watch* w) {
                    });
 }
 
+FdWatch::FdWatch(EventLoop& loop, int fd, std::function<void()> fn)
+    : sd_(loop.context(), ::dup(fd)), fn_(std::move(fn)) {
+  sd_.non_blocking(true);
+}
+
+FdWatch::~FdWatch() {
+  *alive_ = false;
+  boost::system::error_code ec;
+  sd_.cancel(ec);
+}
+
+void FdWatch::Arm() {
+  if (armed_) return;
+  armed_ = true;
+  sd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                 [this, alive = alive_, gen = generation_](const boost::system::error_code& ec) {
+                   if (!*alive || ec || gen != generation_ || !armed_) return;
+                   armed_ = false;
+                   fn_();
+                 });
+}
+
+void FdWatch::Disarm() {
+  if (!armed_) return;
+  armed_ = false;
+  ++generation_;
+  boost::system::error_code ec;
+  sd_.cancel(ec);
+}
+
 }  // namespace virtio

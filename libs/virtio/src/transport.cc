@@ -80,7 +80,7 @@ void Transport::Activate() {
     }
   }
   ActivateContext ctx{&memory_, queues_, &interrupt(), features,
-                      [this](uint16_t q) { Notify(q); }};
+                      [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); }};
   absl::Status s = device_->Activate(ctx);
   if (!s.ok()) {
     Fail(s);
@@ -123,6 +123,11 @@ void Transport::ProcessPending() {
       return;
     }
   }
+}
+
+void Transport::ConfigChanged() {
+  config_generation_.fetch_add(1);
+  if (status_.load() & kStatusDriverOk) interrupt().SignalConfig();
 }
 
 void Transport::Fail(const absl::Status& why) {

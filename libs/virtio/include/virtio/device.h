@@ -38,6 +38,10 @@ struct ActivateContext {
   // serves at most one queue's worth of chains per call, so one busy
   // guest queue cannot starve the other devices sharing the loop.
   std::function<void(uint16_t queue)> process_again;
+  // Tells the driver the device configuration changed (e.g. a balloon's
+  // new target): bumps config_generation and raises a configuration
+  // interrupt. Loop thread; may be empty in tests.
+  std::function<void()> config_changed;
 };
 
 class VirtioDevice {

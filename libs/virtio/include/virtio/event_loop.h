@@ -5,6 +5,9 @@
 //   loop.WatchEventFd(ioeventfd, [&] { transport.HandleNotify(0); });
 //   loop.Post([&] { ... });
 //   loop.RunSync([&] { device.Reset(); });   // blocks until it ran
+//
+// A device that reads from a host fd only when it has somewhere to put
+// the data (a TAP, a socket) uses an FdWatch and re-arms it on demand.
 #ifndef VIRTIO_EVENT_LOOP_H_
 #define VIRTIO_EVENT_LOOP_H_
 
@@ -36,6 +39,8 @@ class EventLoop {
   void WatchEventFd(int fd, std::function<void()> fn);
   bool InLoopThread() const;
   boost::asio::io_context& context() { return io_; }
+  // Whether the loop thread has been told to stop (e.g. during teardown).
+  bool stopped() const { return io_.stopped(); }
 
  private:
   struct Watch;
@@ -46,6 +51,36 @@ class EventLoop {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
   std::vector<std::unique_ptr<Watch>> watches_;
   std::thread thread_;
+};
+
+// FdWatch: a one-shot readability watch on a file descriptor the watch
+// does not own, for devices that must stop reading while the guest has no
+// buffers (the data then waits in the kernel, not in the VMM).
+//
+//   FdWatch watch(loop, tap_fd, [&] { ReceiveFrames(); });
+//   watch.Arm();      // fn runs once, on the loop thread, when readable
+//
+// Arm, Disarm and the destructor run on the loop thread (a device calls
+// them from Activate/ProcessQueue/Reset); after Disarm or destruction fn is
+// never called, even if a wakeup was already queued.
+class FdWatch {
+ public:
+  FdWatch(EventLoop& loop, int fd, std::function<void()> fn);
+  ~FdWatch();
+  FdWatch(const FdWatch&) = delete;
+  FdWatch& operator=(const FdWatch&) = delete;
+
+  // Waits for the next readability; no-op if already armed.
+  void Arm();
+  void Disarm();
+  bool armed() const { return armed_; }
+
+ private:
+  boost::asio::posix::stream_descriptor sd_;  // over a dup of the fd
+  std::function<void()> fn_;
+  bool armed_ = false;
+  uint64_t generation_ = 0;  // bumped by Disarm: stale wakeups are ignored
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace virtio

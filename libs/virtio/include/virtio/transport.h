@@ -54,6 +54,9 @@ class Transport {
 
   // A queue notification from a vCPU (or ioeventfd): processed on the loop.
   void Notify(uint16_t queue);
+  // The device changed its configuration space: bumps config_generation
+  // and, once the driver is up, raises a configuration interrupt.
+  void ConfigChanged();
   // Marks the device broken (from the loop thread).
   void Fail(const absl::Status& why);
   // The reason the device is in needs-reset, "" if it is not.
