@@ -50,6 +50,103 @@ absl::StatusOr<DiskConfig> ParseDisk(const std::string& value) {
   return d;
 }
 
+absl::StatusOr<std::array<uint8_t, 6>> ParseMac(const std::string& flag, const std::string& v) {
+  std::vector<std::string> parts = absl::StrSplit(v, ':');
+  std::array<uint8_t, 6> mac;
+  bool ok = parts.size() == 6;
+  for (size_t i = 0; ok && i < 6; ++i) {
+    unsigned byte = 0;
+    auto [end, ec] = std::from_chars(parts[i].data(), parts[i].data() + parts[i].size(), byte, 16);
+    ok = parts[i].size() == 2 && ec == std::errc() && end == parts[i].data() + 2;
+    mac[i] = static_cast<uint8_t>(byte);
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " mac=", v, ": expected six hex bytes like 52:54:00:12:34:56"));
+  }
+  if (mac[0] & 1) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " mac=", v, ": a multicast address"));
+  }
+  return mac;
+}
+
+// "k=v,k2,..." into pairs (a bare word has an empty value).
+std::vector<std::pair<std::string, std::string>> KeyValues(const std::string& v) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (v.empty()) return out;
+  for (absl::string_view part : absl::StrSplit(v, ',')) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    out.push_back(kv);
+  }
+  return out;
+}
+
+absl::StatusOr<NetConfig> ParseNet(const std::string& v) {
+  NetConfig n;
+  for (const auto& [k, val] : KeyValues(v)) {
+    if (k == "tap") {
+      n.tap = val;
+    } else if (k == "mac") {
+      auto mac = ParseMac("--net", val);
+      if (!mac.ok()) return mac.status();
+      n.mac = *mac;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--net ", v, ": unknown option '", k, "' (expected tap=NAME, mac=MAC)"));
+    }
+  }
+  if (n.tap.empty()) return absl::InvalidArgumentError("--net needs tap=NAME");
+  return n;
+}
+
+absl::StatusOr<VsockConfig> ParseVsock(const std::string& v) {
+  VsockConfig c;
+  bool have_cid = false;
+  for (const auto& [k, val] : KeyValues(v)) {
+    if (k == "cid") {
+      auto n = ParseUint("--vsock cid", val, 0xffffffffULL);
+      if (!n.ok()) return n.status();
+      c.cid = *n;
+      have_cid = true;
+    } else if (k == "uds" || k == "uds_path") {
+      c.uds_path = val;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--vsock ", v, ": unknown option '", k, "' (expected cid=N, uds=PATH)"));
+    }
+  }
+  if (!have_cid || c.uds_path.empty()) {
+    return absl::InvalidArgumentError("--vsock needs cid=N and uds=PATH");
+  }
+  return c;
+}
+
+absl::StatusOr<BalloonConfig> ParseBalloon(const std::string& v) {
+  BalloonConfig b;
+  for (const auto& [k, val] : KeyValues(v)) {
+    if (k == "amount_mib") {
+      auto n = ParseUint("--balloon amount_mib", val, 1ULL << 30);
+      if (!n.ok()) return n.status();
+      b.amount_mib = *n;
+    } else if (k == "deflate_on_oom") {
+      b.deflate_on_oom = true;
+    } else if (k == "stats_s") {
+      auto n = ParseUint("--balloon stats_s", val, 3600);
+      if (!n.ok()) return n.status();
+      b.stats_interval_s = static_cast<uint32_t>(*n);
+    } else if (k == "reporting") {
+      auto on = ParseOnOff("--balloon reporting", val);
+      if (!on.ok()) return on.status();
+      b.free_page_reporting = *on;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--balloon ", v, ": unknown option '", k,
+          "' (expected amount_mib=N, deflate_on_oom, stats_s=N, reporting=on|off)"));
+    }
+  }
+  return b;
+}
+
 }  // namespace
 
 std::string RunUsage() {
@@ -73,6 +170,14 @@ guest), and exits with the guest's status.
   --stats                print KVM exit statistics to stderr when the VM stops
   --disk PATH[,ro][,format=raw|qcow2]
                          a virtio-blk disk (repeatable; raw unless format= says)
+  --net tap=NAME[,mac=MAC]
+                         a virtio-net device on a TAP (repeatable)
+  --vsock cid=N,uds=PATH a virtio-vsock device; the host side is Unix sockets
+                         (Firecracker's convention: connect to PATH and send
+                         "CONNECT <port>\n"; guest connections to port P go
+                         to PATH_P)
+  --balloon [amount_mib=N][,deflate_on_oom][,stats_s=N][,reporting=on|off]
+                         a virtio-balloon device with an initial target
   --rng                  a virtio-rng device (host getrandom)
   --transport mmio|pci   how virtio devices attach (default mmio); pci puts
                          them on a PCI bus (modern virtio-pci, MSI-X) and
@@ -127,6 +232,30 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       o.vm.hugepages = true;
     } else if (flag == "--rng") {
       o.vm.virtio.rng = true;
+    } else if (flag == "--net" || flag == "--vsock") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (flag == "--net") {
+        auto n = ParseNet(*v);
+        if (!n.ok()) return n.status();
+        o.vm.virtio.nets.push_back(*n);
+      } else {
+        auto c = ParseVsock(*v);
+        if (!c.ok()) return c.status();
+        o.vm.virtio.vsock = *c;
+      }
+    } else if (flag == "--balloon") {
+      // The value is optional: `--balloon` alone, or `--balloon=...` /
+      // `--balloon amount_mib=...` when the next word is not a flag.
+      std::string v;
+      if (has_value) {
+        v = value;
+      } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+        v = args[++i];
+      }
+      auto b = ParseBalloon(v);
+      if (!b.ok()) return b.status();
+      o.vm.virtio.balloon = *b;
     } else if (flag == "--disk") {
       auto v = need_value();
       if (!v.ok()) return v.status();

@@ -106,3 +106,35 @@ TEST_CASE("virtio plan: windows, GSIs, cmdline and DSDT agree") {
   for (int i = 0; i < 20; ++i) c.disks.push_back({"/dev/null"});
   REQUIRE(Mentions(kindling::ValidateVirtio(c), "at most 19"));
 }
+
+TEST_CASE("virtio flags: net, vsock, balloon") {
+  auto o = ParseRunFlags({"--kernel", "k", "--net", "tap=tap0,mac=52:54:00:12:34:56", "--net",
+                          "tap=tap1", "--vsock", "cid=7,uds=/tmp/v.sock", "--balloon",
+                          "amount_mib=64,deflate_on_oom,stats_s=2,reporting=off"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.virtio.nets.size() == 2);
+  REQUIRE(o->vm.virtio.nets[0].tap == "tap0");
+  REQUIRE((*o->vm.virtio.nets[0].mac)[5] == 0x56);
+  REQUIRE_FALSE(o->vm.virtio.nets[1].mac.has_value());
+  REQUIRE(o->vm.virtio.vsock->cid == 7);
+  REQUIRE(o->vm.virtio.vsock->uds_path == "/tmp/v.sock");
+  REQUIRE(o->vm.virtio.balloon->amount_mib == 64);
+  REQUIRE(o->vm.virtio.balloon->deflate_on_oom);
+  REQUIRE(o->vm.virtio.balloon->stats_interval_s == 2);
+  REQUIRE_FALSE(o->vm.virtio.balloon->free_page_reporting);
+  auto bare = ParseRunFlags({"--kernel", "k", "--balloon", "--rng"});
+  REQUIRE(bare.ok());
+  REQUIRE(bare->vm.virtio.balloon->amount_mib == 0);
+  REQUIRE(bare->vm.virtio.rng);
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--net", "mac=52:54:00:12:34:56"}).status(),
+                   "needs tap=NAME"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--net", "tap=t,mac=01:00:00:00:00:01"}).status(),
+                   "multicast"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--net", "tap=t,mac=zz"}).status(), "six hex"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--vsock", "cid=3"}).status(), "uds=PATH"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--balloon", "size=3"}).status(),
+                   "unknown option 'size'"));
+  kindling::VirtioConfig c;
+  c.vsock = kindling::VsockConfig{2, "/tmp/x"};
+  REQUIRE(Mentions(kindling::ValidateVirtio(c), "must be 3 to"));
+}

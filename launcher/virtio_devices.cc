@@ -10,6 +10,8 @@
 #include "block/image.h"
 #include "kindling/status_macros.h"
 #include "virtio/block.h"
+#include "virtio/net.h"
+#include "virtio/vsock.h"
 #include "virtio/rng.h"
 
 namespace kindling {
@@ -77,7 +79,8 @@ class PciBarMapper {
 };
 
 absl::Status ValidateVirtio(const VirtioConfig& config) {
-  size_t count = config.disks.size() + config.rng + config.console;
+  size_t count = config.disks.size() + config.nets.size() + config.rng + config.console +
+                 config.vsock.has_value() + config.balloon.has_value();
   if (count > kVirtioLastGsi - kVirtioFirstGsi + 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         count, " virtio devices: at most ", kVirtioLastGsi - kVirtioFirstGsi + 1));
@@ -89,6 +92,22 @@ absl::Status ValidateVirtio(const VirtioConfig& config) {
     if (d.format != "raw" && d.format != "qcow2") {
       return absl::InvalidArgumentError(
           absl::StrCat("--disk ", d.path, ": format '", d.format, "': expected raw or qcow2"));
+    }
+  }
+  for (const NetConfig& n : config.nets) {
+    if (n.tap.empty() || n.tap.size() >= 16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--net tap='", n.tap, "': a TAP name of 1 to 15 characters"));
+    }
+  }
+  if (config.vsock) {
+    if (config.vsock->cid < 3 || config.vsock->cid > 0xfffffffeULL) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--vsock cid=", config.vsock->cid, ": must be 3 to 4294967294"));
+    }
+    if (config.vsock->uds_path.empty() || config.vsock->uds_path.size() > 100) {
+      return absl::InvalidArgumentError(
+          "--vsock uds=PATH: a Unix socket path of 1 to 100 bytes is required");
     }
   }
   return absl::OkStatus();
@@ -104,8 +123,11 @@ VirtioPlan PlanVirtio(const VirtioConfig& config) {
     plan.slots.push_back({kind, index, base, static_cast<uint32_t>(kVirtioFirstGsi + n)});
   };
   for (size_t i = 0; i < config.disks.size(); ++i) add(VirtioKind::kBlock, i);
+  for (size_t i = 0; i < config.nets.size(); ++i) add(VirtioKind::kNet, i);
   if (config.rng) add(VirtioKind::kRng, 0);
   if (config.console) add(VirtioKind::kConsole, 0);
+  if (config.vsock) add(VirtioKind::kVsock, 0);
+  if (config.balloon) add(VirtioKind::kBalloon, 0);
   return plan;
 }
 
@@ -140,9 +162,27 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
     RETURN_IF_ERROR(env.mmio->Insert(d->pci_->ecam(), kPciEcamBase,
                                      virtio::kPciEcamSizePerBus, "pci ecam"));
   }
-  virtio::EventLoop* shared = nullptr;  // rng and console share one loop
+  virtio::EventLoop* shared = nullptr;  // rng, console and balloon share one
   for (const VirtioSlot& slot : plan.slots) {
-    if (slot.kind == VirtioKind::kBlock) {
+    virtio::EventLoop* loop = nullptr;
+    ASSIGN_OR_RETURN(std::shared_ptr<virtio::VirtioDevice> dev,
+                     d->MakeDevice(slot, config, env, shared, loop));
+    RETURN_IF_ERROR(d->Add(slot, std::move(dev), *loop, env));
+  }
+  return d;
+}
+
+// Creates the device for `slot` and sets `loop` to the loop it runs on.
+absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
+    const VirtioSlot& slot, const VirtioConfig& config, const VirtioEnv& env,
+    virtio::EventLoop*& shared, virtio::EventLoop*& loop) {
+  auto own_loop = [&](std::string name) -> virtio::EventLoop& {
+    loops_.push_back(std::make_unique<virtio::EventLoop>(std::move(name)));
+    loop = loops_.back().get();
+    return *loop;
+  };
+  switch (slot.kind) {
+    case VirtioKind::kBlock: {
       const DiskConfig& disk = config.disks[slot.index];
       block::OpenOptions o;
       o.read_only = disk.read_only;
@@ -152,25 +192,58 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
         return absl::Status(img.status().code(),
                             absl::StrCat("--disk ", disk.path, ": ", img.status().message()));
       }
-      auto blk = std::make_shared<virtio::Block>(
-          std::move(*img), virtio::BlockOptions{disk.read_only, absl::StrCat("kindling", slot.index)});
       // Disk I/O blocks its thread: each disk gets a loop of its own.
-      d->loops_.push_back(std::make_unique<virtio::EventLoop>(absl::StrCat("virtio-blk", slot.index)));
-      RETURN_IF_ERROR(d->Add(slot, blk, *d->loops_.back(), env));
-      continue;
+      own_loop(absl::StrCat("virtio-blk", slot.index));
+      return std::make_shared<virtio::Block>(
+          std::move(*img),
+          virtio::BlockOptions{disk.read_only, absl::StrCat("kindling", slot.index)});
     }
-    if (shared == nullptr) {
-      d->loops_.push_back(std::make_unique<virtio::EventLoop>("virtio-misc"));
-      shared = d->loops_.back().get();
+    case VirtioKind::kNet: {
+      const NetConfig& n = config.nets[slot.index];
+      absl::StatusOr<virtio::Tap> tap = virtio::OpenTap(n.tap);
+      if (!tap.ok()) {
+        return absl::Status(tap.status().code(),
+                            absl::StrCat("--net tap=", n.tap, ": ", tap.status().message()));
+      }
+      return std::make_shared<virtio::Net>(own_loop(absl::StrCat("virtio-net", slot.index)),
+                                           std::move(*tap), virtio::NetOptions{n.mac});
     }
-    if (slot.kind == VirtioKind::kRng) {
-      RETURN_IF_ERROR(d->Add(slot, std::make_shared<virtio::Rng>(), *shared, env));
-    } else {
-      d->console_ = std::make_shared<virtio::Console>(*shared, env.console_output);
-      RETURN_IF_ERROR(d->Add(slot, d->console_, *shared, env));
+    case VirtioKind::kVsock: {
+      virtio::EventLoop& vsock_loop = own_loop("virtio-vsock");
+      virtio::VsockOptions o;
+      o.guest_cid = config.vsock->cid;
+      o.uds_path = config.vsock->uds_path;
+      absl::StatusOr<std::shared_ptr<virtio::Vsock>> v = virtio::Vsock::Create(vsock_loop, o);
+      if (!v.ok()) {
+        return absl::Status(v.status().code(),
+                            absl::StrCat("--vsock uds=", o.uds_path, ": ", v.status().message()));
+      }
+      return std::shared_ptr<virtio::VirtioDevice>(*v);
     }
+    default:
+      break;
   }
-  return d;
+  if (shared == nullptr) shared = &own_loop("virtio-misc");
+  loop = shared;
+  switch (slot.kind) {
+    case VirtioKind::kRng:
+      return std::make_shared<virtio::Rng>();
+    case VirtioKind::kConsole:
+      console_ = std::make_shared<virtio::Console>(*shared, env.console_output);
+      return std::shared_ptr<virtio::VirtioDevice>(console_);
+    case VirtioKind::kBalloon: {
+      const BalloonConfig& b = *config.balloon;
+      virtio::BalloonOptions o;
+      o.deflate_on_oom = b.deflate_on_oom;
+      o.stats_interval_s = b.stats_interval_s;
+      o.free_page_reporting = b.free_page_reporting;
+      balloon_ = std::make_shared<virtio::Balloon>(*shared, o);
+      balloon_->SetTarget(b.amount_mib);
+      return std::shared_ptr<virtio::VirtioDevice>(balloon_);
+    }
+    default:
+      return absl::InternalError("unknown virtio device kind");
+  }
 }
 
 absl::Status VirtioDevices::Add(const VirtioSlot& slot,
@@ -241,7 +314,14 @@ absl::Status VirtioDevices::AddMmio(const VirtioSlot& slot,
 }
 
 VirtioDevices::~VirtioDevices() {
-  loops_.clear();  // joins the threads before the devices go away
+  // Threads first (nothing runs any more), then the devices and transports
+  // (some hold sockets bound to a loop's io_context), then the loops.
+  for (auto& l : loops_) l->Stop();
+  bar_mappers_.clear();
+  transports_.clear();
+  console_.reset();
+  balloon_.reset();
+  loops_.clear();
 }
 
 std::optional<vcpu::boot::PciEcamDescription> VirtioPlan::Ecam() const {

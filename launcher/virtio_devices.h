@@ -9,6 +9,7 @@
 #ifndef KINDLING_LAUNCHER_VIRTIO_DEVICES_H_
 #define KINDLING_LAUNCHER_VIRTIO_DEVICES_H_
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "vcpu/bus.h"
 #include "vcpu/devices/ioapic.h"
 #include "vcpu/kvm.h"
+#include "virtio/balloon.h"
 #include "virtio/console.h"
 #include "virtio/event_loop.h"
 #include "virtio/mmio.h"
@@ -44,21 +46,41 @@ struct DiskConfig {
 
 enum class VirtioTransport { kMmio, kPci };
 
+struct NetConfig {
+  std::string tap;                              // an existing or new TAP
+  std::optional<std::array<uint8_t, 6>> mac;    // random if unset
+};
+
+struct VsockConfig {
+  uint64_t cid = 3;
+  std::string uds_path;  // Firecracker's convention; see libs/virtio/README.md
+};
+
+struct BalloonConfig {
+  uint64_t amount_mib = 0;  // initial target
+  bool deflate_on_oom = false;
+  uint32_t stats_interval_s = 0;
+  bool free_page_reporting = true;
+};
+
 struct VirtioConfig {
   VirtioTransport transport = VirtioTransport::kMmio;
   std::vector<DiskConfig> disks;
+  std::vector<NetConfig> nets;
   bool rng = false;
   bool console = false;  // virtio-console (hvc0) in addition to ttyS0
+  std::optional<VsockConfig> vsock;
+  std::optional<BalloonConfig> balloon;
 };
 
 // Checks paths and counts without opening anything.
 absl::Status ValidateVirtio(const VirtioConfig& config);
 
-enum class VirtioKind { kBlock, kRng, kConsole };
+enum class VirtioKind { kBlock, kNet, kRng, kConsole, kVsock, kBalloon };
 
 struct VirtioSlot {
   VirtioKind kind;
-  size_t index;      // into config.disks for kBlock
+  size_t index;      // into config.disks / config.nets
   uint64_t base;     // mmio: register window; pci: BAR 0
   uint32_t gsi;      // mmio only
 };
@@ -102,12 +124,16 @@ class VirtioDevices {
   ~VirtioDevices();
   // The virtio console, if any (for stdin forwarding).
   virtio::Console* console() { return console_.get(); }
+  virtio::Balloon* balloon() { return balloon_.get(); }
 
  private:
   VirtioDevices() = default;
   absl::Status Add(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                    virtio::EventLoop& loop, const VirtioEnv& env);
 
+  absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> MakeDevice(
+      const VirtioSlot& slot, const VirtioConfig& config, const VirtioEnv& env,
+      virtio::EventLoop*& shared, virtio::EventLoop*& loop);
   absl::Status AddMmio(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                        virtio::EventLoop& loop, const VirtioEnv& env);
   absl::Status AddPci(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
@@ -120,6 +146,7 @@ class VirtioDevices {
   std::vector<std::unique_ptr<PciBarMapper>> bar_mappers_;
   std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
   std::shared_ptr<virtio::Console> console_;
+  std::shared_ptr<virtio::Balloon> balloon_;
 };
 
 }  // namespace kindling

@@ -28,7 +28,9 @@ EventLoop::EventLoop(std::string name)
   });
 }
 
-EventLoop::~EventLoop() {
+EventLoop::~EventLoop() { Stop(); }
+
+void EventLoop::Stop() {
   guard_.reset();
   io_.stop();
   if (thread_.joinable()) thread_.join();

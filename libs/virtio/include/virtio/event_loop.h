@@ -27,6 +27,9 @@ class EventLoop {
  public:
   explicit EventLoop(std::string name);
   ~EventLoop();  // stops the thread; pending work is dropped
+  // Stops and joins the thread but keeps the io_context, so objects bound
+  // to it (devices' sockets, FdWatch) can still be destroyed safely.
+  void Stop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
