@@ -4,7 +4,9 @@
 # (bytes in the file, read-only disks, full and split irqchip, a flush that
 # survives kill -9), virtio-rng and virtio-console, and the hostile guest
 # (every malformed ring ends in DEVICE_NEEDS_RESET, the VMM and the other
-# device keep going). Runs kindling directly where /dev/kvm works, else in
+# device keep going), virtio-net over a TAP, virtio-vsock both ways through
+# Unix sockets, the balloon lowering kindling's RSS — over virtio-mmio and
+# virtio-pci. Runs kindling directly where /dev/kvm works, else in
 # tools/nested-kvm.
 #
 # Usage: virtio_test.sh KINDLING CASES_SH EXPECT_DIR GUEST.elf...
@@ -28,7 +30,7 @@ else
   echo "virtio_test: no usable /dev/kvm: running under nested KVM"
   files=(--file "$cases:cases.sh")
   for g in "$@"; do files+=(--file "$g:$(basename "$g")"); done
-  "$here/../../tools/nested-kvm/run.sh" --mem 1024 --timeout 400 --bin "$kindling" \
+  "$here/../../tools/nested-kvm/run.sh" --mem 1024 --timeout 400 --module tun --bin "$kindling" \
     "${files[@]}" -- sh cases.sh >"$tmp/raw" 2>&1
   rc=$?
   [[ $rc -eq 77 ]] && { grep -m1 '^SKIP:' "$tmp/raw" || echo "SKIP: nested KVM unavailable"; exit 0; }
