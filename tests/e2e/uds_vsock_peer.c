@@ -6,12 +6,13 @@
 //       connection, read one line, write it back, close
 //   uds_vsock_peer connect PATH PORT  connect to PATH (kindling's socket),
 //       send "CONNECT PORT\n", expect "OK <n>\n", send "hello from the
-//       host\n", expect "echo: hello from the host\n"; retried for 10 s
+//       host\n", expect "echo: hello from the host\n"; retried for 30 s
 //       while kindling or the guest is not ready
 //
 // Prints `uds-peer: ...` lines; exit 0 on success, 1 on failure.
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kTimeoutMs = 10000 };
+enum { kTimeoutMs = 30000 };  // generous: nested KVM under TCG is slow
 
 static int read_line(int fd, char* buf, size_t size) {
   size_t n = 0;
@@ -128,6 +129,9 @@ static int connect_guest(const char* path, const char* port) {
 }
 
 int main(int argc, char** argv) {
+  // kindling closes our socket when the guest refuses (not listening yet):
+  // a write then must fail with EPIPE and be retried, not kill us.
+  signal(SIGPIPE, SIG_IGN);
   if (argc == 3 && strcmp(argv[1], "echo") == 0) return echo(argv[2]);
   if (argc == 4 && strcmp(argv[1], "connect") == 0) return connect_guest(argv[2], argv[3]) ? 1 : 0;
   fprintf(stderr, "usage: uds_vsock_peer echo PATH | connect PATH PORT\n");

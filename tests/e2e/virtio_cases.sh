@@ -116,7 +116,7 @@ rm -f v.sock v.sock_1235
 echo_pid=$!
 echo "=== begin vsock"
 $K run --kernel virtio_vsock.elf --vsock cid=3,uds=v.sock \
-  --cmdline "vsock.listen=1234 vsock.connect=1235" >vsock.out 2>&1 </dev/null &
+  --cmdline "vsock.listen=1234 vsock.connect=1235 vsock.wait_ms=30000" >vsock.out 2>&1 </dev/null &
 pid=$!
 ./uds_vsock_peer connect v.sock 1234 >peer_connect.out 2>&1
 wait $pid
