@@ -326,7 +326,9 @@ VirtioDevices::~VirtioDevices() {
 
 std::optional<vcpu::boot::PciEcamDescription> VirtioPlan::Ecam() const {
   if (!has_pci()) return std::nullopt;
-  return vcpu::boot::PciEcamDescription{kPciEcamBase, 0};
+  // The host bridge forwards the hole from the first BAR up to the ECAM.
+  return vcpu::boot::PciEcamDescription{kPciEcamBase, 0, static_cast<uint32_t>(kPciBarBase),
+                                        static_cast<uint32_t>(kPciEcamBase - kPciBarBase)};
 }
 
 }  // namespace kindling

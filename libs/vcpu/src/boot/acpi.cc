@@ -189,6 +189,55 @@ std::vector<uint8_t> IoDeviceAml(const IoDeviceDescription& d) {
   return Package({0x5b, 0x82}, body);  // DeviceOp
 }
 
+// \_SB.PCI0: the host bridge of PCI segment 0. Linux on ACPI scans only the
+// root buses the DSDT declares (no PNP0A03/PNP0A08 device: no PCI devices at
+// all, MCFG or not), and assigns BARs only inside the windows in their _CRS.
+// No _PRT: the functions have no INTx pin (MSI-X only).
+std::vector<uint8_t> PciHostBridgeAml(const PciEcamDescription& e) {
+  auto put16 = [](std::vector<uint8_t>& v, uint16_t x) {
+    v.push_back(x & 0xff);
+    v.push_back(x >> 8);
+  };
+  auto put32 = [](std::vector<uint8_t>& v, uint32_t x) {
+    for (int i = 0; i < 4; ++i) v.push_back((x >> (8 * i)) & 0xff);
+  };
+  std::vector<uint8_t> crs;
+  // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+  //                0, 0, end_bus, 0, end_bus + 1)
+  crs.insert(crs.end(), {0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00});
+  put16(crs, 0);
+  put16(crs, 0);
+  put16(crs, e.end_bus);
+  put16(crs, 0);
+  put16(crs, static_cast<uint16_t>(e.end_bus + 1));
+  // IO (Decode16, 0xcf8, 0xcf8, 1, 8): configuration mechanism #1
+  crs.insert(crs.end(), {0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08});
+  if (e.mmio_size != 0) {
+    // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed,
+    //              NonCacheable, ReadWrite, 0, base, base + size - 1, 0, size)
+    crs.insert(crs.end(), {0x87, 0x17, 0x00, 0x00, 0x0c, 0x01});
+    put32(crs, 0);
+    put32(crs, e.mmio_base);
+    put32(crs, e.mmio_base + e.mmio_size - 1);
+    put32(crs, 0);
+    put32(crs, e.mmio_size);
+  }
+  crs.insert(crs.end(), {0x79, 0x00});  // EndTag
+  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
+  Append(buffer_body, crs);
+  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
+  Append(name_crs, Package({0x11}, buffer_body));  // BufferOp
+
+  std::vector<uint8_t> body = {'P', 'C', 'I', '0'};
+  Append(body, NameDword("_HID", EisaId("PNP0A08")));  // PCI Express root
+  Append(body, NameDword("_CID", EisaId("PNP0A03")));  // PCI root
+  Append(body, NameDword("_UID", 0));
+  Append(body, NameDword("_SEG", 0));
+  Append(body, NameDword("_BBN", 0));
+  Append(body, name_crs);
+  return Package({0x5b, 0x82}, body);  // DeviceOp
+}
+
 }  // namespace
 
 uint32_t EisaId(const std::string& id) {
@@ -209,8 +258,9 @@ uint8_t ChecksumByte(const uint8_t* data, size_t len) {
 
 std::vector<uint8_t> BuildDsdt(const PlatformConfig& config) {
   Bytes b = Header("DSDT", 2);
-  if (!config.dsdt_devices.empty() || !config.io_devices.empty()) {
+  if (!config.dsdt_devices.empty() || !config.io_devices.empty() || config.pci_ecam) {
     std::vector<uint8_t> devices;
+    if (config.pci_ecam) Append(devices, PciHostBridgeAml(*config.pci_ecam));
     for (const IoDeviceDescription& d : config.io_devices) {
       Append(devices, IoDeviceAml(d));
     }

@@ -108,6 +108,33 @@ TEST_CASE("DSDT describes MMIO devices with _HID and _CRS") {
   REQUIRE(At<uint32_t>(dsdt, mem32 + 4) == 0xd0000000);
 }
 
+TEST_CASE("DSDT declares the PCI host bridge with bus range and BAR window") {
+  PlatformConfig cfg;
+  REQUIRE(BuildDsdt(cfg).size() == 36);  // no PCI: no PCI0
+  cfg.pci_ecam = PciEcamDescription{0xeff00000, 0, 0xc0000000, 0x2ff00000};
+  auto dsdt = BuildDsdt(cfg);
+  REQUIRE(Sum(dsdt) == 0);
+  std::string text(dsdt.begin(), dsdt.end());
+  REQUIRE(text.find("PCI0") != std::string::npos);
+  REQUIRE(text.find("_SEG") != std::string::npos);
+  REQUIRE(text.find("_BBN") != std::string::npos);
+  // _HID PNP0A08, _CID PNP0A03
+  auto dword = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+  REQUIRE(text.find("_HID\x0c" + dword(EisaId("PNP0A08"))) != std::string::npos);
+  REQUIRE(text.find("_CID\x0c" + dword(EisaId("PNP0A03"))) != std::string::npos);
+  // WordBusNumber producer for bus 0..0
+  size_t bus = text.find(std::string("\x88\x0d\x00\x02", 4));
+  REQUIRE(bus != std::string::npos);
+  REQUIRE(At<uint16_t>(dsdt, bus + 10) == 0);  // max bus
+  REQUIRE(At<uint16_t>(dsdt, bus + 14) == 1);  // length
+  // DWordMemory producer: the BAR window
+  size_t mem = text.find(std::string("\x87\x17\x00\x00", 4));
+  REQUIRE(mem != std::string::npos);
+  REQUIRE(At<uint32_t>(dsdt, mem + 10) == 0xc0000000);
+  REQUIRE(At<uint32_t>(dsdt, mem + 14) == 0xefefffff);
+  REQUIRE(At<uint32_t>(dsdt, mem + 22) == 0x2ff00000);
+}
+
 TEST_CASE("MP table: floating pointer in the EBDA, one processor per CPU") {
   auto mem = Ram();
   PlatformConfig cfg;
@@ -179,6 +206,7 @@ TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
   cfg.num_cpus = 2;
   cfg.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, 4});
   cfg.dsdt_devices.push_back({"LNRO0005", 0xd0000000, 0x200, 5});
+  cfg.pci_ecam = PciEcamDescription{0xeff00000, 0, 0xc0000000, 0x2ff00000};
   auto rsdp = WriteAcpiTables(*mem, cfg);
   REQUIRE(rsdp.ok());
   const char* tmp = std::getenv("TEST_TMPDIR");
@@ -207,4 +235,7 @@ TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
   REQUIRE(std::system(("cd " + dir + " && iasl -d DSDT.aml > DSDT.log 2>&1").c_str()) == 0);
   REQUIRE(std::system(("! grep -iE 'error|warning' " + dir + "/DSDT.log").c_str()) == 0);
   REQUIRE(std::system(("grep -q PNP0501 " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q 'EisaId (\"PNP0A08\")' " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q WordBusNumber " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q DWordMemory " + dir + "/DSDT.dsl").c_str()) == 0);
 }

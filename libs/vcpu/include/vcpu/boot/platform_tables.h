@@ -1,6 +1,6 @@
 // Firmware tables that tell a guest which CPUs and interrupt controllers it
 // has: the Intel MP table and ACPI (RSDP, XSDT, FADT, MADT, DSDT, and MCFG
-// when there is a PCI bus).
+// plus a PCI host bridge in the DSDT when there is a PCI bus).
 //
 //   PlatformConfig cfg{.num_cpus = 4};
 //   RETURN_IF_ERROR(WriteMpTable(mem, cfg));
@@ -44,10 +44,16 @@ struct IoDeviceDescription {
 // Encodes an EISA ID ("PNP0501") the way ACPI's EisaId() does.
 uint32_t EisaId(const std::string& id);
 
-// PCI segment 0's memory-mapped configuration space (ECAM), for MCFG.
+// PCI segment 0: its memory-mapped configuration space (ECAM), for MCFG,
+// and the host bridge the DSDT declares (\_SB.PCI0, PNP0A08): an ACPI
+// guest scans only the root buses the DSDT has, through the windows in
+// their _CRS.
 struct PciEcamDescription {
   uint64_t base = 0;
   uint8_t end_bus = 0;  // buses 0..end_bus, 1 MiB each
+  // The 32-bit memory window the bridge forwards, where the BARs live.
+  uint32_t mmio_base = 0;
+  uint32_t mmio_size = 0;
 };
 
 struct PlatformConfig {
@@ -57,7 +63,7 @@ struct PlatformConfig {
   bool has_pic = true;
   std::vector<MmioDeviceDescription> dsdt_devices;
   std::vector<IoDeviceDescription> io_devices;
-  std::optional<PciEcamDescription> pci_ecam;  // adds an MCFG table
+  std::optional<PciEcamDescription> pci_ecam;  // adds MCFG and \_SB.PCI0
 };
 
 // Builds the ACPI tables at the RSDP/tables addresses in boot/layout.h and
