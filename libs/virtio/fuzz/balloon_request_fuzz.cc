@@ -6,13 +6,6 @@
 #include "libs/virtio/fuzz/fuzz_env.h"
 #include "virtio/balloon.h"
 
-namespace {
-struct NullInterrupt : virtio::Interrupt {
-  void SignalQueue(uint16_t) override {}
-  void SignalConfig() override {}
-};
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static virtio::EventLoop loop("balloon-fuzz");
   virtio::Queue queues[4] = {virtio::Queue(256), virtio::Queue(256), virtio::Queue(256),
@@ -33,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 1 && (data[1] & 8)) features |= virtio::Bit(virtio::kBalloonFStatsVq);
   if (size > 1 && (data[1] & 16)) features |= virtio::Bit(virtio::kBalloonFReporting);
   virtio::Balloon balloon(loop, {});
-  NullInterrupt irq;
+  virtio::fuzz::NullInterrupt irq;
   virtio::ActivateContext ctx{mem.get(), queues, &irq, features, [](uint16_t) {}};
   loop.RunSync([&] {
     if (!balloon.Activate(ctx).ok()) return;

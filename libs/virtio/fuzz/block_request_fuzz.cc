@@ -9,13 +9,6 @@
 #include "libs/virtio/fuzz/fuzz_env.h"
 #include "virtio/block.h"
 
-namespace {
-struct NullInterrupt : virtio::Interrupt {
-  void SignalQueue(uint16_t) override {}
-  void SignalConfig() override {}
-};
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   virtio::Queue q(256);
   auto mem = virtio::fuzz::MakeGuest(data, size, q);
@@ -30,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   close(fd);
   if (!img.ok()) return 0;
   virtio::Block blk(std::move(*img), {size > 1 && (data[1] & 4), "fuzz"});
-  NullInterrupt irq;
+  virtio::fuzz::NullInterrupt irq;
   int again = 0;
   virtio::ActivateContext ctx{mem.get(), {&q, 1}, &irq, 0, [&](uint16_t) { ++again; }};
   if (!blk.Activate(ctx).ok()) return 0;

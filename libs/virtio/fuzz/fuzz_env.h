@@ -8,10 +8,17 @@
 #include <cstring>
 #include <memory>
 
+#include "virtio/device.h"
 #include "virtio/queue.h"
 #include "vm-memory/guest_memory.h"
 
 namespace virtio::fuzz {
+
+// Interrupts go nowhere in a fuzzer.
+struct NullInterrupt : Interrupt {
+  void SignalQueue(uint16_t) override {}
+  void SignalConfig() override {}
+};
 
 inline constexpr uint64_t kRam = 256 << 10;
 // The available ring first, so short inputs already publish chains.

@@ -9,13 +9,6 @@
 #include "libs/virtio/fuzz/fuzz_env.h"
 #include "virtio/net.h"
 
-namespace {
-struct NullInterrupt : virtio::Interrupt {
-  void SignalQueue(uint16_t) override {}
-  void SignalConfig() override {}
-};
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static virtio::EventLoop loop("net-fuzz");
   virtio::Queue queues[2] = {virtio::Queue(256), virtio::Queue(256)};
@@ -41,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tap.name = "fuzz";
   {
     virtio::Net net(loop, std::move(tap), {});
-    NullInterrupt irq;
+    virtio::fuzz::NullInterrupt irq;
     virtio::ActivateContext ctx{mem.get(), queues, &irq, features, [](uint16_t) {}};
     loop.RunSync([&] {
       if (!net.Activate(ctx).ok()) return;

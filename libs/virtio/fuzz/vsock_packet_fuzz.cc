@@ -12,13 +12,6 @@
 #include "libs/virtio/fuzz/fuzz_env.h"
 #include "virtio/vsock.h"
 
-namespace {
-struct NullInterrupt : virtio::Interrupt {
-  void SignalQueue(uint16_t) override {}
-  void SignalConfig() override {}
-};
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static virtio::EventLoop loop("vsock-fuzz");
   static const std::string path = "/tmp/kindling-vsock-fuzz-" + std::to_string(getpid());
@@ -37,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   auto vsock = virtio::Vsock::Create(loop, {3, path, 8});
   if (!vsock.ok()) return 0;
-  NullInterrupt irq;
+  virtio::fuzz::NullInterrupt irq;
   virtio::ActivateContext ctx{mem.get(), queues, &irq, features, [](uint16_t) {}};
   loop.RunSync([&] {
     virtio::Vsock& v = **vsock;

@@ -91,21 +91,7 @@ absl::Status Block::Activate(const ActivateContext& ctx) {
 }
 
 absl::Status Block::ProcessQueue(uint16_t index) {
-  Queue& q = ctx_.queues[index];
-  bool used = false;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(index);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) break;
-    ASSIGN_OR_RETURN(uint32_t written, Serve(*chain));
-    RETURN_IF_ERROR(q.PushUsed(chain->head, written));
-    used = true;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(index);
-  return absl::OkStatus();
+  return ServeQueue(ctx_, index, [this](const DescriptorChain& c) { return Serve(c); });
 }
 
 absl::StatusOr<uint32_t> Block::Serve(const DescriptorChain& chain) {

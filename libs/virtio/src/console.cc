@@ -40,27 +40,17 @@ absl::Status Console::ProcessQueue(uint16_t index) {
 }
 
 absl::Status Console::Transmit() {
-  if (!active_) return absl::OkStatus();
-  Queue& q = ctx_.queues[kTransmitQueue];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
+  if (!active_ || !ctx_.queues[kTransmitQueue].active()) return absl::OkStatus();
   std::vector<uint8_t> buf;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(kTransmitQueue);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) break;
-    ChainReader r(*ctx_.memory, *chain);
-    buf.resize(std::min<uint64_t>(r.remaining(), kMaxWrite));
-    RETURN_IF_ERROR(r.Read(buf));
-    output_(std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
-    RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
-    used = true;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(kTransmitQueue);
-  return absl::OkStatus();
+  return ServeQueue(ctx_, kTransmitQueue,
+                    [&](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+                      ChainReader r(*ctx_.memory, chain);
+                      buf.resize(std::min<uint64_t>(r.remaining(), kMaxWrite));
+                      RETURN_IF_ERROR(r.Read(buf));
+                      output_(std::string_view(reinterpret_cast<const char*>(buf.data()),
+                                               buf.size()));
+                      return 0u;
+                    });
 }
 
 absl::Status Console::Receive() {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "virtio/queue.h"
 #include "virtio/types.h"
 #include "vm-memory/guest_memory.h"
@@ -67,6 +68,15 @@ class VirtioDevice {
   // Back to the state before Activate; queues are reset by the transport.
   virtual void Reset() = 0;
 };
+
+// Serves at most one queue's worth of chains from queue `index`: each goes
+// to `serve`, which returns how many bytes it wrote into the chain, and then
+// back to the driver; whatever is left waits for ctx.process_again. Raises
+// the queue's interrupt if the driver wants one. An error from `serve` or
+// the queue breaks the device.
+absl::Status ServeQueue(
+    const ActivateContext& ctx, uint16_t index,
+    const std::function<absl::StatusOr<uint32_t>(const DescriptorChain&)>& serve);
 
 // Copies `data.size()` bytes of a config struct at `offset` into `data`,
 // zeros past its end.
