@@ -87,6 +87,8 @@ void Block::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
 
 absl::Status Block::Activate(const ActivateContext& ctx) {
   ctx_ = ctx;
+  // A driver that cannot flush gets write-through (spec 5.2.6.2).
+  write_through_ = !(ctx.features & Bit(kBlkFFlush));
   return absl::OkStatus();
 }
 
@@ -116,6 +118,11 @@ absl::StatusOr<uint32_t> Block::Serve(const DescriptorChain& chain) {
   return static_cast<uint32_t>(std::min<uint64_t>(out.written(), UINT32_MAX));
 }
 
+uint8_t Block::Persist(uint8_t status) {
+  if (status != kBlkSOk || !write_through_) return status;
+  return image_->Flush().ok() ? kBlkSOk : kBlkSIoErr;
+}
+
 bool Block::InRange(uint64_t sector, uint64_t bytes) const {
   uint64_t cap = capacity_sectors();
   return sector <= cap && bytes / kSectorSize <= cap - sector && bytes % kSectorSize == 0;
@@ -128,7 +135,7 @@ uint8_t Block::Execute(uint32_t type, uint64_t sector, ChainReader& in, ChainWri
       return ReadWrite(false, sector, in, out, data_out);
     case kBlkTOut:
       if (options_.read_only) return kBlkSIoErr;
-      return ReadWrite(true, sector, in, out, data_in);
+      return Persist(ReadWrite(true, sector, in, out, data_in));
     case kBlkTFlush:
       if (!image_->Flush().ok()) return kBlkSIoErr;
       return kBlkSOk;
@@ -141,7 +148,7 @@ uint8_t Block::Execute(uint32_t type, uint64_t sector, ChainReader& in, ChainWri
     case kBlkTDiscard:
     case kBlkTWriteZeroes:
       if (options_.read_only) return kBlkSIoErr;
-      return DiscardOrZero(type == kBlkTWriteZeroes, in, data_in);
+      return Persist(DiscardOrZero(type == kBlkTWriteZeroes, in, data_in));
     default:
       return kBlkSUnsupp;
   }

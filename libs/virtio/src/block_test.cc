@@ -168,3 +168,60 @@ TEST_CASE("virtio-blk: one call serves at most a queue's worth, then asks again"
 
 }  // namespace
 }  // namespace virtio
+
+namespace virtio {
+namespace {
+
+// An in-memory disk that counts flushes.
+class CountingImage : public block::Image {
+ public:
+  std::string_view format() const override { return "test"; }
+  uint64_t size() const override { return data_.size(); }
+  block::Capabilities capabilities() const override { return {}; }
+  absl::Status ReadV(uint64_t offset, std::span<const iovec> iov) override {
+    for (const iovec& v : iov) {
+      std::memcpy(v.iov_base, data_.data() + offset, v.iov_len);
+      offset += v.iov_len;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status WriteV(uint64_t offset, std::span<const iovec> iov) override {
+    for (const iovec& v : iov) {
+      std::memcpy(data_.data() + offset, v.iov_base, v.iov_len);
+      offset += v.iov_len;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Flush() override {
+    ++*flushes_;
+    return absl::OkStatus();
+  }
+  absl::Status Discard(uint64_t, uint64_t) override { return absl::OkStatus(); }
+  absl::Status WriteZeroes(uint64_t, uint64_t) override { return absl::OkStatus(); }
+  std::shared_ptr<int> flushes_ = std::make_shared<int>(0);
+
+ private:
+  std::vector<uint8_t> data_ = std::vector<uint8_t>(64 * 1024);
+};
+
+TEST_CASE("virtio-blk: a driver without FLUSH gets write-through") {
+  for (bool negotiated : {false, true}) {
+    test::QueueEnv env;
+    auto img = std::make_unique<CountingImage>();
+    std::shared_ptr<int> flushes = img->flushes_;
+    Block blk(std::move(img), {});
+    test::CountingInterrupt irq;
+    uint64_t features = negotiated ? Bit(kBlkFFlush) : 0;
+    REQUIRE(blk.Activate({env.mem.get(), {&env.queue, 1}, &irq, features, [](uint16_t) {}}).ok());
+    uint64_t s = env.driver.scratch().value;
+    uint32_t hdr[4] = {kBlkTOut, 0, 1, 0};
+    REQUIRE(env.mem->Write(GuestAddress(s), {reinterpret_cast<uint8_t*>(hdr), 16}).ok());
+    env.driver.AddChain({{s, 16, false}, {s + 4096, 512, false}, {s + 256, 1, true}});
+    REQUIRE(blk.ProcessQueue(0).ok());
+    REQUIRE(env.mem->ReadObj<uint8_t>(GuestAddress(s + 256)).value() == kBlkSOk);
+    REQUIRE(*flushes == (negotiated ? 0 : 1));
+  }
+}
+
+}  // namespace
+}  // namespace virtio

@@ -69,8 +69,8 @@ void Queue::set_indices(uint16_t next_avail, uint16_t next_used) {
 }
 
 absl::StatusOr<uint16_t> Queue::AvailIdx() const {
-  ASSIGN_OR_RETURN(uint16_t idx, mem_->ReadObj<uint16_t>(GuestAddress(avail_.value + 2)));
-  return idx;
+  // The driver moves this index while we read it: one 16-bit load.
+  return mem_->LoadAtomic16(GuestAddress(avail_.value + 2));
 }
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
@@ -93,7 +93,7 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
   ++next_avail_;
   if (event_idx_) {
     // avail_event: notify again as soon as anything new is made available.
-    RETURN_IF_ERROR(mem_->WriteObj<uint16_t>(
+    RETURN_IF_ERROR(mem_->StoreAtomic16(
         GuestAddress(used_.value + kRingHeader + 8ULL * size_), next_avail_));
   }
   return chain;
@@ -187,7 +187,7 @@ absl::Status Queue::PushUsed(uint16_t head, uint32_t len) {
   // The element must be visible before the index that publishes it.
   std::atomic_thread_fence(std::memory_order_release);
   ++next_used_;
-  return mem_->WriteObj<uint16_t>(GuestAddress(used_.value + 2), next_used_);
+  return mem_->StoreAtomic16(GuestAddress(used_.value + 2), next_used_);
 }
 
 bool Queue::NeedsInterrupt() {
@@ -202,12 +202,12 @@ bool Queue::NeedsInterrupt() {
   if (had_old && old == next_used_) return false;  // nothing new
   if (event_idx_) {
     absl::StatusOr<uint16_t> ev =
-        mem_->ReadObj<uint16_t>(GuestAddress(avail_.value + kRingHeader + 2ULL * size_));
+        mem_->LoadAtomic16(GuestAddress(avail_.value + kRingHeader + 2ULL * size_));
     if (!ev.ok() || !had_old) return true;
     // vring_need_event: did next_used_ step past used_event since `old`?
     return static_cast<uint16_t>(next_used_ - *ev - 1) < static_cast<uint16_t>(next_used_ - old);
   }
-  absl::StatusOr<uint16_t> flags = mem_->ReadObj<uint16_t>(avail_);
+  absl::StatusOr<uint16_t> flags = mem_->LoadAtomic16(avail_);
   return !flags.ok() || !(*flags & kAvailFNoInterrupt);
 }
 
@@ -215,11 +215,11 @@ absl::StatusOr<bool> Queue::EnableNotification(bool enable) {
   if (mem_ == nullptr) return absl::FailedPreconditionError("queue is not active");
   if (event_idx_) {
     if (enable) {
-      RETURN_IF_ERROR(mem_->WriteObj<uint16_t>(
+      RETURN_IF_ERROR(mem_->StoreAtomic16(
           GuestAddress(used_.value + kRingHeader + 8ULL * size_), next_avail_));
     }
   } else {
-    RETURN_IF_ERROR(mem_->WriteObj<uint16_t>(used_, enable ? 0 : kUsedFNoNotify));
+    RETURN_IF_ERROR(mem_->StoreAtomic16(used_, enable ? 0 : kUsedFNoNotify));
   }
   if (!enable) return false;
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -165,6 +165,34 @@ absl::Status GuestMemory::Read(GuestAddress addr,
                       });
 }
 
+namespace {
+absl::Status Misaligned16(GuestAddress addr) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("16-bit access at 0x%x is not 2-byte aligned", addr.value));
+}
+}  // namespace
+
+absl::StatusOr<uint16_t> GuestMemory::LoadAtomic16(GuestAddress addr) const {
+  if (!addr.IsAligned(2)) return Misaligned16(addr);
+  // Regions are page-aligned, so an aligned 16-bit field is in one region.
+  uint16_t v = 0;
+  absl::Status s =
+      ForEachChunk(addr, 2, [&](const GuestRegion& r, RegionOffset off, uint64_t, uint64_t) {
+        v = __atomic_load_n(reinterpret_cast<const uint16_t*>(r.HostPointer(off)),
+                            __ATOMIC_ACQUIRE);
+      });
+  if (!s.ok()) return s;
+  return v;
+}
+
+absl::Status GuestMemory::StoreAtomic16(GuestAddress addr, uint16_t value) {
+  if (!addr.IsAligned(2)) return Misaligned16(addr);
+  return ForEachChunk(addr, 2, [&](const GuestRegion& r, RegionOffset off, uint64_t, uint64_t) {
+    __atomic_store_n(reinterpret_cast<uint16_t*>(r.HostPointer(off)), value, __ATOMIC_RELEASE);
+    r.dirty_bitmap().MarkRange(off.value, 2);
+  });
+}
+
 absl::Status GuestMemory::Write(GuestAddress addr,
                                 std::span<const uint8_t> src) {
   return ForEachChunk(addr, src.size(),

@@ -185,3 +185,14 @@ TEST_CASE("ZeroRange zeroes partial and whole pages across regions") {
   REQUIRE_FALSE(mem->ZeroRange(GuestAddress(0x1fff0), 0x20).ok());
   REQUIRE(mem->ZeroRange(GuestAddress(0x100000), 0x10).ok());  // sub-page
 }
+
+TEST_CASE("16-bit atomic loads and stores: aligned, in RAM, marking dirty") {
+  auto mem = TwoRegions();
+  REQUIRE(mem->StoreAtomic16(GuestAddress(0x10002), 0xbeef).ok());
+  REQUIRE(mem->LoadAtomic16(GuestAddress(0x10002)).value() == 0xbeef);
+  REQUIRE(mem->ReadObj<uint16_t>(GuestAddress(0x10002)).value() == 0xbeef);
+  REQUIRE(mem->FindRegion(GuestAddress(0x10002))->dirty_bitmap().IsDirty(0x2));
+  REQUIRE_FALSE(mem->LoadAtomic16(GuestAddress(0x10003)).ok());  // misaligned
+  REQUIRE_FALSE(mem->StoreAtomic16(GuestAddress(0x20000), 1).ok());  // a gap
+  REQUIRE_FALSE(mem->LoadAtomic16(GuestAddress(0xfffffffffffffffe)).ok());
+}

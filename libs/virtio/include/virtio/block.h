@@ -1,7 +1,8 @@
 // Block: virtio-blk (virtio 1.2, 5.2) over any block::Image (raw, qcow2,
 // ...). Requests run on the device's event loop: reads and writes go
 // straight between guest memory and the image (iovecs, no bounce copy);
-// FLUSH completes only after the image's Flush (fdatasync) returned.
+// FLUSH completes only after the image's Flush (fdatasync) returned, and a
+// driver that does not negotiate FLUSH gets write-through.
 //
 //   ASSIGN_OR_RETURN(auto img, block::OpenImage("disk.img", {}));
 //   auto blk = std::make_shared<Block>(std::move(img), BlockOptions{.serial = "disk0"});
@@ -72,10 +73,13 @@ class Block : public VirtioDevice {
                     uint64_t len);
   uint8_t DiscardOrZero(bool zero, ChainReader& in, uint64_t len);
   bool InRange(uint64_t sector, uint64_t bytes) const;
+  // Flushes after a successful write when the driver did not take FLUSH.
+  uint8_t Persist(uint8_t status);
 
   std::unique_ptr<block::Image> image_;
   BlockOptions options_;
   ActivateContext ctx_;
+  bool write_through_ = false;
 };
 
 }  // namespace virtio

@@ -133,6 +133,12 @@ class GuestMemory {
                            reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
   }
 
+  // One naturally aligned 16-bit load or store, never split into bytes:
+  // for fields the guest updates concurrently (virtqueue indices), which a
+  // memcpy may read torn. The store marks the page dirty.
+  absl::StatusOr<uint16_t> LoadAtomic16(GuestAddress addr) const;
+  absl::Status StoreAtomic16(GuestAddress addr, uint16_t value);
+
   // Host views of [addr, addr + len), one per region crossed. kWrite marks
   // the range dirty up front (the device is about to write it).
   absl::StatusOr<std::vector<VolatileSlice>> GetSlices(GuestAddress addr,
