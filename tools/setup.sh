@@ -11,6 +11,7 @@ PACKAGES=(
   liburing-dev zlib1g-dev libzstd-dev
   qemu-system-x86 qemu-utils seabios
   busybox-static cpio file acpica-tools
+  fio
 )
 
 missing=()

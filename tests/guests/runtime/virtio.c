@@ -400,17 +400,28 @@ void virtio_begin(struct virtio_dev* d, uint64_t wanted) {
   }
 }
 
-// Ring memory of one queue: descriptors at 0, avail ring at 1 KiB, used
-// ring at 2 KiB of one page (VIRTQ_MAX_SIZE 64 fits each in 1 KiB).
+// Ring memory of one queue laid out for `limit` entries: descriptors at 0,
+// avail ring at 16·limit, used ring at 32·limit (the default limit 64 puts
+// them at 0, 1 KiB and 2 KiB of one page).
 #define RING_PAGE 4096
-#define AVAIL_OFF 1024
-#define USED_OFF 2048
-_Static_assert(16 * VIRTQ_MAX_SIZE <= AVAIL_OFF, "desc table too big");
-_Static_assert(AVAIL_OFF + 6 + 2 * VIRTQ_MAX_SIZE <= USED_OFF, "avail too big");
-_Static_assert(USED_OFF + 6 + 8 * VIRTQ_MAX_SIZE <= RING_PAGE, "used too big");
+static uint16_t queue_limit = VIRTQ_DEFAULT_LIMIT;
+
+static uint64_t ring_avail_off(uint16_t limit) { return 16u * limit; }
+static uint64_t ring_used_off(uint16_t limit) { return 32u * limit; }
+static uint64_t ring_bytes(uint16_t limit) {
+  uint64_t end = ring_used_off(limit) + 6 + 8u * limit;
+  return (end + RING_PAGE - 1) & ~(uint64_t)(RING_PAGE - 1);
+}
+
+void virtio_set_queue_limit(uint16_t limit) {
+  if (limit == 0 || limit > VIRTQ_MAX_SIZE || (limit & (limit - 1)))
+    fail("virtio: queue limit %u is not a power of 2 up to %u", limit,
+         VIRTQ_MAX_SIZE);
+  queue_limit = limit;
+}
 
 static void vq_reset_state(struct virtq* q, uint16_t size) {
-  memset((void*)q->desc, 0, RING_PAGE);
+  memset((void*)q->desc, 0, ring_bytes(q->ring_limit));
   q->size = size;
   q->used_event = &q->avail->ring[size];
   q->avail_event = (volatile uint16_t*)&q->used->ring[size];
@@ -418,8 +429,8 @@ static void vq_reset_state(struct virtq* q, uint16_t size) {
   q->free_head = 0;
   q->num_free = size;
   q->avail_idx = q->last_used = q->kicked_idx = 0;
-  memset(q->inflight, 0, sizeof(q->inflight));
-  memset(q->done, 0, sizeof(q->done));
+  memset(q->inflight, 0, q->ring_limit);
+  memset(q->done, 0, q->ring_limit);
   q->no_interrupt = 0;
 }
 
@@ -476,16 +487,23 @@ void virtio_setup_queue(struct virtio_dev* d, int index) {
     fail("virtio-%s: queue %d out of range", name, index);
   uint32_t max = queue_max(d, index, name);
   if (max == 0) fail("virtio-%s: queue %d not available", name, index);
-  uint32_t size = VIRTQ_MAX_SIZE;  // split rings: a power of 2
-  while (size > max) size >>= 1;
   struct virtq* q = &d->vq[index];
   if (!q->desc) {  // first time: memory stays with the queue across resets
-    char* ring = dma_alloc(RING_PAGE, RING_PAGE);
+    uint16_t limit = queue_limit;
+    char* ring = dma_alloc(ring_bytes(limit), RING_PAGE);
+    q->ring_limit = limit;
     q->desc = (volatile struct virtq_desc*)ring;
-    q->avail = (volatile struct virtq_avail*)(ring + AVAIL_OFF);
-    q->used = (volatile struct virtq_used*)(ring + USED_OFF);
-    q->indirect = dma_alloc(sizeof(*q->indirect) * VIRTQ_MAX_SIZE, 16);
+    q->avail = (volatile struct virtq_avail*)(ring + ring_avail_off(limit));
+    q->used = (volatile struct virtq_used*)(ring + ring_used_off(limit));
+    q->indirect = dma_alloc(sizeof(*q->indirect) * limit, 16);
+    q->wlen = dma_alloc(4u * limit, 16);
+    q->used_len = dma_alloc(4u * limit, 16);
+    q->free_next = dma_alloc(2u * limit, 16);
+    q->inflight = dma_alloc(limit, 16);
+    q->done = dma_alloc(limit, 16);
   }
+  uint32_t size = q->ring_limit;  // split rings: a power of 2
+  while (size > max) size >>= 1;
   q->dev = d;
   q->index = (uint16_t)index;
   vq_reset_state(q, (uint16_t)size);

@@ -73,7 +73,8 @@ struct virtq_used {
   struct virtq_used_elem ring[];  // [size], then uint16_t avail_event
 };
 
-#define VIRTQ_MAX_SIZE 64      // queue size used: min(QueueNumMax, this)
+#define VIRTQ_MAX_SIZE 256     // largest queue the library can drive
+#define VIRTQ_DEFAULT_LIMIT 64 // queue size used: min(QueueNumMax, limit)
 #define VIRTQ_MAX_CHAIN 40     // descriptors in one request (and indirect table)
 #define VIRTIO_MAX_QUEUES 4
 #define VIRTIO_MAX_DEVICES 8
@@ -98,16 +99,18 @@ struct virtq {
   volatile struct virtq_used* used;
   volatile uint16_t* used_event;   // &avail->ring[size]
   volatile uint16_t* avail_event;  // &used->ring[size]
+  uint16_t ring_limit;  // the largest size the ring memory was laid out for
   struct virtq_desc (*indirect)[VIRTQ_MAX_CHAIN];  // one table per head
   uint16_t free_head, num_free;
   uint16_t avail_idx;   // our copy of avail->idx
   uint16_t last_used;   // used->idx up to which we have consumed
   uint16_t kicked_idx;  // avail_idx at the last notify decision
-  uint8_t inflight[VIRTQ_MAX_SIZE];  // head -> descriptors it holds (0: free)
-  uint16_t free_next[VIRTQ_MAX_SIZE];  // free list and chain links (ours)
-  uint8_t done[VIRTQ_MAX_SIZE];      // head -> completed, not yet collected
-  uint32_t wlen[VIRTQ_MAX_SIZE];     // head -> device-writable bytes
-  uint32_t used_len[VIRTQ_MAX_SIZE];
+  // Per-descriptor state, ring_limit entries each (allocated with the ring).
+  uint8_t* inflight;    // head -> descriptors it holds (0: free)
+  uint16_t* free_next;  // free list and chain links (ours)
+  uint8_t* done;        // head -> completed, not yet collected
+  uint32_t* wlen;       // head -> device-writable bytes
+  uint32_t* used_len;
   int no_interrupt;  // VIRTQ_AVAIL_F_NO_INTERRUPT asked for (no EVENT_IDX)
   uint32_t submitted, completed, notifies, notifies_skipped;
 };
@@ -193,6 +196,12 @@ uint32_t virtio_cfg32(struct virtio_dev* d, uint32_t off);
 uint64_t virtio_cfg64(struct virtio_dev* d, uint32_t off);
 void virtio_cfg_write8(struct virtio_dev* d, uint32_t off, uint8_t v);
 void virtio_cfg_write32(struct virtio_dev* d, uint32_t off, uint32_t v);
+
+// Queue size limit for queues set up from now on: a power of 2 up to
+// VIRTQ_MAX_SIZE (default VIRTQ_DEFAULT_LIMIT, 64). The size used is the
+// largest power of 2 <= min(QueueNumMax, limit). A queue keeps the ring
+// memory of its first setup, so raise the limit before virtio_init.
+void virtio_set_queue_limit(uint16_t limit);
 
 // ---- virtqueue operations ----
 // Puts a chain of n buffers on the ring (not yet notified). indirect != 0
