@@ -16,7 +16,7 @@ sed -nE 's#^(//[^ ]+) +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FAILED TO 
   "$out/asan.log" | sed -E 's/^PASSED/PASS/; s/^(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)/FAIL/' \
   >>"$out/extra.txt"
 # Coverage-guided fuzzing with libFuzzer for a short budget per target.
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./tools/fuzz/run_fuzzers.sh "$out/extra.txt" \
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} ./tools/fuzz/run_fuzzers.sh "$out/extra.txt" \
   2>&1 | tail -n 40
 testlogs=$(bazel info bazel-testlogs 2>/dev/null)  # the default config's
 bazel shutdown >/dev/null 2>&1

@@ -16,21 +16,45 @@ if ! command -v clang++ >/dev/null; then
   exit 0
 fi
 
+# Every target compiles with the union of all include directories, so a
+# source shared by several targets (libs/block/src/*.cc, vm-memory) is
+# compiled once: objects are cached by path under $work/obj.
+inc_flags=" -I$work/include"
+for d in $(grep -v '^#' tools/fuzz/targets.txt | cut -d'|' -f3 | tr ' ' '\n' | sort -u); do
+  inc_flags+=" -I$d"
+done
+cflags="-std=c++20 -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+mkdir -p "$work/obj"
+
+# compile SRC: prints the object file, compiling it on first use.
+compile() {
+  local obj
+  obj="$work/obj/$(echo "$1" | tr '/' '_').o"
+  if [[ ! -f $obj ]]; then
+    # shellcheck disable=SC2086
+    clang++ $cflags $inc_flags -c "$1" -o "$obj.tmp" 2>>"$work/compile.log" || return 1
+    mv "$obj.tmp" "$obj"
+  fi
+  echo "$obj"
+}
+
 while IFS='|' read -r name srcs incs mods seeds; do
   name=$(echo "$name" | xargs)
   [[ -z "$name" || "$name" == \#* ]] && continue
   # shellcheck disable=SC2086
   srcs=$(ls $srcs | grep -vE '(_test|test_util)\.cc$' | tr '\n' ' ')
-  inc_flags=""
-  for d in $incs; do inc_flags+=" -I$d"; done
-  inc_flags+=" -I$work/include"
   bin="$work/$name"
   echo "fuzz: building $name"
+  objs="" ok=1
+  : >"$work/compile.log"
+  for src in $srcs; do
+    o=$(compile "$src") || { ok=0; break; }
+    objs+=" $o"
+  done
   # shellcheck disable=SC2086
-  if ! clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-      -fno-sanitize-recover=undefined $inc_flags \
-      $srcs -o "$bin" $(pkg-config --libs $mods) 2>"$work/$name.build.log"; then
-    echo "FAIL fuzz:$name (build failed: $(head -c 300 "$work/$name.build.log"))" >>"$results"
+  if ((!ok)) || ! clang++ -fsanitize=fuzzer,address,undefined $objs -o "$bin" \
+      $(pkg-config --libs $mods) 2>>"$work/compile.log"; then
+    echo "FAIL fuzz:$name (build failed: $(head -c 300 "$work/compile.log"))" >>"$results"
     continue
   fi
   mkdir -p "$work/$name.corpus"
