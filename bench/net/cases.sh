@@ -12,7 +12,8 @@
 # host side, 10.0.2.15 in the guest. Runs are interleaved: run 1 of every
 # VMM, then run 2, ... Each prints `=== begin <vmm> <dir> <run>`, the
 # outputs, and a line
-#   result <vmm> <dir> <run> host <MB/s> guest <MB/s> status <n>
+#   result <vmm> <dir> <run> host <MB/s> guest <MB/s> status <n> t <t0> <t1>
+# (t0, t1: seconds since midnight, this machine's clock)
 # host = what the host's UDP socket received (tx) or what netbench sent
 # (rx), guest = the guest's own figure (tx: sent, rx: received); "-" when
 # missing.
@@ -52,7 +53,7 @@ netns_begin() {
 }
 netns_end() { [ -n "$ns" ] && ip netns del kbench$$; }
 
-one() {  # VMM DIR RUN
+attempt() {  # VMM DIR RUN: one boot of the guest; sets $status and $figures
   vmm=$1 dir=$2 run=$3
   out=$LOG/$vmm-$dir-$run
   echo "=== begin $vmm $dir $run"
@@ -79,15 +80,16 @@ one() {  # VMM DIR RUN
   cat $out.guest $out.host
   netns_end
   if [ "$dir" = tx ]; then
-    echo "result $vmm $dir $run host $(mbs $out.host '^sink: ') guest $(mbs $out.guest 'bench tx .* frames') status $status"
+    figures="host $(mbs $out.host '^sink: ') guest $(mbs $out.guest 'bench tx .* frames')"
   else
-    echo "result $vmm $dir $run host $(mbs $out.host '^blast: ') guest $(mbs $out.guest 'bench rx .* frames') status $status"
+    figures="host $(mbs $out.host '^blast: ') guest $(mbs $out.guest 'bench rx .* frames')"
   fi
 }
 
 # The host's own limit: netbench writes frames into a TAP as a VMM would
 # (one write per frame, vnet header), the UDP socket counts them.
 limit() {  # RUN
+  t0=$(now)
   out=$LOG/limit-$1
   echo "=== begin limit tx $1"
   netns_begin
@@ -100,7 +102,27 @@ limit() {  # RUN
   wait $host_pid
   cat $out.tap $out.host
   netns_end
-  echo "result limit tx $1 host $(mbs $out.host '^sink: ') guest $(mbs $out.tap '^tap: ') status 0"
+  echo "result limit tx $1 host $(mbs $out.host '^sink: ') guest $(mbs $out.tap '^tap: ') status 0 t $t0 $(now)"
+}
+
+now() { date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
+
+# A run that fails (status other than kindling's 0 or QEMU's 1, e.g. the
+# device flagged NEEDS_RESET) is reported and repeated, twice at most.
+one() {  # VMM DIR RUN
+  want=0
+  [ "$1" = qemu ] && want=1
+  tries=0
+  while :; do
+    t0=$(now)
+    attempt "$@"
+    t1=$(now)
+    [ "$status" = $want ] && break
+    tries=$((tries + 1))
+    echo "retry $1 $2 $3 status $status: $(grep -E 'FAIL|needs reset|error' $LOG/$1-$2-$3.guest 2>/dev/null | head -2 | tr '\n' ' ')"
+    [ $tries -ge 2 ] && break
+  done
+  echo "result $1 $2 $3 $figures status $status t $t0 $t1"
 }
 
 r=1

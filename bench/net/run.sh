@@ -62,6 +62,8 @@ work=$(mktemp -d /tmp/bench-net.XXXXXX)
 gcc -O2 -static -o "$work/netbench" "$ROOT/bench/net/netbench.c" 2>"$work/gcc.log" ||
   { cat "$work/gcc.log"; exit 2; }
 cp "$ROOT/bench/net/cases.sh" "$work/"
+"$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
+monitor=$!
 [[ -w /dev/kvm && -e /dev/net/tun && $(id -u) == 0 ]] || nested=1
 
 if ((nested)); then
@@ -70,11 +72,13 @@ if ((nested)); then
   cat >"$work/go.sh" <<EOF
 K=./kindling Q=./qemu-system-x86_64 QFW=fw G=virtio_net.elf NB=./netbench RUNS=$runs SECS=$secs LEN=$len DIRS="$dirs" LIMIT=$limit LOG=/tmp sh cases.sh
 EOF
+  nested_t0=$(date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}')
   "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 1800 --module tun \
     --bin "$KINDLING" --bin "$qemu" --bin "$work/netbench" --file "$GUEST" \
     --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/out" 2>"$work/err"
   rc=$?
+  nested_t1=$(date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}')
   tr -d '\r' <"$work/out" >"$work/log"
   if ((rc != 0)) || ! grep -q '^=== done' "$work/log"; then
     echo "bench/net: nested run failed ($rc)"; tail -20 "$work/log" "$work/err"; exit 1
@@ -84,8 +88,12 @@ else
   (cd "$work" && K=$KINDLING Q=$qemu QFW= G=$GUEST NB=./netbench RUNS=$runs SECS=$secs LEN=$len \
     DIRS="$dirs" LIMIT=$limit LOG=$work sh cases.sh) >"$work/log" 2>&1
 fi
+kill $monitor 2>/dev/null
+wait $monitor 2>/dev/null
 [[ -n $keep ]] && { mkdir -p "$keep" && cp -r "$work"/. "$keep"/; }
 
+# Was other work (bench/monitor.sh) seen between T0 and T1? Prints "*".
+busy() { awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print "*"; exit}' "$work/monitor.log"; }
 median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {if (!NR) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 ok_status() { [[ $1 == kindling && $2 == 0 ]] || [[ $1 == qemu && $2 == 1 ]] || [[ $1 == limit ]]; }
 
@@ -98,18 +106,30 @@ for dir in $dirs; do
   for vmm in kindling qemu limit; do
     [[ $vmm == limit && ($dir != tx || $limit == 0) ]] && continue
     hosts="" guests=""
-    while read -r _ v d r _ h _ g _ st; do
+    shown=""
+    while read -r _ v d r _ h _ g _ st _ t0 t1; do
       if ! ok_status "$v" "$st"; then echo "bench/net: $v $d run $r failed (status $st)"; failed=1; continue; fi
       hosts+=" $h" guests+=" $g"
+      mark=""
+      ((nested)) || mark=$(busy "$t0" "$t1")
+      if [[ $dir == tx ]]; then shown+=" $h$mark"; else shown+=" $g$mark"; fi
     done < <(grep "^result $vmm $dir " "$work/log")
     if [[ $dir == tx ]]; then fig=$hosts cross=$guests label="host recv"; else fig=$guests cross=$hosts label="guest recv"; fi
     [[ $vmm == limit ]] && label="host recv"
     m=$(median <<<"$fig")
     med[$vmm-$dir]=$m
-    printf '%-4s %-9s %-12s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${fig# }" "$m" "$(median <<<"$cross")"
+    printf '%-4s %-9s %-12s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(median <<<"$cross")"
   done
 done
 echo "(cross-check: tx = the guest's own rate, TSC over kvmclock; rx = the rate netbench offered; limit = netbench's TAP writes)"
+grep '^retry ' "$work/log" | sed 's/^/bench\/net: /'
+if ((nested)); then
+  other=$(awk -v a="$nested_t0" -v b="$nested_t1" '$1 >= a && $1 <= b {print $4}' "$work/monitor.log" | sort | uniq -c | sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}')
+else
+  other=$(awk '{print $4}' "$work/monitor.log" | sort | uniq -c | sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}')
+  [[ -n $other ]] && other+="; * = seen during that run"
+fi
+echo "bench/net: other work above 20% CPU during the runs: ${other:-none seen}"
 k=${med[kindling-tx]:--} q=${med[qemu-tx]:--}
 if [[ $k == - || $q == - ]]; then echo "bench/net: no tx figures"; exit 1; fi
 awk -v k="$k" -v q="$q" 'BEGIN {printf "net_ratio %.3f\n", k / q}'

@@ -17,7 +17,9 @@
 #       the guest's count (first -> last data packet) is the figure;
 #   limit: MIB MiB through a Unix socket pair, PKT bytes per write.
 # Runs are interleaved. Each prints `=== begin <vmm> <dir> <run>`, the
-# outputs, and `result <vmm> <dir> <run> host <MB/s> guest <MB/s> status <n>`.
+# outputs, and `result <vmm> <dir> <run> host <MB/s> guest <MB/s> status <n>
+# t <t0> <t1>` (seconds since midnight, this machine's clock). A failed run
+# is repeated (twice at most), with a `retry ...` line.
 LOG=${LOG:-.}
 
 mbs() {  # FILE PATTERN: the MB/s figure on the first line matching PATTERN
@@ -35,7 +37,7 @@ vmm_cmd() {  # VMM CMDLINE
   esac
 }
 
-one() {  # VMM DIR RUN
+attempt() {  # VMM DIR RUN: one boot of the guest; sets $status and $figures
   vmm=$1 dir=$2 run=$3
   out=$LOG/$vmm-$dir-$run
   echo "=== begin $vmm $dir $run"
@@ -64,7 +66,27 @@ one() {  # VMM DIR RUN
     status=$?
   fi
   cat $out.guest $out.host
-  echo "result $vmm $dir $run host $(mbs $out.host '^(sink|send): ') guest $(mbs $out.guest "bench $dir .* bytes in") status $status"
+  figures="host $(mbs $out.host '^(sink|send): ') guest $(mbs $out.guest "bench $dir .* bytes in")"
+}
+
+now() { date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
+
+# A run that fails (status other than kindling's 0 or QEMU's 1, e.g. the
+# device flagged NEEDS_RESET) is reported and repeated, twice at most.
+one() {  # VMM DIR RUN
+  want=0
+  [ "$1" = qemu ] && want=1
+  tries=0
+  while :; do
+    t0=$(now)
+    attempt "$@"
+    t1=$(now)
+    [ "$status" = $want ] && break
+    tries=$((tries + 1))
+    echo "retry $1 $2 $3 status $status: $(grep -E 'FAIL|needs reset|error' $LOG/$1-$2-$3.guest 2>/dev/null | head -2 | tr '\n' ' ')"
+    [ $tries -ge 2 ] && break
+  done
+  echo "result $1 $2 $3 $figures status $status t $t0 $t1"
 }
 
 r=1
@@ -74,9 +96,10 @@ while [ $r -le "$RUNS" ]; do
   done
   if [ "${LIMIT:-1}" = 1 ]; then
     echo "=== begin limit tx $r"
+    t0=$(now)
     $VB copy $MIB $PKT >$LOG/limit-$r 2>&1
     cat $LOG/limit-$r
-    echo "result limit tx $r host $(mbs $LOG/limit-$r '^copy: ') guest - status 0"
+    echo "result limit tx $r host $(mbs $LOG/limit-$r '^copy: ') guest - status 0 t $t0 $(now)"
   fi
   r=$((r + 1))
 done
