@@ -33,6 +33,21 @@ absl::Status CheckRing(const GuestMemory& mem, const char* what,
   return absl::OkStatus();
 }
 
+// A 16-bit field the driver may be storing to right now (avail idx, avail
+// flags, used_event): one aligned 16-bit load. GuestMemory::ReadObj copies
+// with memcpy, and glibc's memcpy for 2 bytes loads them separately, so a
+// read racing the driver's store could mix the old and the new value
+// (0x4bff -> 0x4c00 read as 0x4cff: "available index jumped"). The rings
+// were checked to lie in one RAM region (CheckRing) and are 2-byte aligned.
+absl::StatusOr<uint16_t> LoadDriverU16(const GuestMemory& mem, GuestAddress addr) {
+  const vm_memory::GuestRegion* r = mem.FindRegion(addr);
+  if (r == nullptr || addr.value % 2 != 0 || r->end().value - addr.value < 2) {
+    return mem.ReadObj<uint16_t>(addr);  // reports the error
+  }
+  auto* p = reinterpret_cast<uint16_t*>(r->host_address().value + (addr.value - r->start().value));
+  return std::atomic_ref<uint16_t>(*p).load(std::memory_order_relaxed);
+}
+
 }  // namespace
 
 Queue::Queue(uint16_t max_size) : max_size_(max_size), size_(max_size) {}
@@ -69,8 +84,7 @@ void Queue::set_indices(uint16_t next_avail, uint16_t next_used) {
 }
 
 absl::StatusOr<uint16_t> Queue::AvailIdx() const {
-  ASSIGN_OR_RETURN(uint16_t idx, mem_->ReadObj<uint16_t>(GuestAddress(avail_.value + 2)));
-  return idx;
+  return LoadDriverU16(*mem_, GuestAddress(avail_.value + 2));
 }
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
@@ -202,12 +216,12 @@ bool Queue::NeedsInterrupt() {
   if (had_old && old == next_used_) return false;  // nothing new
   if (event_idx_) {
     absl::StatusOr<uint16_t> ev =
-        mem_->ReadObj<uint16_t>(GuestAddress(avail_.value + kRingHeader + 2ULL * size_));
+        LoadDriverU16(*mem_, GuestAddress(avail_.value + kRingHeader + 2ULL * size_));
     if (!ev.ok() || !had_old) return true;
     // vring_need_event: did next_used_ step past used_event since `old`?
     return static_cast<uint16_t>(next_used_ - *ev - 1) < static_cast<uint16_t>(next_used_ - old);
   }
-  absl::StatusOr<uint16_t> flags = mem_->ReadObj<uint16_t>(avail_);
+  absl::StatusOr<uint16_t> flags = LoadDriverU16(*mem_, avail_);
   return !flags.ok() || !(*flags & kAvailFNoInterrupt);
 }
 
