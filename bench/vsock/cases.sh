@@ -15,7 +15,10 @@
 #   rx: the guest listens on port 5202; vsockbench connects (kindling:
 #       v.sock + `CONNECT 5202`; QEMU: AF_VSOCK cid 3) and writes MIB MiB;
 #       the guest's count (first -> last data packet) is the figure;
-#   limit: MIB MiB through a Unix socket pair, PKT bytes per write.
+#   limit: MIB MiB through a Unix socket pair, PKT bytes per write (one
+#       guest packet per write), and limit64k: 64 KiB per write (kindling
+#       writes whatever packets queued up meanwhile in one go, at most its
+#       64 KiB credit window).
 # Runs are interleaved. Each prints `=== begin <vmm> <dir> <run>`, the
 # outputs, and `result <vmm> <dir> <run> host <MB/s> guest <MB/s> status <n>
 # t <t0> <t1>` (seconds since midnight, this machine's clock). A failed run
@@ -95,11 +98,15 @@ while [ $r -le "$RUNS" ]; do
     for vmm in $VMMS; do one $vmm $dir $r; done
   done
   if [ "${LIMIT:-1}" = 1 ]; then
-    echo "=== begin limit tx $r"
-    t0=$(now)
-    $VB copy $MIB $PKT >$LOG/limit-$r 2>&1
-    cat $LOG/limit-$r
-    echo "result limit tx $r host $(mbs $LOG/limit-$r '^copy: ') guest - status 0 t $t0 $(now)"
+    for chunk in $PKT 65536; do
+      name=limit
+      [ $chunk = $PKT ] || name=limit64k
+      echo "=== begin $name tx $r"
+      t0=$(now)
+      $VB copy $MIB $chunk >$LOG/$name-$r 2>&1
+      cat $LOG/$name-$r
+      echo "result $name tx $r host $(mbs $LOG/$name-$r '^copy: ') guest - status 0 t $t0 $(now)"
+    done
   fi
   r=$((r + 1))
 done
