@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  bazel-bootstrap default-jdk-headless linux-libc-dev pkg-config python3 git
+  bazel-bootstrap default-jdk-headless linux-libc-dev pkg-config python3 git iproute2
   g++ clang libclang-rt-14-dev
   libabsl-dev libboost-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc catch2

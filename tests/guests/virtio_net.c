@@ -13,6 +13,18 @@
 //   net.csum=0|1       negotiate VIRTIO_NET_F_CSUM and GUEST_CSUM when
 //                      offered (1); the guest fills in every checksum itself
 //                      either way and never asks for an offload
+//   net.bench_secs=N   throughput, guest -> peer: after the ping, send UDP
+//                      datagrams to the peer's port net.bench_port (5001)
+//                      for N seconds, keeping the transmit ring full, and
+//                      report frames, bytes and MB/s (10^6 bytes/s, TSC)
+//   net.bench_len=N    UDP payload bytes per datagram (1472: 1514-byte
+//                      frames)
+//   net.bench_rx_secs=N  throughput, peer -> guest: count the UDP datagrams
+//                      to our port net.bench_port for N seconds from the
+//                      first one (or until none came for 2 s), and report
+//                      them the same way; the first must come within
+//                      net.bench_wait_ms (30000)
+//   net.event_idx=0|1  negotiate VIRTIO_F_EVENT_IDX when offered (0)
 //
 // Layout (spec 5.1): receiveq1 = queue 0, transmitq1 = queue 1; every
 // buffer starts with the 12-byte struct virtio_net_hdr (VERSION_1). Receive
@@ -56,6 +68,7 @@ _Static_assert(sizeof(struct virtio_net_hdr) == 12, "virtio_net_hdr");
 #define ARP_REQUEST 1
 #define ARP_REPLY 2
 #define IP_ICMP 1
+#define IP_UDP 17
 #define ICMP_ECHO_REPLY 0
 #define ICMP_ECHO_REQUEST 8
 #define PING_ID 0x4b4e  // "KN"
@@ -73,6 +86,8 @@ static int have_peer_mac, ping_ok;
 static char* rx_bufs;  // RX_BUF per descriptor index
 static uint8_t* tx_buf;  // header + frame
 static uint32_t tx_frames, rx_frames, served, dropped;
+static uint16_t bench_port;
+static uint64_t bench_rx_frames, bench_rx_bytes, bench_rx_first, bench_rx_last;
 static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 // ---- helpers ----
@@ -252,6 +267,12 @@ static void handle_ip(const uint8_t* eth, const uint8_t* ip, uint32_t len,
   }
   if (memcmp(ip + 16, my_ip, 4) || (get16(ip + 6) & 0x3fff)) return;  // not ours, or a fragment
   if (ip[9] == IP_ICMP) handle_icmp(eth, ip, ip + ihl, total - ihl, csum_partial);
+  if (ip[9] == IP_UDP && bench_port && total - ihl >= 8 && get16(ip + ihl + 2) == bench_port) {
+    bench_rx_last = rdtsc();
+    if (!bench_rx_frames) bench_rx_first = bench_rx_last;
+    bench_rx_frames++;
+    bench_rx_bytes += get16(ip + ihl + 4) - 8u;  // UDP payload
+  }
 }
 
 // ---- receive ----
@@ -273,10 +294,11 @@ static void handle_frame(const uint8_t* buf, uint32_t len) {
     handle_ip(eth, eth + 14, len - 14, h->flags & NET_HDR_F_NEEDS_CSUM);
 }
 
-// Handles every received frame pending; returns how many.
+// Handles the received frames pending (at most a queue's worth), gives
+// their buffers back and notifies once; returns how many.
 static int poll_rx(void) {
   int n = 0;
-  for (;;) {
+  while (n < rxq->size) {
     uint32_t len;
     int head = vq_next_used(rxq, &len);
     if (head < 0) break;
@@ -302,13 +324,12 @@ static int poll_rx(void) {
       }
       rx_frames++;
       dropped++;
-      vq_kick(rxq);
       continue;
     }
     handle_frame(buf, len);
     post_rx(head);
-    vq_kick(rxq);
   }
+  if (n) vq_kick(rxq);
   return n;
 }
 
@@ -338,6 +359,109 @@ static void send_arp_request(void) {
   send_arp(ARP_REQUEST, broadcast, zero, peer_ip);
 }
 
+// ---- throughput ----
+
+// TSC ticks per ms for the bench: kvmclock's exact figure, else the
+// APIC-timer measurement.
+static uint64_t bench_tpm(void) {
+  uint64_t k = tsc_per_ms_kvmclock();
+  return k ? k : tsc_per_ms();
+}
+static uint64_t tsc_to_us(uint64_t ticks) { return ticks * 1000 / bench_tpm(); }
+
+// "virtio-net: bench <what> <n> frames, <b> bytes in <ms> ms: <x.yy> MB/s"
+// (bytes are UDP payload; MB = 10^6 bytes).
+static void print_rate(const char* what, uint64_t frames, uint64_t bytes, uint64_t us) {
+  uint64_t x100 = us ? bytes * 100 / us : 0;
+  printf("virtio-net: bench %s %lu frames, %lu bytes in %lu ms: %lu.%02lu MB/s\n", what, frames,
+         bytes, us / 1000, x100 / 100, x100 % 100);
+}
+
+// Guest -> peer: UDP datagrams of `payload` bytes to peer:bench_port for
+// `secs` seconds. The transmit ring is kept full (one descriptor per frame,
+// virtio header and frame together, prepared once per slot); completions
+// are polled, interrupts suppressed. Two descriptors stay free for ARP or
+// echo replies that transmit() may send meanwhile.
+static void bench_tx(uint32_t secs, uint32_t payload) {
+  if (payload < 18 || payload > MAX_FRAME - 42)
+    fail("virtio-net: net.bench_len=%u is not between 18 and %u", payload, MAX_FRAME - 42);
+  uint32_t flen = 42 + payload, slot = (HDR_LEN + flen + 63) & ~63u;
+  uint8_t* slots = dma_alloc((uint64_t)slot * txq->size, 4096);
+  for (int i = 0; i < txq->size; i++) {
+    uint8_t* f = slots + (uint64_t)i * slot + HDR_LEN;  // header: all zero
+    memcpy(f, peer_mac, 6);
+    memcpy(f + 6, mac, 6);
+    put16(f + 12, ETH_IP);
+    uint8_t* ip = f + 14;
+    ip[0] = 0x45;
+    put16(ip + 2, (uint16_t)(28 + payload));
+    put16(ip + 6, 0x4000);  // DF
+    ip[8] = 64;
+    ip[9] = IP_UDP;
+    memcpy(ip + 12, my_ip, 4);
+    memcpy(ip + 16, peer_ip, 4);
+    put16(ip + 10, inet_csum(ip, 20));
+    uint8_t* udp = ip + 20;
+    put16(udp, bench_port);
+    put16(udp + 2, bench_port);
+    put16(udp + 4, (uint16_t)(8 + payload));  // checksum 0: none
+    for (uint32_t k = 0; k < payload; k++) udp[8 + k] = (uint8_t)("kindling-bench-"[k % 15]);
+  }
+  printf("virtio-net: bench tx to port %u for %u s, %u-byte datagrams, tsc %lu kHz (%s)\n",
+         bench_port, secs, payload, bench_tpm(),
+         tsc_per_ms_kvmclock() ? "kvmclock" : "apic timer");
+  vq_set_interrupts(txq, 0);
+  uint32_t start = txq->completed, submitted = 0, notifies = txq->notifies;
+  uint64_t t0 = rdtsc(), end = t0 + bench_tpm() * 1000 * secs;
+  while (rdtsc() < end) {
+    vq_collect(txq);
+    uint32_t k = 0;
+    while (txq->num_free > 2) {
+      int i = txq->free_head;
+      struct vbuf b = {(uint64_t)(slots + (uint64_t)i * slot), HDR_LEN + flen, 0};
+      if (vq_submit(txq, &b, 1, 0) != i) fail("virtio-net: tx slot %d came back elsewhere", i);
+      k++;
+    }
+    submitted += k;
+    if (k) vq_kick(txq);
+    else cpu_relax();
+  }
+  uint64_t deadline = ms_deadline(5000);
+  while ((uint32_t)(txq->completed - start) < submitted) {
+    vq_collect(txq);
+    if (rdtsc() > deadline) fail("virtio-net: bench tx: frames still in flight after 5 s");
+    cpu_relax();
+  }
+  uint64_t us = tsc_to_us(rdtsc() - t0);
+  vq_set_interrupts(txq, 1);
+  tx_frames += submitted;
+  print_rate("tx", submitted, (uint64_t)submitted * payload, us);
+  printf("virtio-net: bench tx %u notifies\n", txq->notifies - notifies);
+}
+
+// Peer -> guest: counts UDP datagrams to our bench_port (handle_ip) for
+// `secs` seconds from the first, or until none came for 2 s; interrupts
+// suppressed, the receive ring polled. Reports the span first..last.
+static void bench_rx(uint32_t secs, uint32_t wait_ms) {
+  vq_set_interrupts(rxq, 0);
+  bench_rx_frames = bench_rx_bytes = 0;
+  printf("virtio-net: bench rx on port %u for %u s\n", bench_port, secs);
+  uint64_t first_deadline = ms_deadline(wait_ms), idle = bench_tpm() * 2000,
+           span = bench_tpm() * 1000 * secs;
+  for (;;) {
+    int n = poll_rx();
+    uint64_t now = rdtsc();
+    if (bench_rx_frames) {
+      if (now - bench_rx_first >= span || now - bench_rx_last >= idle) break;
+    } else if (now > first_deadline) {
+      fail("virtio-net: bench rx: no datagram to port %u within %u ms", bench_port, wait_ms);
+    }
+    if (!n) cpu_relax();
+  }
+  vq_set_interrupts(rxq, 1);
+  print_rate("rx", bench_rx_frames, bench_rx_bytes, tsc_to_us(bench_rx_last - bench_rx_first));
+}
+
 // ---- setup ----
 
 static void setup(void) {
@@ -345,6 +469,7 @@ static void setup(void) {
   if (!dev) fail("virtio-net: no device (cmdline: %s)", boot_cmdline());
   uint64_t want = VF(VIRTIO_NET_F_MAC);
   if (cmdline_int("net.mrg_rxbuf", 1)) want |= VF(VIRTIO_NET_F_MRG_RXBUF);
+  if (cmdline_int("net.event_idx", 0)) want |= VF(VIRTIO_F_EVENT_IDX);
   if (cmdline_int("net.csum", 1))
     want |= VF(VIRTIO_NET_F_CSUM) | VF(VIRTIO_NET_F_GUEST_CSUM);
   virtio_begin(dev, want);
@@ -401,6 +526,12 @@ static long net_main(long unused) {
     int never = 0;
     wait_for(&never, serve_ms);
   }
+  uint32_t bench_secs = (uint32_t)cmdline_int("net.bench_secs", 0);
+  uint32_t bench_rx_secs = (uint32_t)cmdline_int("net.bench_rx_secs", 0);
+  bench_port = (uint16_t)cmdline_int("net.bench_port", 5001);
+  if (bench_secs) bench_tx(bench_secs, (uint32_t)cmdline_int("net.bench_len", 1472));
+  if (bench_rx_secs) bench_rx(bench_rx_secs, (uint32_t)cmdline_int("net.bench_wait_ms", 30000));
+  if (bench_secs || bench_rx_secs) dev->quiet_ok = 1;  // interrupts were off on purpose
   printf("virtio-net: served %u echo requests\n", served);
   printf("virtio-net: %u frames sent, %u received\n", tx_frames, rx_frames);
   if (dropped) printf("virtio-net: %u frames dropped (bad checksum or length)\n", dropped);
@@ -414,5 +545,6 @@ static long net_main(long unused) {
 int main(void) {
   virtio_discover();
   tsc_per_ms();
+  tsc_per_ms_kvmclock();
   return (int)run_user(net_main, 0, /*interrupts=*/1);
 }

@@ -10,6 +10,18 @@
 //   vsock.wait_ms=N   how long to wait for the host's connection (10000)
 //   vsock.timeout_ms=N  every other wait: the response, a line, credit (5000)
 //   vsock.local_port=P  our port for vsock.connect (49152)
+//   vsock.bench_port=P  throughput, guest -> host: connect to host port P,
+//                     send vsock.bench_mib MiB (64) in packets of up to
+//                     vsock.bench_pkt payload bytes (4096, at most 65536)
+//                     as fast as the host's credit allows, keeping the
+//                     transmit ring full (header and payload in one
+//                     descriptor), and report bytes and MB/s (10^6 bytes/s,
+//                     TSC); then close
+//   vsock.bench_rx_port=P  throughput, host -> guest: listen on port P, count
+//                     what the host sends until it shuts down (or 2 s of
+//                     silence), returning credit as it goes, and report it
+//                     the same way
+//   vsock.event_idx=0|1  negotiate VIRTIO_F_EVENT_IDX when offered (0)
 // With both switches the guest serves (listen) first, then connects; with
 // neither it prints the CID and stops there.
 //
@@ -76,6 +88,7 @@ struct conn {
   uint32_t rx_cnt;  // payload bytes received (= consumed: our fwd_cnt)
   uint32_t peer_shutdown;  // SHUTDOWN_* bits the peer sent
   int got_rst;
+  uint32_t reported_fwd;  // the fwd_cnt we last sent
   char line[LINE_MAX];
   uint32_t line_len;
   int line_done;
@@ -90,6 +103,9 @@ static struct vsock_hdr* tx_hdr;
 static char* tx_data;
 static struct conn c;
 static uint32_t timeout_ms;
+// Bench receive: RW payload is counted, not kept (first and last arrival).
+static int bench_counting;
+static uint64_t bench_first, bench_last;
 
 static uint64_t ms_deadline(uint32_t ms) { return rdtsc() + tsc_per_ms() * ms; }
 
@@ -107,6 +123,7 @@ static void send_pkt(uint16_t op, uint32_t flags, uint32_t src_port, uint32_t ds
   tx_hdr->flags = flags;
   tx_hdr->buf_alloc = BUF_ALLOC;
   tx_hdr->fwd_cnt = c.rx_cnt;
+  c.reported_fwd = c.rx_cnt;
   struct vbuf b[2] = {{(uint64_t)tx_hdr, HDR, 0}, {(uint64_t)tx_data, len, 0}};
   if (len) memcpy(tx_data, data, len);
   int head = vq_submit(txq, b, len ? 2 : 1, 0);
@@ -171,6 +188,11 @@ static void handle_pkt(const struct vsock_hdr* h, const char* data) {
     case OP_RW:
       if (c.state != CONNECTED) break;
       c.rx_cnt += h->len;
+      if (bench_counting) {
+        bench_last = rdtsc();
+        if (!bench_first) bench_first = bench_last;
+        break;
+      }
       for (uint32_t i = 0; i < h->len && !c.line_done; i++) {
         if (c.line_len == LINE_MAX) fail("virtio-vsock: line longer than %u bytes", LINE_MAX);
         c.line[c.line_len++] = data[i];
@@ -204,7 +226,9 @@ static int poll(void) {
     vq_kick(evq);
     n++;
   }
-  while ((head = vq_next_used(rxq, &len)) >= 0) {
+  // At most a queue's worth, buffers given back with one notification.
+  int rx = 0;
+  while (rx < rxq->size && (head = vq_next_used(rxq, &len)) >= 0) {
     const char* buf = rx_bufs + (uint64_t)head * RX_BUF;
     const struct vsock_hdr* h = (const struct vsock_hdr*)buf;
     if (len < HDR) fail("virtio-vsock: received %u bytes, less than a header", len);
@@ -213,10 +237,10 @@ static int poll(void) {
            h->len, len - HDR, h->op);
     handle_pkt(h, buf + HDR);
     post_rx(head);
-    vq_kick(rxq);
-    n++;
+    rx++;
   }
-  return n;
+  if (rx) vq_kick(rxq);
+  return n + rx;
 }
 
 // Polls until cond() or ms pass; 0 when cond() holds.
@@ -302,7 +326,7 @@ static void serve(uint32_t port) {
   close_conn();
 }
 
-static void connect(uint32_t port) {
+static void open_conn(uint32_t port) {
   reset_conn();
   c.state = CONNECTING;
   c.local_port = (uint32_t)cmdline_int("vsock.local_port", 49152);
@@ -312,6 +336,10 @@ static void connect(uint32_t port) {
     fail("virtio-vsock: no response from host port %u", port);
   if (c.state != CONNECTED) fail("virtio-vsock: host port %u refused the connection", port);
   printf("virtio-vsock: connected to host port %u\n", port);
+}
+
+static void connect(uint32_t port) {
+  open_conn(port);
   write_all(MESSAGE, sizeof(MESSAGE) - 1);
   read_line("connect");
   printf("virtio-vsock: host echoed %u bytes\n", c.line_len);
@@ -320,10 +348,164 @@ static void connect(uint32_t port) {
   close_conn();
 }
 
+// ---- throughput ----
+
+// TSC ticks per ms for the bench: kvmclock's exact figure, else the
+// APIC-timer measurement.
+static uint64_t bench_tpm(void) {
+  uint64_t k = tsc_per_ms_kvmclock();
+  return k ? k : tsc_per_ms();
+}
+
+// "virtio-vsock: bench <what> <b> bytes in <ms> ms: <x.yy> MB/s" (MB = 10^6).
+static void print_rate(const char* what, uint64_t bytes, uint64_t ticks) {
+  uint64_t us = ticks * 1000 / bench_tpm(), x100 = us ? bytes * 100 / us : 0;
+  printf("virtio-vsock: bench %s %lu bytes in %lu ms: %lu.%02lu MB/s\n", what, bytes, us / 1000,
+         x100 / 100, x100 % 100);
+}
+
+// Guest -> host: `mib` MiB to host port `port` in packets of up to `pkt`
+// bytes. Each transmit slot holds a header and the payload in one
+// descriptor (prepared once; only the header changes); completions and the
+// host's credit updates are polled, interrupts suppressed. Two descriptors
+// stay free for the control packets send_pkt() may need meanwhile.
+static void bench_send(uint32_t port, uint32_t mib, uint32_t pkt) {
+  if (pkt < 1 || pkt > 65536) fail("virtio-vsock: vsock.bench_pkt=%u is not 1..65536", pkt);
+  uint32_t slot = (HDR + pkt + 63) & ~63u;
+  char* slots = dma_alloc((uint64_t)slot * txq->size, 4096);
+  for (int i = 0; i < txq->size; i++)
+    for (uint32_t k = 0; k < pkt; k++) slots[(uint64_t)i * slot + HDR + k] = "kindling-bench-"[k % 15];
+  open_conn(port);
+  printf("virtio-vsock: bench tx %u MiB in packets of %u bytes, tsc %lu kHz (%s)\n", mib, pkt,
+         bench_tpm(), tsc_per_ms_kvmclock() ? "kvmclock" : "apic timer");
+  uint64_t total = (uint64_t)mib << 20, sent = 0;
+  uint32_t start = txq->completed, submitted = 0, notifies = txq->notifies, credit_waits = 0;
+  vq_set_interrupts(txq, 0);
+  vq_set_interrupts(rxq, 0);
+  uint64_t t0 = rdtsc(), progress = t0, stall = bench_tpm() * timeout_ms,
+           nudge = bench_tpm() * 100;
+  int starved = 0;
+  while (sent < total) {
+    poll();  // credit updates
+    if (c.state != CONNECTED || c.peer_shutdown)
+      fail("virtio-vsock: bench tx: connection closed by the host after %lu bytes", sent);
+    vq_collect(txq);
+    uint32_t k = 0;
+    while (sent < total && txq->num_free > 2 && credit()) {
+      uint32_t n = credit();
+      if (n > pkt) n = pkt;
+      if (n > total - sent) n = (uint32_t)(total - sent);
+      int i = txq->free_head;
+      struct vsock_hdr* h = (struct vsock_hdr*)(slots + (uint64_t)i * slot);
+      h->src_cid = guest_cid;
+      h->dst_cid = HOST_CID;
+      h->src_port = c.local_port;
+      h->dst_port = c.peer_port;
+      h->len = n;
+      h->type = TYPE_STREAM;
+      h->op = OP_RW;
+      h->flags = 0;
+      h->buf_alloc = BUF_ALLOC;
+      h->fwd_cnt = c.rx_cnt;
+      struct vbuf b = {(uint64_t)h, HDR + n, 0};
+      if (vq_submit(txq, &b, 1, 0) != i) fail("virtio-vsock: tx slot %d came back elsewhere", i);
+      c.tx_cnt += n;
+      sent += n;
+      k++;
+    }
+    uint64_t now = rdtsc();
+    if (k) {
+      submitted += k;
+      vq_kick(txq);
+      progress = now;
+      starved = 0;
+      continue;
+    }
+    if (!credit()) {
+      if (!starved) credit_waits++;
+      starved = 1;
+      // Out of credit for 100 ms: ask (the host normally updates unasked).
+      if (now - progress > nudge) {
+        send_ctl(OP_CREDIT_REQUEST, 0);
+        progress = now;
+      }
+    }
+    if (now - progress > stall) fail("virtio-vsock: bench tx: stuck after %lu bytes", sent);
+    cpu_relax();
+  }
+  uint64_t deadline = ms_deadline(timeout_ms);
+  while ((uint32_t)(txq->completed - start) < submitted) {
+    vq_collect(txq);
+    if (rdtsc() > deadline) fail("virtio-vsock: bench tx: packets still in flight");
+    cpu_relax();
+  }
+  uint64_t t1 = rdtsc();
+  vq_set_interrupts(txq, 1);
+  vq_set_interrupts(rxq, 1);
+  print_rate("tx", sent, t1 - t0);
+  printf("virtio-vsock: bench tx %u packets, %u notifies, %u waits for credit\n", submitted,
+         txq->notifies - notifies, credit_waits);
+  close_conn();
+}
+
+// Host -> guest: listen on `port`, count the payload until the host shuts
+// down its side or resets (or 2 s pass without data), sending CREDIT_UPDATE
+// (without waiting for it) whenever a quarter of our buffer was consumed
+// since the last report; interrupts suppressed, everything polled.
+static void bench_recv(uint32_t port) {
+  uint32_t wait_ms = (uint32_t)cmdline_int("vsock.wait_ms", 10000);
+  reset_conn();
+  c.state = LISTENING;
+  c.local_port = port;
+  bench_counting = 1;
+  bench_first = bench_last = 0;
+  printf("virtio-vsock: bench rx listening on port %u\n", port);
+  if (wait_until(is_connected, wait_ms) || c.state != CONNECTED)
+    fail("virtio-vsock: no connection to port %u within %u ms", port, wait_ms);
+  vq_set_interrupts(rxq, 0);
+  vq_set_interrupts(txq, 0);
+  // Credit updates go out without waiting for their completion (one at a
+  // time: only when nothing else is in flight on the transmit queue).
+  struct vsock_hdr* upd = dma_alloc(HDR, 64);
+  uint64_t idle = bench_tpm() * 2000, since = rdtsc();
+  for (;;) {
+    int n = poll();
+    vq_collect(txq);
+    if (c.rx_cnt - c.reported_fwd >= BUF_ALLOC / 4 && txq->completed == txq->submitted &&
+        c.state == CONNECTED) {
+      *upd = (struct vsock_hdr){.src_cid = guest_cid, .dst_cid = HOST_CID,
+                                .src_port = c.local_port, .dst_port = c.peer_port,
+                                .type = TYPE_STREAM, .op = OP_CREDIT_UPDATE,
+                                .buf_alloc = BUF_ALLOC, .fwd_cnt = c.rx_cnt};
+      c.reported_fwd = c.rx_cnt;
+      struct vbuf b = {(uint64_t)upd, HDR, 0};
+      if (vq_submit(txq, &b, 1, 0) < 0) fail("virtio-vsock: no transmit ring space");
+      vq_kick(txq);
+    }
+    if (c.state == CLOSED || (c.peer_shutdown & SHUTDOWN_SEND)) break;
+    uint64_t now = rdtsc();
+    if (n) since = now;
+    else if (now - since > idle) break;
+    else cpu_relax();
+  }
+  uint64_t deadline = ms_deadline(timeout_ms);
+  while (txq->completed != txq->submitted) {
+    vq_collect(txq);
+    if (rdtsc() > deadline) fail("virtio-vsock: bench rx: a credit update still in flight");
+    cpu_relax();
+  }
+  vq_set_interrupts(rxq, 1);
+  vq_set_interrupts(txq, 1);
+  bench_counting = 0;
+  print_rate("rx", c.rx_cnt, bench_last - bench_first);
+  close_conn();
+}
+
 static void setup(void) {
   dev = virtio_find(VIRTIO_ID_VSOCK, 0);
   if (!dev) fail("virtio-vsock: no device (cmdline: %s)", boot_cmdline());
-  virtio_begin(dev, VF(VIRTIO_VSOCK_F_STREAM));
+  virtio_begin(dev, VF(VIRTIO_VSOCK_F_STREAM) |
+                       (cmdline_int("vsock.event_idx", 0) ? VF(VIRTIO_F_EVENT_IDX) : 0));
   virtio_setup_queue(dev, RX_Q);
   virtio_setup_queue(dev, TX_Q);
   virtio_setup_queue(dev, EVENT_Q);
@@ -353,10 +535,17 @@ static long vsock_main(long unused) {
   timeout_ms = (uint32_t)cmdline_int("vsock.timeout_ms", 5000);
   long listen_port = cmdline_int("vsock.listen", -1);
   long connect_port = cmdline_int("vsock.connect", -1);
+  long bench_port = cmdline_int("vsock.bench_port", -1);
+  long bench_rx_port = cmdline_int("vsock.bench_rx_port", -1);
   setup();
   if (listen_port >= 0) serve((uint32_t)listen_port);
   if (connect_port >= 0) connect((uint32_t)connect_port);
-  if (listen_port < 0 && connect_port < 0)
+  if (bench_port >= 0)
+    bench_send((uint32_t)bench_port, (uint32_t)cmdline_int("vsock.bench_mib", 64),
+               (uint32_t)cmdline_int("vsock.bench_pkt", 4096));
+  if (bench_rx_port >= 0) bench_recv((uint32_t)bench_rx_port);
+  if (bench_port >= 0 || bench_rx_port >= 0) dev->quiet_ok = 1;  // interrupts off on purpose
+  if (listen_port < 0 && connect_port < 0 && bench_port < 0 && bench_rx_port < 0)
     printf("virtio-vsock: no vsock.listen or vsock.connect: nothing to do\n");
   virtio_report_irqs(dev, "virtio-vsock");
   if (virtio_status(dev) & VIRTIO_STATUS_NEEDS_RESET)
@@ -368,5 +557,6 @@ static long vsock_main(long unused) {
 int main(void) {
   virtio_discover();
   tsc_per_ms();
+  tsc_per_ms_kvmclock();
   return (int)run_user(vsock_main, 0, /*interrupts=*/1);
 }

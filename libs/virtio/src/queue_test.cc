@@ -1,6 +1,8 @@
 #include "virtio/queue.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <thread>
 
 #include "libs/virtio/src/test_env.h"
 
@@ -29,6 +31,34 @@ TEST_CASE("queue: a direct chain comes back readable-then-writable") {
   REQUIRE(env.driver.used_idx() == 1);
   REQUIRE(env.driver.used(0).id == (*c)->head);
   REQUIRE(env.driver.used(0).len == 512);
+}
+
+TEST_CASE("queue: the avail index is read in one piece while the driver stores it") {
+  // The driver moves avail idx between 0x4bff and 0x4c00 as fast as it can;
+  // a byte-wise read could see 0x4cff or 0x4b00 ("available index jumped").
+  QueueEnv env;
+  env.driver.SetDesc(0, {env.driver.scratch().value, 8, 0, 0});  // every avail slot: head 0
+  const vm_memory::GuestRegion* r = env.mem->FindRegion(env.driver.avail_ring());
+  REQUIRE(r != nullptr);
+  auto* idx = reinterpret_cast<uint16_t*>(r->host_address().value +
+                                          (env.driver.avail_ring().value - r->start().value) + 2);
+  std::atomic_ref<uint16_t>(*idx).store(0x4bff);
+  std::atomic<bool> stop{false};
+  std::thread driver([&] {
+    std::atomic_ref<uint16_t> a(*idx);
+    while (!stop.load(std::memory_order_relaxed)) {
+      a.store(0x4bff, std::memory_order_relaxed);
+      a.store(0x4c00, std::memory_order_relaxed);
+    }
+  });
+  std::string error;
+  for (int i = 0; i < 200000 && error.empty(); i++) {
+    env.queue.set_indices(0x4bff, 0);
+    error = PopError(env.queue);
+  }
+  stop = true;
+  driver.join();
+  REQUIRE(error == "");
 }
 
 TEST_CASE("queue: an indirect chain is followed") {

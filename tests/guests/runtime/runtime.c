@@ -292,3 +292,43 @@ uint64_t tsc_per_ms(void) {
   }
   return cached;
 }
+
+// struct pvclock_vcpu_time_info (Linux arch/x86/include/asm/pvclock-abi.h).
+struct pvclock_time_info {
+  uint32_t version;
+  uint32_t pad0;
+  uint64_t tsc_timestamp;
+  uint64_t system_time;
+  uint32_t tsc_to_system_mul;
+  int8_t tsc_shift;
+  uint8_t flags;
+  uint8_t pad[2];
+} __attribute__((packed));
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
+#define KVM_FEATURE_CLOCKSOURCE2 3
+
+uint64_t tsc_per_ms_kvmclock(void) {
+  static uint64_t cached;
+  static volatile struct pvclock_time_info pv __attribute__((aligned(64)));
+  if (cached) return cached;
+  uint32_t base = kvm_cpuid_base();
+  if (!base || !(cpuid(base + 1, 0).eax & (1u << KVM_FEATURE_CLOCKSOURCE2))) return 0;
+  wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uint64_t)&pv | 1);  // KVM fills it before we run again
+  uint32_t mul = 0;
+  int8_t shift = 0;
+  for (int tries = 0; tries < 1000 && !mul; tries++) {
+    uint32_t v = pv.version;
+    __asm__ volatile("" ::: "memory");
+    mul = pv.tsc_to_system_mul;
+    shift = pv.tsc_shift;
+    __asm__ volatile("" ::: "memory");
+    if ((v & 1) || v != pv.version) mul = 0;
+  }
+  wrmsr(MSR_KVM_SYSTEM_TIME_NEW, 0);
+  if (!mul) return 0;
+  // ns = ((tsc << shift) or (tsc >> -shift)) * mul >> 32, so one ms is
+  // (10^6 << 32) / mul TSC ticks before the shift is undone.
+  uint64_t t = (1000000ull << 32) / mul;
+  cached = shift >= 0 ? t >> shift : t << -shift;
+  return cached;
+}

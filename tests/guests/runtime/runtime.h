@@ -182,6 +182,11 @@ int lapic_send_ipi(uint32_t apic_id, uint32_t lo);
 void udelay(uint32_t us);
 // TSC ticks per millisecond, measured against the APIC timer once.
 uint64_t tsc_per_ms(void);
+// TSC ticks per millisecond as KVM's kvmclock states them (exact, where
+// the APIC-timer measurement can be off by tens of percent on a loaded or
+// nested host), or 0 without kvmclock (not KVM, e.g. QEMU TCG). Ring 0
+// (wrmsr) for the first call; cached.
+uint64_t tsc_per_ms_kvmclock(void);
 
 int main(void);
 
