@@ -110,13 +110,18 @@ absl::StatusOr<VsockConfig> ParseVsock(const std::string& v) {
       have_cid = true;
     } else if (k == "uds" || k == "uds_path") {
       c.uds_path = val;
+    } else if (k == "vhost" && (val.empty() || val == "on")) {
+      c.vhost = true;
+    } else if (k == "vhost" && val == "off") {
+      c.vhost = false;
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--vsock ", v, ": unknown option '", k, "' (expected cid=N, uds=PATH)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--vsock ", v, ": unknown option '", k, "' (expected cid=N, uds=PATH or vhost)"));
     }
   }
-  if (!have_cid || c.uds_path.empty()) {
-    return absl::InvalidArgumentError("--vsock needs cid=N and uds=PATH");
+  if (!have_cid || (c.uds_path.empty() == !c.vhost)) {
+    return absl::InvalidArgumentError(
+        "--vsock needs cid=N and one host side: uds=PATH or vhost");
   }
   return c;
 }
@@ -176,6 +181,8 @@ guest), and exits with the guest's status.
                          (Firecracker's convention: connect to PATH and send
                          "CONNECT <port>\n"; guest connections to port P go
                          to PATH_P)
+  --vsock cid=N,vhost    the same device on the kernel's vhost-vsock
+                         (/dev/vhost-vsock): the host uses AF_VSOCK sockets
   --balloon [amount_mib=N][,deflate_on_oom][,stats_s=N][,reporting=on|off]
                          a virtio-balloon device with an initial target
   --rng                  a virtio-rng device (host getrandom)

@@ -132,6 +132,15 @@ TEST_CASE("virtio flags: net, vsock, balloon") {
                    "multicast"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--net", "tap=t,mac=zz"}).status(), "six hex"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--vsock", "cid=3"}).status(), "uds=PATH"));
+  auto vhost = ParseRunFlags({"--kernel", "k", "--vsock", "cid=9,vhost"});
+  REQUIRE(vhost.ok());
+  REQUIRE(vhost->vm.virtio.vsock->vhost);
+  REQUIRE(vhost->vm.virtio.vsock->uds_path.empty());
+  REQUIRE(ParseRunFlags({"--kernel", "k", "--vsock", "cid=9,vhost=on"}).ok());
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--vsock", "cid=9,vhost,uds=/tmp/v"}).status(),
+                   "one host side"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--vsock", "cid=9,vhost=maybe"}).status(),
+                   "unknown option 'vhost'"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--balloon", "size=3"}).status(),
                    "unknown option 'size'"));
   kindling::VirtioConfig c;

@@ -11,6 +11,7 @@
 #include "kindling/status_macros.h"
 #include "virtio/block.h"
 #include "virtio/net.h"
+#include "virtio/vhost_vsock.h"
 #include "virtio/vsock.h"
 #include "virtio/rng.h"
 
@@ -105,7 +106,11 @@ absl::Status ValidateVirtio(const VirtioConfig& config) {
       return absl::InvalidArgumentError(
           absl::StrCat("--vsock cid=", config.vsock->cid, ": must be 3 to 4294967294"));
     }
-    if (config.vsock->uds_path.empty() || config.vsock->uds_path.size() > 100) {
+    if (config.vsock->vhost != config.vsock->uds_path.empty()) {
+      return absl::InvalidArgumentError("--vsock: give exactly one of uds=PATH and vhost");
+    }
+    if (!config.vsock->vhost &&
+        (config.vsock->uds_path.empty() || config.vsock->uds_path.size() > 100)) {
       return absl::InvalidArgumentError(
           "--vsock uds=PATH: a Unix socket path of 1 to 100 bytes is required");
     }
@@ -210,6 +215,14 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
     }
     case VirtioKind::kVsock: {
       virtio::EventLoop& vsock_loop = own_loop("virtio-vsock");
+      if (config.vsock->vhost) {
+        auto v = virtio::VhostVsock::Create(vsock_loop, {.guest_cid = config.vsock->cid});
+        if (!v.ok()) {
+          return absl::Status(v.status().code(),
+                              absl::StrCat("--vsock vhost: ", v.status().message()));
+        }
+        return std::shared_ptr<virtio::VirtioDevice>(*v);
+      }
       virtio::VsockOptions o;
       o.guest_cid = config.vsock->cid;
       o.uds_path = config.vsock->uds_path;

@@ -54,6 +54,7 @@ struct NetConfig {
 struct VsockConfig {
   uint64_t cid = 3;
   std::string uds_path;  // Firecracker's convention; see libs/virtio/README.md
+  bool vhost = false;    // instead of uds_path: /dev/vhost-vsock, AF_VSOCK on the host
 };
 
 struct BalloonConfig {

@@ -48,9 +48,14 @@ expect_error "pv-eoi bad value" "expected on or off" run --kernel "$guest" --pv-
 expect_error "unknown option" "unknown option '--frobnicate'" run --kernel "$guest" --frobnicate
 expect_error "unknown command" "unknown command 'fly'" fly
 expect_error "no kernel" "--kernel is required" run
+expect_error "vsock: both host sides" "one host side" run --kernel "$guest" --vsock cid=3,vhost,uds=$tmp/v.sock
 expect_error "command line too long" "command line" run --kernel "$guest" --cmdline "$(head -c 70000 /dev/zero | tr '\0' a)"
 
 if [[ ! -c /dev/kvm ]]; then
   expect_error "no /dev/kvm" "cannot open /dev/kvm" run --kernel "$guest"
+fi
+if [[ -c /dev/kvm && ! -e /dev/vhost-vsock ]]; then
+  expect_error "no /dev/vhost-vsock" "open /dev/vhost-vsock .*vhost_vsock module" \
+    run --kernel "$guest" --vsock cid=3,vhost
 fi
 exit $failed
