@@ -7,8 +7,9 @@
 #   DIRS="tx rx" VMMS="kindling qemu" LIMIT=1 sh cases.sh
 #
 # kindling: --vsock cid=3,uds=$PWD/v.sock (Firecracker's Unix-socket
-# convention); QEMU: -device vhost-vsock-device,guest-cid=3 (needs
-# /dev/vhost-vsock). Per run and direction:
+# convention); kindling-vhost: --vsock cid=3,vhost and QEMU:
+# -device vhost-vsock-device,guest-cid=3 (both need /dev/vhost-vsock; the
+# host side is AF_VSOCK). Per run and direction:
 #   tx: the guest connects to host port 5201 and sends MIB MiB in PKT-byte
 #       packets; vsockbench listens (kindling: on v.sock_5201; QEMU: AF_VSOCK
 #       port 5201) and times first byte -> EOF: that is the figure;
@@ -33,6 +34,7 @@ mbs() {  # FILE PATTERN: the MB/s figure on the first line matching PATTERN
 vmm_cmd() {  # VMM CMDLINE
   case $1 in
     kindling) echo "$K run --kernel $G --memory 128 --vsock cid=3,uds=$PWD/v.sock --cmdline \"$2\"" ;;
+    kindling-vhost) echo "$K run --kernel $G --memory 128 --vsock cid=3,vhost --cmdline \"$2\"" ;;
     qemu) echo "$Q ${QFW:+-L $QFW} -M microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off" \
       "-global virtio-mmio.force-legacy=false -accel kvm -cpu qemu64 -m 128 -nodefaults" \
       "-no-user-config -display none -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04" \
