@@ -155,40 +155,24 @@ absl::Status Balloon::ProcessQueue(uint16_t index) {
 }
 
 absl::Status Balloon::InflateOrDeflate(uint16_t index) {
-  Queue& q = ctx_.queues[index];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
   std::vector<uint32_t> pfns;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(index);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) {
-      ASSIGN_OR_RETURN(bool more, q.EnableNotification(true));
-      if (more) continue;
-      break;
-    }
-    uint64_t len = chain->readable_bytes;
+  return ServeQueue(ctx_, index, [&](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+    uint64_t len = chain.readable_bytes;
     if (len % 4 != 0 || len / 4 > kMaxPfnsPerChain) {
       return absl::InvalidArgumentError(
           absl::StrCat(index == kInflateQueue ? "inflate" : "deflate", " request of ", len,
                        " bytes is not a list of at most ", kMaxPfnsPerChain, " 32-bit PFNs"));
     }
     pfns.resize(len / 4);
-    ChainReader r(*ctx_.memory, *chain);
+    ChainReader r(*ctx_.memory, chain);
     RETURN_IF_ERROR(r.Read({reinterpret_cast<uint8_t*>(pfns.data()), len}));
     if (index == kInflateQueue) {
       ReleasePfns(pfns);
     } else {
       deflated_.fetch_add(pfns.size());  // the pages are the guest's again
     }
-    RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
-    used = true;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(index);
-  return absl::OkStatus();
+    return 0;
+  });
 }
 
 void Balloon::ReleasePfns(std::vector<uint32_t>& pfns) {
@@ -219,42 +203,28 @@ void Balloon::ReleasePfns(std::vector<uint32_t>& pfns) {
 
 absl::Status Balloon::ReceiveStats() {
   Queue& q = ctx_.queues[*stats_queue_];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(*stats_queue_);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) {
-      ASSIGN_OR_RETURN(bool more, q.EnableNotification(true));
-      if (more) continue;
-      break;
-    }
-    uint64_t len = chain->readable_bytes;
-    if (len % sizeof(RawStat) != 0 || len / sizeof(RawStat) > kMaxStats) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stats buffer of ", len, " bytes is not at most ", kMaxStats, " 10-byte entries"));
-    }
-    std::vector<RawStat> raw(len / sizeof(RawStat));
-    ChainReader r(*ctx_.memory, *chain);
-    RETURN_IF_ERROR(r.Read({reinterpret_cast<uint8_t*>(raw.data()), len}));
-    {
-      absl::MutexLock l(&mu_);
-      for (const RawStat& s : raw) stats_[s.tag] = s.val;
-      ++stats_updates_;
-    }
-    // The driver keeps one buffer with us; a second one means it gave up
-    // on the first, which goes back.
-    if (stats_head_) {
-      RETURN_IF_ERROR(q.PushUsed(*stats_head_, 0));
-      used = true;
-    }
-    stats_head_ = chain->head;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(*stats_queue_);
-  return absl::OkStatus();
+  return ServeQueue(ctx_, *stats_queue_,
+                    [&](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+                      uint64_t len = chain.readable_bytes;
+                      if (len % sizeof(RawStat) != 0 || len / sizeof(RawStat) > kMaxStats) {
+                        return absl::InvalidArgumentError(
+                            absl::StrCat("stats buffer of ", len, " bytes is not at most ",
+                                         kMaxStats, " 10-byte entries"));
+                      }
+                      std::vector<RawStat> raw(len / sizeof(RawStat));
+                      ChainReader r(*ctx_.memory, chain);
+                      RETURN_IF_ERROR(r.Read({reinterpret_cast<uint8_t*>(raw.data()), len}));
+                      {
+                        absl::MutexLock l(&mu_);
+                        for (const RawStat& s : raw) stats_[s.tag] = s.val;
+                        ++stats_updates_;
+                      }
+                      // The driver keeps one buffer with us; a second one
+                      // means it gave up on the first, which goes back.
+                      if (stats_head_) RETURN_IF_ERROR(q.PushUsed(*stats_head_, 0));
+                      stats_head_ = chain.head;
+                      return kKeepChain;
+                    });
 }
 
 absl::Status Balloon::ReturnStatsBuffer() {
@@ -267,34 +237,20 @@ absl::Status Balloon::ReturnStatsBuffer() {
 }
 
 absl::Status Balloon::Report() {
-  Queue& q = ctx_.queues[*reporting_queue_];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(*reporting_queue_);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) {
-      ASSIGN_OR_RETURN(bool more, q.EnableNotification(true));
-      if (more) continue;
-      break;
-    }
-    // Each buffer is a free range (the queue checked it lies in RAM).
-    for (const Buffer& b : chain->buffers) {
-      if (b.len == 0) continue;
-      absl::Status s = ctx_.memory->ZeroRange(b.addr, b.len);
-      if (!s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("releasing a reported range: ", s.message()));
-      }
-      reported_.fetch_add(b.len);
-    }
-    RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
-    used = true;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(*reporting_queue_);
-  return absl::OkStatus();
+  return ServeQueue(ctx_, *reporting_queue_,
+                    [this](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+                      // Each buffer is a free range (the queue checked it lies in RAM).
+                      for (const Buffer& b : chain.buffers) {
+                        if (b.len == 0) continue;
+                        absl::Status s = ctx_.memory->ZeroRange(b.addr, b.len);
+                        if (!s.ok()) {
+                          return absl::Status(s.code(), absl::StrCat("releasing a reported range: ",
+                                                                     s.message()));
+                        }
+                        reported_.fetch_add(b.len);
+                      }
+                      return 0;
+                    });
 }
 
 }  // namespace virtio

@@ -186,47 +186,37 @@ absl::Status Net::ProcessQueue(uint16_t index) {
 }
 
 absl::Status Net::Transmit() {
-  Queue& q = ctx_.queues[kTxQueue];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(kTxQueue);
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) {
-      ASSIGN_OR_RETURN(bool more, q.EnableNotification(true));
-      if (more) continue;
-      break;
-    }
-    if (chain->readable_bytes < kHdrBytes || chain->readable_bytes > kHdrBytes + kMaxFrame) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tx chain ", chain->head, " carries ", chain->readable_bytes,
-                       " bytes; a frame is the 12-byte header plus at most ", kMaxFrame, " bytes"));
-    }
-    ChainReader r(*ctx_.memory, *chain);
-    ASSIGN_OR_RETURN(std::vector<iovec> iov, r.TakeIovecs(chain->readable_bytes));
-    if (iov.size() > IOV_MAX) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tx chain ", chain->head, " has ", iov.size(), " pieces"));
-    }
-    ssize_t n;
-    do {
-      n = ::writev(tap_.get(), iov.data(), static_cast<int>(iov.size()));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      // The TAP refused the frame (bad vnet header, interface down, ...):
-      // the guest's loss, counted, like a cable that drops a frame.
-      tx_dropped_.fetch_add(1);
-    } else {
-      tx_frames_.fetch_add(1);
-      tx_bytes_.fetch_add(chain->readable_bytes - kHdrBytes);
-    }
-    RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
-    used = true;
+  return ServeQueue(ctx_, kTxQueue,
+                    [this](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+                      RETURN_IF_ERROR(TransmitFrame(chain));
+                      return 0;
+                    });
+}
+
+absl::Status Net::TransmitFrame(const DescriptorChain& chain) {
+  if (chain.readable_bytes < kHdrBytes || chain.readable_bytes > kHdrBytes + kMaxFrame) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tx chain ", chain.head, " carries ", chain.readable_bytes,
+                     " bytes; a frame is the 12-byte header plus at most ", kMaxFrame, " bytes"));
   }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(kTxQueue);
+  ChainReader r(*ctx_.memory, chain);
+  ASSIGN_OR_RETURN(std::vector<iovec> iov, r.TakeIovecs(chain.readable_bytes));
+  if (iov.size() > IOV_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tx chain ", chain.head, " has ", iov.size(), " pieces"));
+  }
+  ssize_t n;
+  do {
+    n = ::writev(tap_.get(), iov.data(), static_cast<int>(iov.size()));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    // The TAP refused the frame (bad vnet header, interface down, ...):
+    // the guest's loss, counted, like a cable that drops a frame.
+    tx_dropped_.fetch_add(1);
+  } else {
+    tx_frames_.fetch_add(1);
+    tx_bytes_.fetch_add(chain.readable_bytes - kHdrBytes);
+  }
   return absl::OkStatus();
 }
 

@@ -361,41 +361,31 @@ absl::Status Vsock::ProcessQueue(uint16_t index) {
 }
 
 absl::Status Vsock::Transmit() {
-  Queue& q = ctx_.queues[kTxQueue];
-  if (!q.active()) return absl::OkStatus();
-  bool used = false;
   tx_blocked_ = false;
-  for (uint32_t served = 0;; ++served) {
-    if (served == q.size()) {
-      ctx_.process_again(kTxQueue);
-      break;
-    }
-    if (control_.size() >= 2ULL * options_.max_connections + 32) {
-      tx_blocked_ = true;  // Receive resumes us once the guest takes replies
-      break;
-    }
-    ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
-    if (!chain) {
-      ASSIGN_OR_RETURN(bool more, q.EnableNotification(true));
-      if (more) continue;
-      break;
-    }
-    if (chain->readable_bytes < sizeof(VsockHdr)) {
-      return absl::InvalidArgumentError(absl::StrCat("vsock packet of ", chain->readable_bytes,
-                                                     " bytes is shorter than its 44-byte header"));
-    }
-    ChainReader r(*ctx_.memory, *chain);
-    ASSIGN_OR_RETURN(VsockHdr h, r.ReadObj<VsockHdr>());
-    if (h.len > r.remaining()) {
-      return absl::InvalidArgumentError(absl::StrCat("vsock packet len ", h.len,
-                                                     " runs past its buffers (", r.remaining(),
-                                                     " bytes after the header)"));
-    }
-    RETURN_IF_ERROR(HandlePacket(h, r));
-    RETURN_IF_ERROR(q.PushUsed(chain->head, 0));
-    used = true;
-  }
-  if (used && q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(kTxQueue);
+  auto ready = [this] {
+    // Too many replies waiting for rx buffers: Receive resumes us once the
+    // guest takes some.
+    tx_blocked_ = control_.size() >= 2ULL * options_.max_connections + 32;
+    return !tx_blocked_;
+  };
+  RETURN_IF_ERROR(ServeQueue(
+      ctx_, kTxQueue,
+      [this](const DescriptorChain& chain) -> absl::StatusOr<uint32_t> {
+        if (chain.readable_bytes < sizeof(VsockHdr)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "vsock packet of ", chain.readable_bytes, " bytes is shorter than its 44-byte header"));
+        }
+        ChainReader r(*ctx_.memory, chain);
+        ASSIGN_OR_RETURN(VsockHdr h, r.ReadObj<VsockHdr>());
+        if (h.len > r.remaining()) {
+          return absl::InvalidArgumentError(absl::StrCat("vsock packet len ", h.len,
+                                                         " runs past its buffers (", r.remaining(),
+                                                         " bytes after the header)"));
+        }
+        RETURN_IF_ERROR(HandlePacket(h, r));
+        return 0;
+      },
+      ready));
   Kick();
   return absl::OkStatus();
 }

@@ -71,12 +71,21 @@ class VirtioDevice {
 
 // Serves at most one queue's worth of chains from queue `index`: each goes
 // to `serve`, which returns how many bytes it wrote into the chain, and then
-// back to the driver; whatever is left waits for ctx.process_again. Raises
-// the queue's interrupt if the driver wants one. An error from `serve` or
-// the queue breaks the device.
+// back to the driver; whatever is left waits for ctx.process_again. When the
+// ring runs empty, notifications are re-enabled and the ring looked at once
+// more, so a chain made available meanwhile is not left waiting. Raises the
+// queue's interrupt if anything went back and the driver wants one. An error
+// from `serve` or the queue breaks the device. `ready`, if given, is asked
+// before each chain; false stops serving (the device resumes itself later).
+// A queue that is not active is left alone.
 absl::Status ServeQueue(
     const ActivateContext& ctx, uint16_t index,
-    const std::function<absl::StatusOr<uint32_t>(const DescriptorChain&)>& serve);
+    const std::function<absl::StatusOr<uint32_t>(const DescriptorChain&)>& serve,
+    const std::function<bool()>& ready = nullptr);
+
+// What `serve` returns for a chain the device keeps for now (it returns it
+// later with Queue::PushUsed itself), e.g. the balloon's statistics buffer.
+inline constexpr uint32_t kKeepChain = 0xffffffff;
 
 // Copies `data.size()` bytes of a config struct at `offset` into `data`,
 // zeros past its end.

@@ -125,6 +125,7 @@ class Net : public VirtioDevice {
 
  private:
   absl::Status Transmit();
+  absl::Status TransmitFrame(const DescriptorChain& chain);  // one tx chain
   absl::Status Receive();
   absl::Status SetTapOffloads(unsigned offloads);
 
