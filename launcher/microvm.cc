@@ -108,6 +108,11 @@ MicroVm::~MicroVm() {
     runner_->Stop({VcpuRunner::StopReason::kRequested, 0, "VM destroyed"});
     runner_->Wait();
   }
+  // The buses hold the virtio transports too; without this they would
+  // outlive virtio_ and its event loops, and a device's destructor would
+  // reach a loop already freed (seen: Balloon after a guest reboot).
+  pio_.Clear();
+  mmio_.Clear();
 }
 
 absl::Status MicroVm::Build(const VmConfig& config) {

@@ -329,11 +329,16 @@ absl::Status VirtioDevices::AddMmio(const VirtioSlot& slot,
 VirtioDevices::~VirtioDevices() {
   // Threads first (nothing runs any more), then the devices and transports
   // (some hold sockets bound to a loop's io_context), then the loops.
+  // Every holder of a transport lets go before the loops are freed: the
+  // PCI bus holds its functions (seen: Balloon's destructor reaching its
+  // freed loop after a guest reboot on --transport pci).
   for (auto& l : loops_) l->Stop();
   bar_mappers_.clear();
   transports_.clear();
+  pci_.reset();
   console_.reset();
   balloon_.reset();
+  msi_.reset();
   loops_.clear();
 }
 

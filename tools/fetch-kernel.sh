@@ -4,8 +4,9 @@
 # Usage: tools/fetch-kernel.sh [--modules] [CACHE_DIR]   (default /var/cache/kindling)
 #
 # --modules  also extract, from the same package, the virtio driver modules
-#            (virtio_mmio, virtio_pci, virtio_blk, virtio_console, virtio-rng
-#            and what they depend on) into CACHE_DIR/modules-<release>/, and
+#            (virtio_mmio, virtio_pci, virtio_blk, virtio_console, virtio-rng,
+#            virtio_net, virtio_balloon, vmw_vsock_virtio_transport and what
+#            they depend on) into CACHE_DIR/modules-<release>/, and
 #            print that directory on a second line. It holds the .ko files
 #            (decompressed), `order` (module names, dependencies first; ones
 #            built into the kernel are left out) and `builtin` (the wanted
@@ -17,8 +18,9 @@ modules=0
 if [[ ${1:-} == --modules ]]; then modules=1; shift; fi
 cache=${1:-/var/cache/kindling}
 # The drivers a stock kernel needs for kindling's devices, by module name.
-WANTED=(virtio_mmio virtio_pci virtio_blk virtio_console virtio_rng)
-LAYOUT=kindling-modules-1
+WANTED=(virtio_mmio virtio_pci virtio_blk virtio_console virtio_rng virtio_net virtio_balloon
+        vmw_vsock_virtio_transport)
+LAYOUT=kindling-modules-2
 mkdir -p "$cache"
 existing=$(ls "$cache"/vmlinuz-*-cloud-amd64 2>/dev/null | head -n1 || true)
 if [[ -n $existing ]] && { ((!modules)) ||

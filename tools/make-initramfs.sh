@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Builds a tiny busybox initramfs (gzip'd cpio) for booting stock Linux.
 #
-# Usage: tools/make-initramfs.sh [--modules DIR] OUT.cpio.gz [INIT_SCRIPT]
+# Usage: tools/make-initramfs.sh [--modules DIR] [--bin PATH]... OUT.cpio.gz [INIT_SCRIPT]
 # --modules DIR  copies DIR/*.ko and DIR/order (module names, dependencies
 #                first; what `tools/fetch-kernel.sh --modules` prints) to
 #                /lib/modules/ for an INIT_SCRIPT to insmod in that order.
+# --bin PATH     copies a (static) program to /bin/.
 # The default /init mounts /proc and /sys, prints the kernel version and
 # the CPUs it found, runs /bin/sh on the console if one is attached, and
 # reboots (kindling exits 0 on the guest's reboot). Needs busybox-static
 # and cpio (tools/setup.sh installs them).
 set -euo pipefail
-moddir=""
-if [[ ${1:-} == --modules ]]; then moddir=${2:?--modules DIR}; shift 2; fi
-out=${1:?usage: make-initramfs.sh [--modules DIR] OUT.cpio.gz [INIT_SCRIPT]}
+moddir="" bins=()
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --modules) moddir=${2:?--modules DIR}; shift 2 ;;
+    --bin) bins+=("${2:?--bin PATH}"); shift 2 ;;
+    *) echo "make-initramfs: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+out=${1:?usage: make-initramfs.sh [--modules DIR] [--bin PATH]... OUT.cpio.gz [INIT_SCRIPT]}
 init=${2:-}
 busybox=$(command -v busybox || true)
 if [[ -z $busybox ]] || ! file "$busybox" 2>/dev/null | grep -q static; then
@@ -24,9 +31,10 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc}
 cp "$busybox" "$root/bin/busybox"
 for app in sh mount echo cat grep wc uname reboot poweroff sleep ls dmesg \
-           insmod lsmod dd od timeout sync readlink basename head tr cut; do
+           insmod lsmod dd od timeout sync readlink basename head tr cut ip ping sed; do
   ln -s busybox "$root/bin/$app"
 done
+for b in "${bins[@]}"; do cp "$b" "$root/bin/" && chmod 755 "$root/bin/$(basename "$b")"; done
 if [[ -n $moddir ]]; then
   [[ -f $moddir/order ]] || { echo "make-initramfs: $moddir has no 'order' file" >&2; exit 1; }
   mkdir -p "$root/lib/modules"

@@ -9,8 +9,11 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 bazel test //... -k --test_output=errors 2>&1 | tee "$out/bazel.log"
 # The guest- and image-facing parsers once more under AddressSanitizer and
-# UBSan; each target's result goes into the summary as `asan:<target>`.
+# UBSan, and kindling itself with every virtio device, through to teardown
+# after a guest reboot (stock Linux); each target's result goes into the
+# summary as `asan:<target>`.
 bazel test --config=asan -k --test_output=errors //libs/block/... //libs/vm-memory/... //libs/vcpu/... //libs/virtio/... \
+  //tests/e2e:virtio_test //tests/e2e:linux_virtio_test \
   2>&1 | tee "$out/asan.log" | tail -n 25
 sed -nE 's#^(//[^ ]+) +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD).*#\3 asan:\1#p' \
   "$out/asan.log" | sed -E 's/^PASSED/PASS/; s/^(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)/FAIL/' \

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Debian's stock cloud kernel finds and uses kindling's virtio devices over
-# both transports: booted with a raw disk, --rng and --console virtio, once
-# with --transport mmio (ACPI LNRO0005 devices) and once with --transport
-# pci (modern virtio-pci on bus 0), its initramfs (linux_virtio_init.sh)
-# loads the kernel package's own virtio modules, lists the virtio devices
-# with their drivers, reads the disk's sector 0, writes sector 1, reads
-# /dev/hwrng and writes to /dev/hvc0. The host then checks sector 1 of the
-# disk file. Where the host has no hardware KVM it runs in tools/nested-kvm,
-# and the disk check runs in there too, after kindling exits.
+# Debian's stock cloud kernel finds and uses every kindling virtio device
+# over both transports: booted with a raw disk, --rng, --console virtio,
+# --net on a TAP, --vsock (Unix sockets) and --balloon, once with
+# --transport mmio (ACPI LNRO0005 devices) and once with --transport pci
+# (modern virtio-pci on bus 0), its initramfs (linux_virtio_init.sh) loads
+# the kernel package's own virtio modules, lists the virtio devices with
+# their drivers, reads the disk's sector 0, writes sector 1, reads
+# /dev/hwrng, writes to /dev/hvc0, pings the host's end of the TAP, answers
+# a host vsock connection and makes one to the host (linux_vsock), and sees
+# MemTotal drop by the balloon's target. linux_virtio_run.sh is the host
+# side of one boot, and checks the disk file's sector 1 afterwards. Where
+# the host has no hardware KVM it all runs in tools/nested-kvm; on a host
+# with KVM, in a network namespace of its own (for the TAP's 10.0.2.2).
+#
+#   linux_virtio_test.sh KINDLING LINUX_VSOCK UDS_VSOCK_PEER
 set -uo pipefail
-kindling=$1
+kindling=$1 linux_vsock=$2 peer=$3
 root=$(cd "$(dirname "$0")/../.." && pwd)
 nested=""
 if ! grep -qE 'vmx|svm' /proc/cpuinfo || [[ ! -c /dev/kvm ]]; then
@@ -25,42 +31,32 @@ if ! out=$("$root/tools/fetch-kernel.sh" --modules 2>"$tmp/fetch.err"); then
 fi
 { read -r kernel; read -r moddir; } <<<"$out"
 echo "linux_virtio_test: $(cat "$moddir/package"): modules $(tr '\n' ' ' <"$moddir/order")"
-"$root/tools/make-initramfs.sh" --modules "$moddir" "$tmp/initrd.gz" \
+"$root/tools/make-initramfs.sh" --modules "$moddir" --bin "$linux_vsock" "$tmp/initrd.gz" \
   "$root/tests/e2e/linux_virtio_init.sh" >/dev/null || exit 1
+run=$root/tests/e2e/linux_virtio_run.sh
 
 sectors=2048  # a 1 MiB raw disk
-devices=3     # virtio-blk, virtio-rng, virtio-console
-# Runs kindling on one transport, then checks the disk file's sector 1. The
-# same script runs here or, under nested KVM, in busybox sh inside L1.
-# Arguments: KINDLING KERNEL INITRD DISK TRANSPORT SECTORS DEVICES EXTRA_CMDLINE.
-inner='
-kindling=$1 kernel=$2 initrd=$3 disk=$4 t=$5
-pcioff=" pci=off"
-[ "$t" = pci ] && pcioff=""
-"$kindling" run --kernel "$kernel" --initrd "$initrd" --memory 256 \
-  --transport "$t" --disk "$disk" --rng --console virtio \
-  --cmdline "console=ttyS0 reboot=k panic=-1 quiet$pcioff lv.sectors=$6 lv.devices=$7 lv.tag=$t$8"
-rc=$?
-if dd if="$disk" bs=512 skip=1 count=1 2>/dev/null | grep -q "KINDLING-LINUX-WROTE-$t"; then
-  echo "linux-virtio-host: disk sector 1 ok"
-else
-  echo "linux-virtio-host: disk sector 1 does not hold the guest'"'"'s marker"
-fi
-exit $rc'
+devices=6     # virtio-blk, -rng, -console, -net, -vsock, -balloon
+mac=52:54:00:4b:4e:01
+balloon_mib=16
 
 # LINUX_VIRTIO_DMESG=1: the guest prints its kernel's virtio/PCI/ACPI lines.
-extra=""
-[[ ${LINUX_VIRTIO_DMESG:-0} == 1 ]] && extra=" lv.dmesg"
+extra=" lv.sectors=$sectors lv.devices=$devices"
+[[ ${LINUX_VIRTIO_DMESG:-0} == 1 ]] && extra+=" lv.dmesg"
 failed=0
 for t in ${LINUX_VIRTIO_TRANSPORTS:-mmio pci}; do
   disk=$tmp/disk-$t.img
   { printf 'KINDLING-DISK-SECTOR-ZERO'; head -c $((sectors * 512 - 25)) /dev/zero; } >"$disk"
   if [[ -n $nested ]]; then
-    cmd=("$nested" --mem 2048 --timeout 150 --bin "$kindling"
-         --file "$kernel:kernel" --file "$tmp/initrd.gz:initrd.gz" --file "$disk:disk.img" --
-         sh -c "$inner" sh ./kindling kernel initrd.gz disk.img "$t" "$sectors" "$devices" "$extra")
+    cmd=("$nested" --mem 2048 --timeout 150 --module tun --bin "$kindling" --bin "$peer"
+         --file "$run:run.sh" --file "$kernel:kernel" --file "$tmp/initrd.gz:initrd.gz"
+         --file "$disk:disk.img" -- sh run.sh ./kindling kernel initrd.gz disk.img "$t"
+         ./uds_vsock_peer . "$mac" "$balloon_mib" "$extra")
   else
-    cmd=(sh -c "$inner" sh "$kindling" "$kernel" "$tmp/initrd.gz" "$disk" "$t" "$sectors" "$devices" "$extra")
+    netns=()
+    unshare -n true 2>/dev/null && netns=(unshare -n)
+    cmd=("${netns[@]}" sh "$run" "$kindling" "$kernel" "$tmp/initrd.gz" "$disk" "$t"
+         "$(realpath "$peer")" "$tmp" "$mac" "$balloon_mib" "$extra")
   fi
   echo "---- --transport $t"
   start=$SECONDS
@@ -71,14 +67,20 @@ for t in ${LINUX_VIRTIO_TRANSPORTS:-mmio pci}; do
   if [[ -n $nested && $status -eq 77 ]]; then exit 0; fi
   bad() { echo "FAILED: --transport $t: $*"; failed=1; }
   [[ $status -eq 0 ]] || bad "exit $status"
-  for want in "virtio_blk at" "virtio_rng at" "virtio_console at"; do
-    grep -qE "^linux-virtio: virtio[0-9]+ device 0x000[234] driver ${want% at} at " "$tmp/log" ||
-      bad "no virtio device bound to ${want% at}"
+  for want in "0x0002 virtio_blk" "0x0004 virtio_rng" "0x0003 virtio_console" "0x0001 virtio_net" \
+              "0x0013 vmw_vsock_virtio_transport" "0x0005 virtio_balloon"; do
+    grep -qE "^linux-virtio: virtio[0-9]+ device ${want% *} driver ${want#* } at " "$tmp/log" ||
+      bad "no virtio device ${want% *} bound to ${want#* }"
   done
   for want in "vda size $sectors sectors ok" "vda sector 0 ok" "vda sector 1 written" \
-              "hwrng ok" "hvc0 ok" "done"; do
-    grep -q "^linux-virtio: $want" "$tmp/log" || bad "no 'linux-virtio: $want'"
+              "hwrng ok" "hvc0 ok" "net [a-z0-9]+ $mac ping ok" "vsock served the host on port 1234" \
+              "vsock host port 1235 echoed our line" "balloon ok" "done"; do
+    grep -qE "^linux-virtio: $want" "$tmp/log" || bad "no 'linux-virtio: $want'"
   done
+  grep -q '^uds-peer: guest port 1234 echoed our line' "$tmp/log" ||
+    bad "the host's vsock connection to the guest got no echo"
+  grep -q '^uds-peer: echoed [0-9]* bytes from the guest' "$tmp/log" ||
+    bad "the guest's vsock connection did not reach the host"
   grep -q '^linux-virtio: FAIL' "$tmp/log" && bad "$(grep '^linux-virtio: FAIL' "$tmp/log" | head -n3 | tr '\n' ' ')"
   grep -q '^linux-virtio-host: disk sector 1 ok' "$tmp/log" ||
     bad "the guest's write did not reach the disk file"

@@ -8,6 +8,7 @@
 //       send "CONNECT PORT\n", expect "OK <n>\n", send "hello from the
 //       host\n", expect "echo: hello from the host\n"; retried for 30 s
 //       while kindling or the guest is not ready
+//   A last argument TIMEOUT_S replaces the 30 s of either.
 //
 // Prints `uds-peer: ...` lines; exit 0 on success, 1 on failure.
 #include <errno.h>
@@ -21,13 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kTimeoutMs = 30000 };  // generous: nested KVM under TCG is slow
+static int timeout_ms = 30000;  // generous: nested KVM under TCG is slow
 
 static int read_line(int fd, char* buf, size_t size) {
   size_t n = 0;
   while (n + 1 < size) {
     struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, kTimeoutMs) != 1) return -1;
+    if (poll(&p, 1, timeout_ms) != 1) return -1;
     ssize_t r = read(fd, buf + n, 1);
     if (r <= 0) return -1;
     if (buf[n++] == '\n') break;
@@ -66,7 +67,7 @@ static int echo(const char* path) {
     return 1;
   }
   struct pollfd p = {s, POLLIN, 0};
-  if (poll(&p, 1, 3 * kTimeoutMs) != 1) {
+  if (poll(&p, 1, 3 * timeout_ms) != 1) {
     printf("uds-peer: nobody connected to %s\n", path);
     return 1;
   }
@@ -120,7 +121,7 @@ static int connect_guest(const char* path, const char* port) {
     int r = try_connect(path, port);
     if (r != 1) return r;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((now.tv_sec - start.tv_sec) * 1000 > kTimeoutMs) {
+    if ((now.tv_sec - start.tv_sec) * 1000 > timeout_ms) {
       printf("uds-peer: could not reach guest port %s through %s\n", port, path);
       return 1;
     }
@@ -132,8 +133,14 @@ int main(int argc, char** argv) {
   // kindling closes our socket when the guest refuses (not listening yet):
   // a write then must fail with EPIPE and be retried, not kill us.
   signal(SIGPIPE, SIG_IGN);
-  if (argc == 3 && strcmp(argv[1], "echo") == 0) return echo(argv[2]);
-  if (argc == 4 && strcmp(argv[1], "connect") == 0) return connect_guest(argv[2], argv[3]) ? 1 : 0;
-  fprintf(stderr, "usage: uds_vsock_peer echo PATH | connect PATH PORT\n");
+  if (argc >= 3 && strcmp(argv[1], "echo") == 0) {
+    if (argc > 3) timeout_ms = atoi(argv[3]) * 1000;
+    return echo(argv[2]);
+  }
+  if (argc >= 4 && strcmp(argv[1], "connect") == 0) {
+    if (argc > 4) timeout_ms = atoi(argv[4]) * 1000;
+    return connect_guest(argv[2], argv[3]) ? 1 : 0;
+  }
+  fprintf(stderr, "usage: uds_vsock_peer echo PATH [TIMEOUT_S] | connect PATH PORT [TIMEOUT_S]\n");
   return 2;
 }

@@ -37,6 +37,14 @@ bool Bus::Remove(uint64_t base) {
   return ranges_.erase(base) > 0;
 }
 
+void Bus::Clear() {
+  std::map<uint64_t, Range> old;
+  {
+    absl::MutexLock lock(&mu_);
+    old.swap(ranges_);
+  }
+}
+
 const Bus::Range* Bus::Find(uint64_t addr, uint64_t len, uint64_t* base) const {
   auto it = ranges_.upper_bound(addr);
   if (it == ranges_.begin()) return nullptr;

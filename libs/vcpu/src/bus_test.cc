@@ -59,3 +59,15 @@ TEST_CASE("Bus refuses overlapping or wrapping ranges, naming both") {
   REQUIRE_FALSE(bus.Insert(a, ~0ULL - 4, 0x10, "wrap").ok());
   REQUIRE_FALSE(bus.Insert(a, 0x1000, 0, "empty").ok());
 }
+
+TEST_CASE("Bus::Clear drops every device and the bus's references") {
+  Bus bus;
+  auto a = std::make_shared<Recorder>();
+  REQUIRE(bus.Insert(a, 0x3f8, 8, "uart").ok());
+  REQUIRE(a.use_count() == 2);
+  bus.Clear();
+  REQUIRE(a.use_count() == 1);  // the owner decides when it goes
+  uint8_t v = 0;
+  REQUIRE_FALSE(bus.Write(0x3f8, {&v, 1}));
+  REQUIRE(bus.Insert(a, 0x3f8, 8, "uart").ok());  // the range is free again
+}

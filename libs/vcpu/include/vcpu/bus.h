@@ -37,6 +37,9 @@ class Bus {
   // Removes the device inserted at `base` (e.g. a PCI BAR the guest moves);
   // false if there is none.
   bool Remove(uint64_t base);
+  // Removes every device (a VMM tearing down: the devices' owners decide
+  // when they are destroyed). Releases them outside the bus's lock.
+  void Clear();
   // False when no device covers [addr, addr + data.size()); a read then
   // returns all ones, as an open bus does.
   bool Read(uint64_t addr, std::span<uint8_t> data) const;
