@@ -86,7 +86,7 @@ failed=0
 declare -A med
 table() {  # LOG VMMS TITLE KEY MARK(1: star runs with other work)
   echo "bench/vsock: $3"
-  printf '%-4s %-9s %-11s %-32s %8s %12s\n' dir vmm figure "MB/s per run" median cross-check
+  printf '%-4s %-14s %-11s %-32s %8s %12s\n' dir vmm figure "MB/s per run" median cross-check
   for dir in $dirs; do
     for vmm in $2 limit limit64k; do
       [[ $vmm == limit* && $dir != tx ]] && continue
@@ -102,7 +102,7 @@ table() {  # LOG VMMS TITLE KEY MARK(1: star runs with other work)
       else fig=$guests cross=$hosts label="guest recv"; fi
       m=$(median <<<"$fig")
       med[$4-$vmm-$dir]=$m
-      printf '%-4s %-9s %-11s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(median <<<"$cross")"
+      printf '%-4s %-14s %-11s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(median <<<"$cross")"
     done
   done
   grep '^retry ' "$1" | sed 's/^/bench\/vsock: /'

@@ -12,16 +12,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                              virtio::Queue(256)};
   auto mem = virtio::fuzz::MakeGuest(data, size, queues[0]);
   if (!mem) return 0;
-  uint64_t features = 0;
-  if (size > 1 && (data[1] & 1)) features |= virtio::Bit(virtio::kFIndirectDesc);
-  if (size > 1 && (data[1] & 2)) features |= virtio::Bit(virtio::kFEventIdx);
+  uint64_t features = virtio::fuzz::FeaturesOf(data, size);
   for (int i = 1; i < 4; ++i) {
-    queues[i].set_size(queues[0].size());
-    queues[i].set_desc_table(queues[0].desc_table());
-    queues[i].set_avail_ring(queues[0].avail_ring());
-    queues[i].set_used_ring(queues[0].used_ring());
-    queues[i].set_ready(true);
-    if (!queues[i].Activate(*mem, features).ok()) return 0;
+    if (!virtio::fuzz::ShareRings(*mem, queues[0], queues[i], features)) return 0;
   }
   if (size > 1 && (data[1] & 8)) features |= virtio::Bit(virtio::kBalloonFStatsVq);
   if (size > 1 && (data[1] & 16)) features |= virtio::Bit(virtio::kBalloonFReporting);

@@ -24,6 +24,14 @@ inline constexpr uint64_t kRam = 256 << 10;
 // The available ring first, so short inputs already publish chains.
 inline constexpr uint64_t kAvail = 0x0, kDesc = 0x210, kUsed = 0x2000;
 
+// The negotiated features the input's byte [1] switches on.
+inline uint64_t FeaturesOf(const uint8_t* data, size_t size) {
+  uint64_t features = 0;
+  if (size > 1 && (data[1] & 1)) features |= Bit(kFIndirectDesc);
+  if (size > 1 && (data[1] & 2)) features |= Bit(kFEventIdx);
+  return features;
+}
+
 // Input layout: [0] log2 queue size (mod 9), [1] feature switches, [2..]
 // copied to guest address 0 (avail ring, descriptor table, buffers).
 inline std::unique_ptr<vm_memory::GuestMemory> MakeGuest(const uint8_t* data, size_t size,
@@ -38,11 +46,20 @@ inline std::unique_ptr<vm_memory::GuestMemory> MakeGuest(const uint8_t* data, si
   q.set_avail_ring(vm_memory::GuestAddress(kAvail));
   q.set_used_ring(vm_memory::GuestAddress(kUsed));
   q.set_ready(true);
-  uint64_t features = 0;
-  if (size > 1 && (data[1] & 1)) features |= Bit(kFIndirectDesc);
-  if (size > 1 && (data[1] & 2)) features |= Bit(kFEventIdx);
-  if (!q.Activate(**mem, features).ok()) return nullptr;
+  if (!q.Activate(**mem, FeaturesOf(data, size)).ok()) return nullptr;
   return std::move(*mem);
+}
+
+// Activates `q` on the same rings as the activated `from` (a device whose
+// rx and tx then walk the same fuzzer-made chains); false if it fails.
+inline bool ShareRings(vm_memory::GuestMemory& mem, const Queue& from, Queue& q,
+                       uint64_t features) {
+  q.set_size(from.size());
+  q.set_desc_table(from.desc_table());
+  q.set_avail_ring(from.avail_ring());
+  q.set_used_ring(from.used_ring());
+  q.set_ready(true);
+  return q.Activate(mem, features).ok();
 }
 
 }  // namespace virtio::fuzz

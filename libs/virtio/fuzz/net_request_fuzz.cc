@@ -14,15 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   virtio::Queue queues[2] = {virtio::Queue(256), virtio::Queue(256)};
   auto mem = virtio::fuzz::MakeGuest(data, size, queues[1]);
   if (!mem) return 0;
-  queues[0].set_size(queues[1].size());
-  queues[0].set_desc_table(queues[1].desc_table());
-  queues[0].set_avail_ring(queues[1].avail_ring());
-  queues[0].set_used_ring(queues[1].used_ring());
-  queues[0].set_ready(true);
-  uint64_t features = 0;
-  if (size > 1 && (data[1] & 1)) features |= virtio::Bit(virtio::kFIndirectDesc);
-  if (size > 1 && (data[1] & 2)) features |= virtio::Bit(virtio::kFEventIdx);
-  if (!queues[0].Activate(*mem, features).ok()) return 0;
+  const uint64_t features = virtio::fuzz::FeaturesOf(data, size);
+  if (!virtio::fuzz::ShareRings(*mem, queues[1], queues[0], features)) return 0;
 
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return 0;
