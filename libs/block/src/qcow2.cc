@@ -800,13 +800,35 @@ absl::Status Qcow2::Flush() {
   return FlushLocked(lock);
 }
 
+absl::Status Qcow2::Shrink(uint64_t new_size) {
+  {
+    Lock lock(mu_);
+    if (!snapshots_.empty()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: cannot shrink an image with internal snapshots", file_.name()));
+    }
+  }
+  // Like QEMU: whole clusters past the new end are freed, the one the new
+  // end falls in stays. The L2 tables stay allocated (and referenced), so
+  // growing again needs no new metadata.
+  const uint64_t old = size();
+  const uint64_t keep = std::min(old, (new_size + cs_ - 1) & ~(cs_ - 1));
+  if (keep < old) RETURN_IF_ERROR(Discard(keep, old - keep));
+  Lock lock(mu_);
+  // The frees are durable before the header says the disk is smaller.
+  RETURN_IF_ERROR(FlushLocked(lock));
+  uint8_t sb[8];
+  StoreBe64(sb, new_size);
+  RETURN_IF_ERROR(WriteHeaderBytes(kOffSize, sb, 8));
+  h_.size = new_size;
+  size_ = new_size;
+  return FlushLocked(lock);
+}
+
 absl::Status Qcow2::Resize(uint64_t new_size) {
   RETURN_IF_ERROR(WritableCheck());
+  if (new_size < size()) return Shrink(new_size);
   Lock lock(mu_);
-  if (new_size < h_.size) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%s: shrinking a qcow2 image is not supported", file_.name()));
-  }
   if (new_size > kMaxDiskSize) {
     return absl::InvalidArgumentError("size above the qcow2 limit");
   }

@@ -76,6 +76,9 @@ class Qcow2 final : public Qcow2Image {
   absl::Status DeleteSnapshot(const std::string& id_or_name) override;
 
  private:
+  // Resize below the current size: the clusters past the new end are
+  // discarded (freed) first, then the header says the smaller size.
+  absl::Status Shrink(uint64_t new_size);
   explicit Qcow2(File file);
   using Lock = std::unique_lock<std::mutex>;
 

@@ -3,7 +3,9 @@
 #include "block/qcow2.h"
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <condition_variable>
 #include <mutex>
@@ -257,7 +259,6 @@ TEST_CASE("qcow2 resize grows the disk and the L1 table") {
     REQUIRE((*q)->Resize(64 << 20).ok());
     REQUIRE((*q)->size() == (64u << 20));
     REQUIRE((*q)->Write(60 << 20, data.data(), 4096).ok());
-    REQUIRE_FALSE((*q)->Resize(1 << 20).ok());
   }
   auto q = Qcow2Image::Open(path, {.read_only = true});
   REQUIRE(q.ok());
@@ -267,6 +268,66 @@ TEST_CASE("qcow2 resize grows the disk and the L1 table") {
   REQUIRE((*q)->Read(60 << 20, back.data(), 4096).ok());
   REQUIRE(memcmp(back.data(), data.data(), 4096) == 0);
   if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + path).exit_code == 0);
+}
+
+TEST_CASE("qcow2 shrink frees the clusters past the new end, keeps the rest") {
+  TempDir dir;
+  const std::string path = dir.Path("s.qcow2");
+  REQUIRE(Qcow2Image::Create(path, {.size = 8 << 20, .cluster_size = 4096}).ok());
+  auto data = Pattern(8 << 20, 5);
+  uint64_t before = 0;
+  {
+    auto q = Qcow2Image::Open(path, {});
+    REQUIRE(q.ok());
+    REQUIRE((*q)->Write(0, data.data(), data.size()).ok());
+    REQUIRE((*q)->Flush().ok());
+    before = std::filesystem::file_size(path);
+    // Not on a cluster boundary: the cluster holding the new end stays.
+    REQUIRE((*q)->Resize((3 << 20) + 512).ok());
+    REQUIRE((*q)->size() == (3u << 20) + 512);
+    std::vector<uint8_t> past(512);
+    REQUIRE_FALSE((*q)->Read(3 << 20, past.data(), 1024).ok());  // beyond the end
+  }
+  {
+    auto q = Qcow2Image::Open(path, {});
+    REQUIRE(q.ok());
+    REQUIRE((*q)->size() == (3u << 20) + 512);
+    std::vector<uint8_t> back((3 << 20) + 512);
+    REQUIRE((*q)->Read(0, back.data(), back.size()).ok());
+    REQUIRE(std::equal(back.begin(), back.end(), data.begin()));
+    // Growing again shows zeros, not the old data.
+    REQUIRE((*q)->Resize(8 << 20).ok());
+    std::vector<uint8_t> tail(4 << 20);
+    REQUIRE((*q)->Read(4 << 20, tail.data(), tail.size()).ok());
+    REQUIRE(std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; }));
+  }
+  if (HaveQemuImg()) {
+    auto check = Run("qemu-img check " + path);
+    INFO(check.output);
+    REQUIRE(check.exit_code == 0);  // no leaks: the freed clusters are free
+    auto info = Run("qemu-img info --output json " + path);
+    REQUIRE(info.output.find("\"virtual-size\": 8388608") != std::string::npos);
+  }
+  // The freed clusters are reused: rewriting the tail does not grow the file.
+  {
+    auto q = Qcow2Image::Open(path, {});
+    REQUIRE(q.ok());
+    REQUIRE((*q)->Write(4 << 20, data.data(), 4 << 20).ok());
+    REQUIRE((*q)->Flush().ok());
+  }
+  REQUIRE(std::filesystem::file_size(path) <= before);
+}
+
+TEST_CASE("qcow2 shrink refuses an image with internal snapshots") {
+  TempDir dir;
+  const std::string path = dir.Path("snap.qcow2");
+  REQUIRE(Qcow2Image::Create(path, {.size = 4 << 20}).ok());
+  auto q = Qcow2Image::Open(path, {});
+  REQUIRE(q.ok());
+  REQUIRE((*q)->CreateSnapshot("s1").ok());
+  auto s = (*q)->Resize(1 << 20);
+  REQUIRE_FALSE(s.ok());
+  REQUIRE(s.message().find("internal snapshots") != std::string::npos);
 }
 
 TEST_CASE("qcow2 concurrent writers and readers through the thread pool") {

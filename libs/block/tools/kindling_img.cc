@@ -5,7 +5,7 @@
 //   kindling-img check [-f FMT] [-r leaks|all] FILE
 //   kindling-img convert [-f FMT] -O FMT [-o OPTS] [-p] IN OUT
 //   kindling-img compare [-f FMT] [-F FMT] [-s] A B
-//   kindling-img resize [-f FMT] FILE [+|-]SIZE
+//   kindling-img resize [--shrink] [-f FMT] FILE [+|-]SIZE
 //   kindling-img snapshot -c|-l|-a|-d [NAME] FILE
 //   kindling-img bench [-w] [-s SIZE] [-c COUNT] [-d DEPTH] [-o OFFSET]
 //                      [-S STEP] [-t none|writeback] [-f FMT] FILE
@@ -573,12 +573,15 @@ int CmdCompare(int argc, char** argv) {
 
 int CmdResize(int argc, char** argv) {
   std::string fmt;
+  bool shrink = false;
   int ch;
   optind = 1;
+  static const option kLong[] = {{"shrink", no_argument, nullptr, 's'}, {nullptr, 0, nullptr, 0}};
   // A size like -1G must not be taken for an option: stop at the file.
-  while ((ch = getopt(argc, argv, "+f:q")) != -1) {
+  while ((ch = getopt_long(argc, argv, "+f:q", kLong, nullptr)) != -1) {
     switch (ch) {
       case 'f': fmt = optarg; break;
+      case 's': shrink = true; break;
       case 'q': break;
       default: return Usage("resize: bad option");
     }
@@ -599,6 +602,13 @@ int CmdResize(int argc, char** argv) {
   if (sign < 0) {
     if (*v > cur) return Fail(absl::InvalidArgumentError("size would be negative"));
     target = cur - *v;
+  }
+  if (target < cur && !shrink) {
+    // As qemu-img: losing the data past the new end must be asked for.
+    return Fail(absl::FailedPreconditionError(absl::StrFormat(
+        "%s: shrinking from %d to %d bytes drops the data past the new end; use the "
+        "--shrink option to perform a shrink operation",
+        file, cur, target)));
   }
   if (auto s = (*img)->Resize(target); !s.ok()) return Fail(s);
   if (auto s = (*img)->Flush(); !s.ok()) return Fail(s);
@@ -788,7 +798,7 @@ void Help() {
       "  check [-f FMT] [-r leaks|all] FILE\n"
       "  convert [-f FMT] -O FMT [-o OPTS] [-p] IN OUT\n"
       "  compare [-f FMT] [-F FMT] [-s] A B\n"
-      "  resize [-f FMT] FILE [+|-]SIZE\n"
+      "  resize [--shrink] [-f FMT] FILE [+|-]SIZE\n"
       "  snapshot -c NAME | -l | -a NAME | -d NAME FILE\n"
       "  bench [-w] [-s SIZE] [-c COUNT] [-d DEPTH] [-o OFFSET] [-S STEP]\n"
       "        [-t none|writeback] [-i threads|io_uring] [-f FMT] FILE\n"

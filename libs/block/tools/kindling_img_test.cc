@@ -92,7 +92,12 @@ TEST_CASE("kindling-img check finds and repairs leaks; resize; errors") {
 
   REQUIRE(K("resize " + img + " +4M").exit_code == 0);
   REQUIRE(K("info --output json " + img).output.find("\"virtual-size\": 8388608") != std::string::npos);
-  REQUIRE(K("resize " + img + " -1M").exit_code != 0);  // qcow2 shrink refused
+  auto unasked = K("resize " + img + " -1M");  // shrinking must be asked for
+  REQUIRE(unasked.exit_code != 0);
+  REQUIRE(unasked.output.find("--shrink") != std::string::npos);
+  REQUIRE(K("resize --shrink " + img + " -1M").exit_code == 0);
+  REQUIRE(K("info --output json " + img).output.find("\"virtual-size\": 7340032") != std::string::npos);
+  if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + img).exit_code == 0);
 
   auto missing = K("info " + d.Path("nope.qcow2"));
   REQUIRE(missing.exit_code == 1);
