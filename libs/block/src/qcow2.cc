@@ -104,6 +104,9 @@ absl::Status Qcow2::Load(const OpenOptions& options,
   ASSIGN_OR_RETURN(h_, ParseHeader(c0, fsize, name));
   writable_ = !file_.read_only();
   if (writable_ && (h_.incompatible_features & kIncompatCorrupt)) {
+    corrupt_ = true;  // writes refused until Check(kAll) clears it
+  }
+  if (writable_ && (h_.incompatible_features & kIncompatCorrupt) && !options.repair_corrupt) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: image is marked corrupt (incompatible feature bit 1); open it "
         "read-only, or repair it with `kindling-img check -r all`",

@@ -30,17 +30,39 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   auto note = [&](std::string msg) {
     if (r.messages.size() < 1000) r.messages.push_back(std::move(msg));
   };
+  // Counts a reference; false (a corruption) when it lies past the file.
   auto ref = [&](uint64_t off, uint64_t len, const char* what) {
-    if (len == 0) return;
+    if (len == 0) return true;
     uint64_t first = off >> cb_, last = (off + len - 1) >> cb_;
     if (last >= nclusters || off + len < off) {
       note(absl::StrFormat("ERROR %s at 0x%x is past the end of the file", what, off));
       ++r.corruptions;
-      return;
+      return false;
     }
     for (uint64_t c = first; c <= last; ++c) {
       if (expected[c] < UINT32_MAX) ++expected[c];
     }
+    return true;
+  };
+  bool changed = false;
+  const bool fix = mode == RepairMode::kAll;
+  // -r all: an active L1 entry whose L2 table lies past the file is
+  // dropped (that range then reads as unallocated), an active L2 entry
+  // whose data does reads as zeros (v3 zero flag; v2: unallocated), as
+  // QEMU repairs them.
+  auto drop_l1 = [&](uint64_t i) {
+    l1_[i] = 0;
+    l1_dirty_lo_ = std::min(l1_dirty_lo_, i);
+    l1_dirty_hi_ = std::max(l1_dirty_hi_, i + 1);
+    ++r.corruptions_fixed;
+    changed = true;
+  };
+  auto zero_l2 = [&](uint64_t table, uint64_t j) {
+    auto t = LoadTable(l2_cache_, table, true);
+    if (!t.ok()) return;
+    L2Set(**t, j, h_.version >= 3 ? kOflagZero : 0);
+    ++r.corruptions_fixed;
+    changed = true;
   };
   ref(0, cs_, "header");
   ref(h_.refcount_table_offset, uint64_t(h_.refcount_table_clusters) * cs_,
@@ -78,8 +100,10 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
         ++r.corruptions;
         continue;
       }
-      ref(off, cs_, "L2 table");
-      if ((off >> cb_) >= nclusters) continue;
+      if (!ref(off, cs_, "L2 table")) {
+        if (active && fix) drop_l1(i);
+        continue;
+      }
       // Read through the cache so unflushed tables count (none after flush).
       if (Table* t = l2_cache_.Find(off)) {
         l2buf = t->data;
@@ -91,7 +115,10 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
         Mapping m = Decode(e);
         switch (m.kind) {
           case Kind::kCompressed:
-            ref(m.host & ~511ULL, m.csize + (m.host & 511), "compressed cluster");
+            if (!ref(m.host & ~511ULL, m.csize + (m.host & 511), "compressed cluster")) {
+              if (active && fix) zero_l2(off, j);
+              break;
+            }
             if (active) {
               ++r.allocated_clusters;
               ++r.compressed_clusters;
@@ -107,7 +134,10 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
               ++r.corruptions;
               break;
             }
-            ref(m.host, cs_, "data cluster");
+            if (!ref(m.host, cs_, "data cluster")) {
+              if (active && fix) zero_l2(off, j);
+              break;
+            }
             if (active && m.kind == Kind::kNormal) ++r.allocated_clusters;
             break;
           case Kind::kUnallocated:
@@ -125,7 +155,6 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   r.total_clusters = (h_.size + cs_ - 1) >> cb_;
 
   // Compare.
-  bool changed = false;
   for (uint64_t c = 0; c < nclusters; ++c) {
     auto rc_or = GetRefcount(c);
     if (!rc_or.ok()) {
@@ -214,6 +243,18 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   }
   r.image_end_offset = last << cb_;
   if (changed) RETURN_IF_ERROR(FlushLocked(lock));
+  // Everything repaired: the image is consistent again, as QEMU's check
+  // leaves it (the corrupt mark goes, writes are allowed again).
+  if (fix && (h_.incompatible_features & kIncompatCorrupt) && r.check_errors == 0 &&
+      r.corruptions == r.corruptions_fixed) {
+    h_.incompatible_features &= ~kIncompatCorrupt;
+    uint8_t b[8];
+    internal::StoreBe64(b, h_.incompatible_features);
+    RETURN_IF_ERROR(WriteHeaderBytes(kOffIncompatible, b, 8));
+    RETURN_IF_ERROR(file_.DataSync());
+    corrupt_ = false;
+    note("Repaired: the image is no longer marked corrupt");
+  }
   return r;
 }
 

@@ -1,6 +1,7 @@
 // Hostile qcow2 images: every malformed field gives a clear error that names
 // it (and its offset), never a crash, a hang or a huge allocation.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -235,4 +236,74 @@ TEST_CASE("an L1 table naming one L2 table many times is reported quickly") {
   REQUIRE(r->corruptions >= l1_size - 1);
   char b[512];
   REQUIRE((*q)->Read(1 << 29, b, sizeof b).ok());  // reads still work
+}
+
+TEST_CASE("check -r all repairs entries past the end of the file") {
+  TempDir dir;
+  auto v = Valid(dir);  // 64 KiB clusters; data at guest 100000..300000
+  const uint64_t l1 = __builtin_bswap64(*reinterpret_cast<uint64_t*>(&v[40]));
+  const uint64_t l2 = __builtin_bswap64(*reinterpret_cast<uint64_t*>(&v[l1])) & ((1ULL << 56) - 512);
+  const std::string p = dir.Path("eof.qcow2");
+
+  SECTION("a data cluster past EOF reads as zeros; the corrupt mark goes") {
+    auto m = v;
+    StoreBe64(&m[l2 + 8], (1ULL << 63) | (1ULL << 40));  // guest cluster 1
+    Spit(p, m);
+    {
+      auto q = Qcow2Image::Open(p, {});
+      REQUIRE(q.ok());
+      char b[512] = {1};
+      ExpectError((*q)->Write(65536, b, sizeof b), "corrupt");  // marks it corrupt
+    }
+    ExpectError(Qcow2Image::Open(p, {}).status(), "marked corrupt");
+    {
+      auto q = Qcow2Image::Open(p, {.repair_corrupt = true});
+      REQUIRE(q.ok());
+      char b[512] = {1};
+      ExpectError((*q)->Write(0, b, sizeof b), "corrupt");  // only the check may write
+      auto r = (*q)->Check(RepairMode::kAll);
+      REQUIRE(r.ok());
+      REQUIRE(r->corruptions >= 1);
+      REQUIRE(r->corruptions_fixed == r->corruptions);
+      REQUIRE(r->leaks_fixed == r->leaks);  // the cluster it used to name
+    }
+    auto q = Qcow2Image::Open(p, {});  // no longer refused
+    REQUIRE(q.ok());
+    std::vector<uint8_t> c1(65536), c2(65536);
+    REQUIRE((*q)->Read(65536, c1.data(), c1.size()).ok());
+    REQUIRE(std::all_of(c1.begin(), c1.end(), [](uint8_t b) { return b == 0; }));
+    REQUIRE((*q)->Read(131072, c2.data(), c2.size()).ok());
+    REQUIRE(std::all_of(c2.begin(), c2.end(), [](uint8_t b) { return b == 0x42; }));
+    char b[512] = {7};
+    REQUIRE((*q)->Write(65536, b, sizeof b).ok());
+  }
+
+  SECTION("an L2 table past EOF is dropped") {
+    auto m = v;
+    StoreBe64(&m[l1], (1ULL << 63) | (1ULL << 44));
+    Spit(p, m);
+    {
+      auto q = Qcow2Image::Open(p, {});
+      REQUIRE(q.ok());
+      auto r = (*q)->Check(RepairMode::kAll);
+      REQUIRE(r.ok());
+      REQUIRE(r->corruptions == 1);
+      REQUIRE(r->corruptions_fixed == 1);
+      REQUIRE(r->leaks >= 2);  // the old L2 table and its data clusters
+      REQUIRE(r->leaks_fixed == r->leaks);
+      auto again = (*q)->Check(RepairMode::kNone);
+      REQUIRE(again.ok());
+      REQUIRE(again->corruptions + again->leaks + again->check_errors == 0);
+    }
+    auto q = Qcow2Image::Open(p, {.read_only = true});
+    REQUIRE(q.ok());
+    std::vector<uint8_t> all((*q)->size());
+    REQUIRE((*q)->Read(0, all.data(), all.size()).ok());
+    REQUIRE(std::all_of(all.begin(), all.end(), [](uint8_t b) { return b == 0; }));
+  }
+  if (block_test::HaveQemuImg()) {
+    auto check = block_test::Run("qemu-img check " + p);
+    INFO(check.output);
+    REQUIRE(check.exit_code == 0);
+  }
 }

@@ -397,7 +397,10 @@ int CmdCheck(int argc, char** argv) {
   if (!img.ok()) {
     // A corrupt or dirty image opens read-only for the check itself.
     if (mode == RepairMode::kNone) return Fail(img.status());
-    img = OpenImage(file, {.read_only = false, .format = fmt, .repair_dirty = true});
+    img = OpenImage(file, {.read_only = false,
+                           .format = fmt,
+                           .repair_dirty = true,
+                           .repair_corrupt = mode == RepairMode::kAll});
     if (!img.ok()) return Fail(img.status());
   }
   if (auto* qed = dynamic_cast<QedImage*>(img->get())) {

@@ -99,6 +99,23 @@ TEST_CASE("kindling-img check finds and repairs leaks; resize; errors") {
   REQUIRE(K("info --output json " + img).output.find("\"virtual-size\": 7340032") != std::string::npos);
   if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + img).exit_code == 0);
 
+  // An image marked corrupt (incompatible feature bit 1): writes refused
+  // until `check -r all` has found it consistent and cleared the mark.
+  {
+    std::fstream f(img, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(72 + 7);
+    const char corrupt = 2;
+    f.write(&corrupt, 1);
+  }
+  auto refused = K("bench -w -c 10 " + img);
+  REQUIRE(refused.exit_code != 0);
+  REQUIRE(refused.output.find("marked corrupt") != std::string::npos);
+  auto repaired = K("check -r all " + img);
+  INFO(repaired.output);
+  REQUIRE(repaired.exit_code == 0);
+  REQUIRE(K("bench -w -c 10 " + img).exit_code == 0);
+  if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + img).exit_code == 0);
+
   auto missing = K("info " + d.Path("nope.qcow2"));
   REQUIRE(missing.exit_code == 1);
   REQUIRE(missing.output.find("nope.qcow2") != std::string::npos);

@@ -81,6 +81,10 @@ struct OpenOptions {
   // qcow2: open an image with the dirty bit set read-write (repairing its
   // refcounts first); false refuses such an image.
   bool repair_dirty = true;
+  // qcow2: open an image marked corrupt read-write, for Check(kAll) alone:
+  // writes stay refused until a check has repaired every corruption and
+  // cleared the mark. false refuses such an image read-write.
+  bool repair_corrupt = false;
   // Extra write-back cache for qcow2 metadata (bytes; 0 = default).
   uint64_t cache_size = 0;
 };
