@@ -186,6 +186,8 @@ guest), and exits with the guest's status.
   --balloon [amount_mib=N][,deflate_on_oom][,stats_s=N][,reporting=on|off]
                          a virtio-balloon device with an initial target
   --rng                  a virtio-rng device (host getrandom)
+  --virtqueue split|packed  packed also offers packed virtqueues (virtio 1.2
+                         2.8) to the drivers (default split only)
   --transport mmio|pci   how virtio devices attach (default mmio); pci puts
                          them on a PCI bus (modern virtio-pci, MSI-X) and
                          drops pci=off from the default cmdline
@@ -277,6 +279,14 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
             absl::StrCat("--transport '", *v, "': expected mmio or pci"));
       }
       o.vm.virtio.transport = *v == "pci" ? VirtioTransport::kPci : VirtioTransport::kMmio;
+    } else if (flag == "--virtqueue") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v != "split" && *v != "packed") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--virtqueue '", *v, "': expected split or packed"));
+      }
+      o.vm.virtio.packed = *v == "packed";
     } else if (flag == "--console") {
       auto v = need_value();
       if (!v.ok()) return v.status();

@@ -107,6 +107,10 @@ TEST_CASE("virtio plan: windows, GSIs, cmdline and DSDT agree") {
   REQUIRE(Mentions(kindling::ValidateVirtio(c), "at most 19"));
 }
 
+bool PackedOffered(const absl::StatusOr<kindling::RunOptions>& o) {
+  return o.ok() && o->vm.virtio.packed;
+}
+
 TEST_CASE("virtio flags: net, vsock, balloon") {
   auto o = ParseRunFlags({"--kernel", "k", "--net", "tap=tap0,mac=52:54:00:12:34:56", "--net",
                           "tap=tap1", "--vsock", "cid=7,uds=/tmp/v.sock", "--balloon",
@@ -132,6 +136,12 @@ TEST_CASE("virtio flags: net, vsock, balloon") {
                    "multicast"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--net", "tap=t,mac=zz"}).status(), "six hex"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--vsock", "cid=3"}).status(), "uds=PATH"));
+  auto packed = ParseRunFlags({"--kernel", "k", "--virtqueue", "packed"});
+  REQUIRE(packed.ok());
+  REQUIRE(packed->vm.virtio.packed);
+  REQUIRE_FALSE(PackedOffered(ParseRunFlags({"--kernel", "k"})));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--virtqueue", "ring"}).status(),
+                   "expected split or packed"));
   auto vhost = ParseRunFlags({"--kernel", "k", "--vsock", "cid=9,vhost"});
   REQUIRE(vhost.ok());
   REQUIRE(vhost->vm.virtio.vsock->vhost);

@@ -174,6 +174,9 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
                      d->MakeDevice(slot, config, env, shared, loop));
     RETURN_IF_ERROR(d->Add(slot, std::move(dev), *loop, env));
   }
+  if (config.packed) {
+    for (auto& t : d->transports_) t->OfferPackedRings();
+  }
   return d;
 }
 

@@ -66,6 +66,9 @@ struct BalloonConfig {
 
 struct VirtioConfig {
   VirtioTransport transport = VirtioTransport::kMmio;
+  // Offer VIRTIO_F_RING_PACKED (every device but vhost-vsock); the driver
+  // chooses. Off by default, as in QEMU.
+  bool packed = false;
   std::vector<DiskConfig> disks;
   std::vector<NetConfig> nets;
   bool rng = false;

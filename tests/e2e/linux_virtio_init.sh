@@ -44,7 +44,10 @@ for d in /sys/bus/virtio/devices/*; do
   drv=none
   [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
   # The parent is the transport: a PCI function or an ACPI platform device.
-  say "$(basename "$d") device $(cat "$d/device") driver $drv at $(basename "$(dirname "$(readlink -f "$d")")")"
+  # Feature bit 34 (VIRTIO_F_RING_PACKED) is the 35th character.
+  ring=split
+  [ "$(cut -c35 "$d/features" 2>/dev/null)" = 1 ] && ring=packed
+  say "$(basename "$d") device $(cat "$d/device") driver $drv at $(basename "$(dirname "$(readlink -f "$d")")") ring $ring"
 done
 [ "$n" -ge "${want:-1}" ] || fail "$n virtio devices, expected ${want:-1}"
 

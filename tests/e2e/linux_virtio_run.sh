@@ -10,13 +10,17 @@ kindling=$1 kernel=$2 initrd=$3 disk=$4 t=$5 peer=$6 work=$7 mac=$8 balloon=$9
 shift 9
 extra=$1
 cd "$work" || exit 1
+# TRANSPORT may end in -packed: packed virtqueues offered too.
+transport=${t%-packed}
+ring=split
+[ "$transport" != "$t" ] && ring=packed
 pcioff=" pci=off"
-[ "$t" = pci ] && pcioff=""
+[ "$transport" = pci ] && pcioff=""
 rm -f v.sock v.sock_1235
 "$peer" echo v.sock_1235 120 >peer_echo.out 2>&1 &
 echo_pid=$!
 "$kindling" run --kernel "$kernel" --initrd "$initrd" --memory 256 \
-  --transport "$t" --disk "$disk" --rng --console virtio \
+  --transport "$transport" --virtqueue "$ring" --disk "$disk" --rng --console virtio \
   --net "tap=kvt0,mac=$mac" --vsock cid=3,uds=v.sock --balloon "amount_mib=$balloon" \
   --cmdline "console=ttyS0 reboot=k panic=-1 quiet$pcioff lv.tag=$t lv.mac=$mac lv.balloon_mib=$balloon$extra" &
 pid=$!

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian's stock cloud kernel finds and uses every kindling virtio device
-# over both transports: booted with a raw disk, --rng, --console virtio,
-# --net on a TAP, --vsock (Unix sockets) and --balloon, once with
-# --transport mmio (ACPI LNRO0005 devices) and once with --transport pci
-# (modern virtio-pci on bus 0), its initramfs (linux_virtio_init.sh) loads
+# over both transports and on both virtqueue layouts: booted with a raw
+# disk, --rng, --console virtio, --net on a TAP, --vsock (Unix sockets) and
+# --balloon, once with --transport mmio (ACPI LNRO0005 devices), once with
+# --transport pci (modern virtio-pci on bus 0), and once more on pci with
+# --virtqueue packed (every device must then run packed), its initramfs (linux_virtio_init.sh) loads
 # the kernel package's own virtio modules, lists the virtio devices with
 # their drivers, reads the disk's sector 0, writes sector 1, reads
 # /dev/hwrng, writes to /dev/hvc0, pings the host's end of the TAP, answers
@@ -44,7 +45,7 @@ balloon_mib=16
 extra=" lv.sectors=$sectors lv.devices=$devices"
 [[ ${LINUX_VIRTIO_DMESG:-0} == 1 ]] && extra+=" lv.dmesg"
 failed=0
-for t in ${LINUX_VIRTIO_TRANSPORTS:-mmio pci}; do
+for t in ${LINUX_VIRTIO_TRANSPORTS:-mmio pci pci-packed}; do
   disk=$tmp/disk-$t.img
   { printf 'KINDLING-DISK-SECTOR-ZERO'; head -c $((sectors * 512 - 25)) /dev/zero; } >"$disk"
   if [[ -n $nested ]]; then
@@ -87,7 +88,14 @@ for t in ${LINUX_VIRTIO_TRANSPORTS:-mmio pci}; do
   # The devices hang off the transport asked for, and interrupt through it
   # (/proc/interrupts lines "N: COUNT CHIP ... NAME", one vCPU): MSI-X
   # vectors on pci, IOAPIC pins on mmio.
-  if [[ $t == pci ]]; then
+  # -packed: every device runs on packed virtqueues (Linux takes them when
+  # offered); otherwise on split ones.
+  want_ring=split
+  [[ $t == *-packed ]] && want_ring=packed
+  if grep -E '^linux-virtio: virtio[0-9]+ device ' "$tmp/log" | grep -qv " ring $want_ring\$"; then
+    bad "a device not on $want_ring virtqueues: $(grep -E '^linux-virtio: virtio[0-9]+ device ' "$tmp/log" | grep -v " ring $want_ring\$" | head -n1)"
+  fi
+  if [[ $t == pci* ]]; then
     grep -qE '^linux-virtio: virtio[0-9]+ device .* at 0000:00:' "$tmp/log" || bad "devices not on PCI bus 0"
     grep -qE '^linux-virtio: irq [0-9]+: [1-9][0-9]* PCI-MSI .*virtio[0-9]+-req' "$tmp/log" ||
       bad "no virtio-blk request interrupt through MSI-X"

@@ -5,6 +5,11 @@ reachable as `:<name>`) from the guest's C files plus the runtime in
 runtime/, with gcc called directly: the guest is not a host program, so the
 host C++ toolchain's flags (PIC, stack protector, libc) must not apply.
 
+virtio_qemu_test(name, guest, expect, devices, transport, ...) is
+kindling_guest_qemu_test for the virtio guests: microvm with modern
+virtio-mmio or q35 with virtio-pci, an optional raw disk `d0`, the
+devices, and the guest's command line.
+
 kindling_guest_qemu_test(name, guest, expect, ...) boots the guest under
 qemu-system-x86_64 (TCG) and checks its output against an expect file; see
 qemu_test.sh. `harness_args` are extra qemu_test.sh options (--disk-mib,
@@ -85,4 +90,56 @@ def kindling_guest_qemu_test(
         args = args + (["--"] + qemu_args if qemu_args else []),
         size = size,
         tags = tags,
+    )
+
+# microvm with its virtio-mmio transports listed on the command line
+# (acpi=off: virtio_mmio.device=...); the guests need nothing else.
+VIRTIO_MMIO_MACHINE = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off"
+
+def virtio_qemu_test(
+        name,
+        guest,
+        expect,
+        devices,
+        transport = "mmio",
+        disk_mib = None,
+        disk_readonly = False,
+        append = None,
+        qemu_args = [],
+        harness_args = [],
+        **kwargs):
+    """A virtio test guest against QEMU's devices.
+
+    transport "mmio": microvm, modern virtio-mmio (force-legacy=false);
+    "pci": q35 (SeaBIOS assigns the BARs; give the -pci devices
+    disable-legacy=on). devices: -device values. disk_mib: a raw disk of
+    that size as drive d0 (the harness creates it; disk_readonly opens it
+    read-only). append: the guest's command line. qemu_args: anything else
+    (-netdev, -chardev, -global, -qmp). Other arguments go to
+    kindling_guest_qemu_test.
+    """
+    if transport not in ("mmio", "pci"):
+        fail("transport must be mmio or pci")
+    args = []
+    if transport == "mmio":
+        args += ["-global", "virtio-mmio.force-legacy=false"]
+    if disk_mib:
+        drive = "if=none,id=d0,file=@TMP@/disk.img,format=raw"
+        if disk_readonly:
+            drive += ",readonly=on"
+        args += ["-drive", drive]
+        harness_args = ["--disk-mib", str(disk_mib)] + harness_args
+    for d in devices:
+        args += ["-device", d]
+    args += qemu_args
+    if append:
+        args += ["-append", "'%s'" % append]
+    kindling_guest_qemu_test(
+        name = name,
+        guest = guest,
+        expect = expect,
+        machine = VIRTIO_MMIO_MACHINE if transport == "mmio" else "q35",
+        qemu_args = args,
+        harness_args = harness_args,
+        **kwargs
     )

@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto img = block::OpenImage(path, o);
   close(fd);
   if (!img.ok()) return 0;
-  virtio::Block blk(std::move(*img), {size > 1 && (data[1] & 4), "fuzz"});
+  virtio::Block blk(std::move(*img), {size > 1 && (data[1] & 8), "fuzz"});
   virtio::fuzz::NullInterrupt irq;
   int again = 0;
   virtio::ActivateContext ctx{mem.get(), {&q, 1}, &irq, 0, [&](uint16_t) { ++again; }};

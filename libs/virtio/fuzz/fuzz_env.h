@@ -29,11 +29,13 @@ inline uint64_t FeaturesOf(const uint8_t* data, size_t size) {
   uint64_t features = 0;
   if (size > 1 && (data[1] & 1)) features |= Bit(kFIndirectDesc);
   if (size > 1 && (data[1] & 2)) features |= Bit(kFEventIdx);
+  if (size > 1 && (data[1] & 4)) features |= Bit(kFRingPacked);
   return features;
 }
 
-// Input layout: [0] log2 queue size (mod 9), [1] feature switches, [2..]
-// copied to guest address 0 (avail ring, descriptor table, buffers).
+// Input layout: [0] log2 queue size (mod 9), [1] feature switches
+// (INDIRECT_DESC, EVENT_IDX, RING_PACKED), [2..] copied to guest address 0
+// (avail ring or driver area, descriptor table or ring, buffers).
 inline std::unique_ptr<vm_memory::GuestMemory> MakeGuest(const uint8_t* data, size_t size,
                                                         Queue& q) {
   vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};

@@ -1,5 +1,6 @@
-// Fuzzes the device side of a split virtqueue: the input is the guest's
-// memory (descriptor table, available ring, indirect tables, buffers).
+// Fuzzes the device side of a virtqueue, split or packed (input byte 1,
+// bit 2): the input is the guest's memory (descriptor table or ring,
+// available ring or driver area, indirect tables, buffers).
 // Every chain the queue accepts must lie in RAM and be walkable by the
 // chain reader and writer; everything else must be a clean error.
 #include <cstdlib>

@@ -4,36 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
+#include "libs/virtio/src/queue_util.h"
 
 namespace virtio {
-namespace {
-
-// QEMU's limit too: an indirect table may hold more descriptors than the
-// queue has slots (Linux builds them from the request's segment count).
-constexpr uint32_t kMaxIndirect = 1024;
-
-constexpr uint64_t kRingHeader = 4;  // flags, idx
-
-std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
-
-// The ring [addr, addr + len) must be RAM in one region, so the device can
-// never be steered into MMIO or past the end of a mapping.
-absl::Status CheckRing(const GuestMemory& mem, const char* what,
-                       GuestAddress addr, uint64_t len, uint64_t align) {
-  if (!addr.IsAligned(align)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " at ", Hex(addr.value), " is not ", align, "-byte aligned"));
-  }
-  const vm_memory::GuestRegion* r = mem.FindRegion(addr);
-  std::optional<GuestAddress> end = addr.CheckedAdd(len);
-  if (r == nullptr || !end || *end > r->end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " at ", Hex(addr.value), " (", len, " bytes) is not in guest RAM"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
+using queue_internal::CheckRing;
+using queue_internal::Hex;
+using queue_internal::kMaxIndirect;
+using queue_internal::kRingHeader;
 
 Queue::Queue(uint16_t max_size) : max_size_(max_size), size_(max_size) {}
 
@@ -45,9 +22,17 @@ void Queue::Reset() {
   event_idx_ = indirect_ = false;
   next_avail_ = next_used_ = signalled_used_ = 0;
   signalled_valid_ = false;
+  packed_ = false;
+  avail_pos_ = used_pos_ = signalled_pos_ = 0;
+  avail_wrap_ = used_wrap_ = true;
+  in_flight_.clear();
 }
 
 absl::Status Queue::Activate(GuestMemory& mem, uint64_t features) {
+  packed_ = features & Bit(kFRingPacked);
+  event_idx_ = features & Bit(kFEventIdx);
+  indirect_ = features & Bit(kFIndirectDesc);
+  if (packed_) return ActivatePacked(mem);
   if (size_ == 0 || size_ > max_size_ || (size_ & (size_ - 1)) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "queue size ", size_, " is not a power of 2 between 1 and ", max_size_));
@@ -56,8 +41,6 @@ absl::Status Queue::Activate(GuestMemory& mem, uint64_t features) {
   RETURN_IF_ERROR(CheckRing(mem, "available ring", avail_, kRingHeader + 2ULL * size_ + 2, 2));
   RETURN_IF_ERROR(CheckRing(mem, "used ring", used_, kRingHeader + 8ULL * size_ + 2, 4));
   mem_ = &mem;
-  event_idx_ = features & Bit(kFEventIdx);
-  indirect_ = features & Bit(kFIndirectDesc);
   signalled_valid_ = false;
   return absl::OkStatus();
 }
@@ -75,6 +58,7 @@ absl::StatusOr<uint16_t> Queue::AvailIdx() const {
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
   if (mem_ == nullptr) return absl::FailedPreconditionError("queue is not active");
+  if (packed_) return PopPacked();
   ASSIGN_OR_RETURN(uint16_t avail_idx, AvailIdx());
   uint16_t pending = avail_idx - next_avail_;
   if (pending == 0) return std::nullopt;
@@ -178,6 +162,7 @@ absl::Status Queue::AddBuffer(const VirtqDesc& d, DescriptorChain& chain) const 
 
 absl::Status Queue::PushUsed(uint16_t head, uint32_t len) {
   if (mem_ == nullptr) return absl::FailedPreconditionError("queue is not active");
+  if (packed_) return PushUsedPacked(head, len);
   if (head >= size_) {
     return absl::InvalidArgumentError(absl::StrCat("used head ", head, " is outside the queue"));
   }
@@ -192,6 +177,7 @@ absl::Status Queue::PushUsed(uint16_t head, uint32_t len) {
 
 bool Queue::NeedsInterrupt() {
   if (mem_ == nullptr) return false;
+  if (packed_) return NeedsInterruptPacked();
   // Our used-index write must be ordered before reading the driver's
   // suppression fields (spec 2.7.10's full barrier).
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -213,6 +199,7 @@ bool Queue::NeedsInterrupt() {
 
 absl::StatusOr<bool> Queue::EnableNotification(bool enable) {
   if (mem_ == nullptr) return absl::FailedPreconditionError("queue is not active");
+  if (packed_) return EnableNotificationPacked(enable);
   if (event_idx_) {
     if (enable) {
       RETURN_IF_ERROR(mem_->StoreAtomic16(

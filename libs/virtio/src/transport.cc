@@ -20,9 +20,13 @@ Transport::Transport(std::shared_ptr<VirtioDevice> device, vm_memory::GuestMemor
   }
 }
 
+void Transport::OfferPackedRings() {
+  if (device_->supports_packed_rings()) offered_.fetch_or(Bit(kFRingPacked));
+}
+
 uint32_t Transport::DeviceFeatures(uint32_t select) const {
   if (select > 1) return 0;
-  return static_cast<uint32_t>(offered_ >> (32 * select));
+  return static_cast<uint32_t>(offered_.load() >> (32 * select));
 }
 
 void Transport::SetDriverFeatures(uint32_t select, uint32_t value) {
@@ -50,11 +54,12 @@ void Transport::WriteStatus(uint32_t value) {
   uint32_t added = value & ~old;
   if (added & kStatusFeaturesOk) {
     uint64_t f = driver_features();
-    if ((f & ~offered_) != 0 || !(f & Bit(kFVersion1))) {
+    const uint64_t offered = offered_.load();
+    if ((f & ~offered) != 0 || !(f & Bit(kFVersion1))) {
       absl::FPrintF(stderr,
                     "kindling: %s: driver features %#x are not a subset of the offered %#x "
                     "with VERSION_1; FEATURES_OK refused\n",
-                    device_->name(), f, offered_);
+                    device_->name(), f, offered);
       value &= ~kStatusFeaturesOk;
     }
   }

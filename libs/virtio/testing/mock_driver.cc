@@ -1,5 +1,6 @@
 #include "libs/virtio/testing/mock_driver.h"
 
+#include <atomic>
 #include <cstdlib>
 
 namespace virtio::testing {
@@ -93,6 +94,101 @@ uint16_t MockDriver::avail_event() const {
 }
 VirtqUsedElem MockDriver::used(uint16_t i) const {
   return Get<VirtqUsedElem>(mem_, used_.value + 4 + 8ULL * (i % size_));
+}
+
+// ---- PackedMockDriver ----
+
+PackedMockDriver::PackedMockDriver(GuestMemory& mem, GuestAddress base, uint16_t size)
+    : mem_(mem), size_(size), chain_len_(size, 0) {
+  desc_ = base;
+  driver_ = GuestAddress(base.value + 16ULL * size);
+  device_ = GuestAddress(driver_.value + 4);
+  indirect_ = GuestAddress((device_.value + 4 + 4095) & ~4095ULL);
+  scratch_ = GuestAddress(indirect_.value + kIndirectBytes * kIndirectSlots);
+  if (!mem.ZeroRange(base, scratch_.value - base.value).ok()) std::abort();
+}
+
+void PackedMockDriver::Configure(Queue& q) const {
+  q.set_size(size_);
+  q.set_desc_table(desc_);
+  q.set_avail_ring(driver_);
+  q.set_used_ring(device_);
+  q.set_ready(true);
+}
+
+uint16_t PackedMockDriver::AvailFlags() const {
+  return avail_wrap_ ? kPackedDescFAvail : kPackedDescFUsed;
+}
+
+void PackedMockDriver::SetDesc(uint16_t index, const PackedDesc& d) {
+  Put(mem_, desc_.value + 16ULL * index, d);
+}
+
+uint16_t PackedMockDriver::AddChain(const std::vector<MockBuffer>& bufs, bool indirect,
+                                    std::optional<uint16_t> want_id) {
+  uint16_t id = want_id ? *want_id : next_id_;
+  if (!want_id) next_id_ = static_cast<uint16_t>((next_id_ + 1) % size_);
+  std::vector<PackedDesc> descs;
+  if (indirect) {
+    GuestAddress table(indirect_.value + kIndirectBytes * (indirect_used_++ % kIndirectSlots));
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      Put(mem_, table.value + 16 * i,
+          PackedDesc{bufs[i].addr, bufs[i].len, 0,
+                     static_cast<uint16_t>(bufs[i].writable ? kDescFWrite : 0)});
+    }
+    descs.push_back({table.value, static_cast<uint32_t>(16 * bufs.size()), id, kDescFIndirect});
+  } else {
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      uint16_t flags = bufs[i].writable ? kDescFWrite : 0;
+      if (i + 1 < bufs.size()) flags |= kDescFNext;
+      descs.push_back({bufs[i].addr, bufs[i].len, id, flags});
+    }
+  }
+  const uint16_t first = next_avail_;
+  uint16_t first_flags = 0;
+  for (size_t i = 0; i < descs.size(); ++i) {
+    PackedDesc d = descs[i];
+    d.flags |= AvailFlags();
+    if (i == 0) {
+      first_flags = d.flags;
+      d.flags = 0;  // never available: the real flags are published last
+    }
+    SetDesc(next_avail_, d);
+    if (++next_avail_ == size_) {
+      next_avail_ = 0;
+      avail_wrap_ = !avail_wrap_;
+    }
+  }
+  if (id < size_) chain_len_[id] = static_cast<uint16_t>(descs.size());
+  std::atomic_thread_fence(std::memory_order_release);
+  Put<uint16_t>(mem_, desc_.value + 16ULL * first + 14, first_flags);
+  return id;
+}
+
+std::optional<PackedUsed> PackedMockDriver::PopUsed() {
+  const uint64_t at = desc_.value + 16ULL * next_used_;
+  uint16_t flags = Get<uint16_t>(mem_, at + 14);
+  const bool used = flags & kPackedDescFUsed;
+  const bool avail = flags & kPackedDescFAvail;
+  if (used != used_wrap_ || avail != used_wrap_) return std::nullopt;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  PackedUsed u{Get<uint16_t>(mem_, at + 12), Get<uint32_t>(mem_, at + 8), flags};
+  uint16_t skip = u.id < size_ && chain_len_[u.id] ? chain_len_[u.id] : 1;
+  next_used_ = static_cast<uint16_t>(next_used_ + skip);
+  if (next_used_ >= size_) {
+    next_used_ -= size_;
+    used_wrap_ = !used_wrap_;
+  }
+  return u;
+}
+
+void PackedMockDriver::SetDriverEvent(uint16_t flags, uint16_t off, bool wrap) {
+  Put<uint16_t>(mem_, driver_.value, static_cast<uint16_t>(off | (wrap ? 0x8000 : 0)));
+  Put<uint16_t>(mem_, driver_.value + 2, flags);
+}
+
+uint16_t PackedMockDriver::device_event_flags() const {
+  return Get<uint16_t>(mem_, device_.value + 2);
 }
 
 }  // namespace virtio::testing

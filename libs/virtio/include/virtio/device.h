@@ -56,6 +56,9 @@ class VirtioDevice {
   virtual uint64_t features() const = 0;
   virtual uint16_t num_queues() const = 0;
   virtual uint16_t max_queue_size() const { return kMaxQueueSize; }
+  // Whether the device works on packed rings (every device built on Queue
+  // does; one whose rings the host kernel walks may not).
+  virtual bool supports_packed_rings() const { return true; }
   // Device configuration space; reads past its end return zeros.
   virtual void ReadConfig(uint64_t offset, std::span<uint8_t> data) = 0;
   virtual void WriteConfig(uint64_t offset, std::span<const uint8_t> data) {

@@ -1,11 +1,15 @@
-// Queue: the device side of a split virtqueue (virtio 1.2, 2.7), written
-// for a hostile driver.
+// Queue: the device side of a virtqueue (virtio 1.2), split (2.7) or, when
+// VIRTIO_F_RING_PACKED is negotiated, packed (2.8), written for a hostile
+// driver. The API is the same for both; a packed queue's "head" is the
+// buffer ID of the chain (desc/avail/used addresses are then the
+// descriptor ring, the driver area and the device area).
 //
 // Every index and length the guest controls is bounded before use: a
 // descriptor walk stops after `size` descriptors (indirect ones included),
 // an indirect table inside an indirect table is refused, lengths add up in
 // 64 bits with overflow checks, the available index may not run more than
-// `size` ahead, and every buffer must lie in guest RAM. Any violation is
+// `size` ahead (packed: a buffer ID is below `size` and not already in
+// flight), and every buffer must lie in guest RAM. Any violation is
 // returned as an error naming what was wrong; the transport then puts the
 // device into DEVICE_NEEDS_RESET. The queue never touches memory outside
 // GuestMemory.
@@ -96,7 +100,9 @@ class Queue {
   // waiting again. Returns true if more chains arrived meanwhile.
   absl::StatusOr<bool> EnableNotification(bool enable);
 
+  bool packed() const { return packed_; }
   uint16_t next_avail() const { return next_avail_; }
+  // Split: the used index. Packed: how many buffers went back (mod 2^16).
   uint16_t next_used() const { return next_used_; }
   // For snapshots: where a restored queue resumes.
   void set_indices(uint16_t next_avail, uint16_t next_used);
@@ -106,6 +112,14 @@ class Queue {
   absl::Status ReadChain(uint16_t head, DescriptorChain& chain) const;
   absl::Status ReadIndirect(const VirtqDesc& d, DescriptorChain& chain) const;
   absl::Status AddBuffer(const VirtqDesc& d, DescriptorChain& chain) const;
+  // Packed rings (queue_packed.cc).
+  absl::Status ActivatePacked(GuestMemory& mem);
+  absl::StatusOr<std::optional<DescriptorChain>> PopPacked();
+  absl::Status ReadPackedIndirect(const PackedDesc& d, DescriptorChain& chain) const;
+  absl::Status PushUsedPacked(uint16_t id, uint32_t len);
+  bool NeedsInterruptPacked();
+  absl::StatusOr<bool> EnableNotificationPacked(bool enable);
+  absl::StatusOr<bool> PackedAvailable() const;
 
   uint16_t max_size_;
   uint16_t size_;
@@ -118,6 +132,13 @@ class Queue {
   uint16_t next_used_ = 0;
   uint16_t signalled_used_ = 0;  // next_used_ at the last interrupt decision
   bool signalled_valid_ = false;
+  // Packed: ring positions and wrap counters, the ring position at the last
+  // interrupt decision, and per buffer ID the descriptors it took (0: not
+  // in flight).
+  bool packed_ = false;
+  uint16_t avail_pos_ = 0, used_pos_ = 0, signalled_pos_ = 0;
+  bool avail_wrap_ = true, used_wrap_ = true;
+  std::vector<uint16_t> in_flight_;
 };
 
 // Reads a chain's device-readable bytes in order.

@@ -35,8 +35,11 @@ class Transport {
   VirtioDevice& device() { return *device_; }
   EventLoop& loop() { return loop_; }
   // Everything offered: the device's bits plus VERSION_1, INDIRECT_DESC
-  // and EVENT_IDX.
-  uint64_t offered_features() const { return offered_; }
+  // and EVENT_IDX (and RING_PACKED after OfferPackedRings).
+  uint64_t offered_features() const { return offered_.load(); }
+  // Also offers VIRTIO_F_RING_PACKED, if the device can use packed rings.
+  // Before the driver starts (the VMM's setup).
+  void OfferPackedRings();
   uint32_t DeviceFeatures(uint32_t select) const;
   void SetDriverFeatures(uint32_t select, uint32_t value);
   uint64_t driver_features() const;
@@ -76,7 +79,7 @@ class Transport {
   std::shared_ptr<VirtioDevice> device_;
   vm_memory::GuestMemory& memory_;
   EventLoop& loop_;
-  const uint64_t offered_;
+  std::atomic<uint64_t> offered_;
   std::vector<Queue> queues_;
 
   mutable absl::Mutex mu_;  // register-side state below

@@ -20,6 +20,7 @@ inline constexpr int kFIndirectDesc = 28;
 inline constexpr int kFEventIdx = 29;
 inline constexpr int kFVersion1 = 32;
 inline constexpr int kFAccessPlatform = 33;
+inline constexpr int kFRingPacked = 34;
 
 constexpr uint64_t Bit(int n) { return 1ULL << n; }
 
@@ -53,6 +54,22 @@ struct VirtqUsedElem {
   uint32_t len;
 };
 static_assert(sizeof(VirtqUsedElem) == 8);
+
+// Packed virtqueue layout (spec 2.8): descriptors carry their own
+// available/used marks; the driver and device areas hold event suppression.
+inline constexpr uint16_t kPackedDescFAvail = 1 << 7;
+inline constexpr uint16_t kPackedDescFUsed = 1 << 15;
+inline constexpr uint16_t kRingEventEnable = 0;
+inline constexpr uint16_t kRingEventDisable = 1;
+inline constexpr uint16_t kRingEventDesc = 2;
+
+struct PackedDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t id;
+  uint16_t flags;
+};
+static_assert(sizeof(PackedDesc) == 16);
 
 // The largest queue any kindling device offers.
 inline constexpr uint16_t kMaxQueueSize = 256;

@@ -60,6 +60,10 @@ class VhostVsock : public VirtioDevice {
   // The vsock feature bits the kernel offers (SEQPACKET on newer kernels).
   uint64_t features() const override { return device_features_; }
   uint16_t num_queues() const override { return 3; }
+  // vhost_vsock walks split rings only (no RING_PACKED in its features).
+  bool supports_packed_rings() const override {
+    return vhost_features_ & (1ULL << kFRingPacked);
+  }
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
