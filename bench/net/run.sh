@@ -54,6 +54,7 @@ done
 for f in "$KINDLING" "$GUEST"; do
   [[ -f $f ]] || { echo "bench/net: $f missing (bazel build //launcher:kindling //tests/guests:virtio_net.elf)"; exit 2; }
 done
+KINDLING=$(realpath "$KINDLING") GUEST=$(realpath "$GUEST")  # the cases run elsewhere
 [[ $(readlink -f "$KINDLING") == *fastbuild* ]] &&
   echo "bench/net: WARNING: $KINDLING is a fastbuild (-O0) binary; build with --config=bench"
 qemu=$(command -v qemu-system-x86_64) || { echo "bench/net: qemu-system-x86_64 is not installed"; exit 2; }
@@ -62,23 +63,24 @@ work=$(mktemp -d /tmp/bench-net.XXXXXX)
 gcc -O2 -static -o "$work/netbench" "$ROOT/bench/net/netbench.c" 2>"$work/gcc.log" ||
   { cat "$work/gcc.log"; exit 2; }
 cp "$ROOT/bench/net/cases.sh" "$work/"
+source "$ROOT/bench/lib.sh"
 "$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
 monitor=$!
 [[ -w /dev/kvm && -e /dev/net/tun && $(id -u) == 0 ]] || nested=1
 
 if ((nested)); then
   where="nested KVM (tools/nested-kvm: QEMU/TCG L1, kvm-amd; both VMMs inside L1): compare the ratio, not the absolute figures"
-  mkdir "$work/fw" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$work/fw/"
+  bench_firmware "$work/fw"
   cat >"$work/go.sh" <<EOF
 K=./kindling Q=./qemu-system-x86_64 QFW=fw G=virtio_net.elf NB=./netbench RUNS=$runs SECS=$secs LEN=$len DIRS="$dirs" LIMIT=$limit LOG=/tmp sh cases.sh
 EOF
-  nested_t0=$(date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}')
+  nested_t0=$(bench_secs)
   "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 1800 --module tun \
     --bin "$KINDLING" --bin "$qemu" --bin "$work/netbench" --file "$GUEST" \
     --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/out" 2>"$work/err"
   rc=$?
-  nested_t1=$(date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}')
+  nested_t1=$(bench_secs)
   tr -d '\r' <"$work/out" >"$work/log"
   if ((rc != 0)) || ! grep -q '^=== done' "$work/log"; then
     echo "bench/net: nested run failed ($rc)"; tail -20 "$work/log" "$work/err"; exit 1
@@ -92,9 +94,6 @@ kill $monitor 2>/dev/null
 wait $monitor 2>/dev/null
 [[ -n $keep ]] && { mkdir -p "$keep" && cp -r "$work"/. "$keep"/; }
 
-# Was other work (bench/monitor.sh) seen between T0 and T1? Prints "*".
-busy() { awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print "*"; exit}' "$work/monitor.log"; }
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {if (!NR) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 ok_status() { [[ $1 == kindling && $2 == 0 ]] || [[ $1 == qemu && $2 == 1 ]] || [[ $1 == limit ]]; }
 
 echo "bench/net: $(date -u +%Y-%m-%d), $(nproc) CPUs, $(uname -r); $where"
@@ -111,22 +110,22 @@ for dir in $dirs; do
       if ! ok_status "$v" "$st"; then echo "bench/net: $v $d run $r failed (status $st)"; failed=1; continue; fi
       hosts+=" $h" guests+=" $g"
       mark=""
-      ((nested)) || mark=$(busy "$t0" "$t1")
+      ((nested)) || mark=$(bench_busy "$t0" "$t1")
       if [[ $dir == tx ]]; then shown+=" $h$mark"; else shown+=" $g$mark"; fi
     done < <(grep "^result $vmm $dir " "$work/log")
     if [[ $dir == tx ]]; then fig=$hosts cross=$guests label="host recv"; else fig=$guests cross=$hosts label="guest recv"; fi
     [[ $vmm == limit ]] && label="host recv"
-    m=$(median <<<"$fig")
+    m=$(bench_median <<<"$fig")
     med[$vmm-$dir]=$m
-    printf '%-4s %-9s %-12s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(median <<<"$cross")"
+    printf '%-4s %-9s %-12s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(bench_median <<<"$cross")"
   done
 done
 echo "(cross-check: tx = the guest's own rate, TSC over kvmclock; rx = the rate netbench offered; limit = netbench's TAP writes)"
 grep '^retry ' "$work/log" | sed 's/^/bench\/net: /'
 if ((nested)); then
-  other=$(awk -v a="$nested_t0" -v b="$nested_t1" '$1 >= a && $1 <= b {print $4}' "$work/monitor.log" | sort | uniq -c | sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}')
+  other=$(bench_others "$nested_t0" "$nested_t1")
 else
-  other=$(awk '{print $4}' "$work/monitor.log" | sort | uniq -c | sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}')
+  other=$(bench_others 0 86400)
   [[ -n $other ]] && other+="; * = seen during that run"
 fi
 echo "bench/net: other work above 20% CPU during the runs: ${other:-none seen}"

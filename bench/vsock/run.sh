@@ -56,6 +56,7 @@ done
 for f in "$KINDLING" "$GUEST"; do
   [[ -f $f ]] || { echo "bench/vsock: $f missing (bazel build --config=bench //launcher:kindling //tests/guests:virtio_vsock.elf)"; exit 2; }
 done
+KINDLING=$(realpath "$KINDLING") GUEST=$(realpath "$GUEST")  # the cases run elsewhere
 [[ $(readlink -f "$KINDLING") == *fastbuild* ]] &&
   echo "bench/vsock: WARNING: $KINDLING is a fastbuild (-O0) binary; build with --config=bench"
 qemu=$(command -v qemu-system-x86_64) || { echo "bench/vsock: qemu-system-x86_64 is not installed"; exit 2; }
@@ -66,21 +67,13 @@ gcc -O2 -static -o "$work/vsockbench" "$ROOT/bench/vsock/vsockbench.c" 2>"$work/
 cp "$ROOT/bench/vsock/cases.sh" "$work/"
 "$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
 monitor=$!
-secs() { date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
-# Was other work (bench/monitor.sh) seen between T0 and T1? Prints "*".
-busy() { awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print "*"; exit}' "$work/monitor.log"; }
-# The commands bench/monitor.sh saw between T0 and T1, most often first.
-others() {
-  awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print $4}' "$work/monitor.log" | sort | uniq -c |
-    sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}'
-}
+source "$ROOT/bench/lib.sh"
 kvm=0
 [[ -w /dev/kvm ]] && kvm=1
 [[ $kvm == 1 && -w /dev/vhost-vsock ]] || nested=1
 kind="kvm"
 [[ -d /sys/module/kvm_pvm ]] && kind="kvm_pvm"
 
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {if (!NR) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 ok_status() { [[ $1 == kindling* && $2 == 0 ]] || [[ $1 == qemu && $2 == 1 ]] || [[ $1 == limit* ]]; }
 failed=0
 declare -A med
@@ -95,14 +88,14 @@ table() {  # LOG VMMS TITLE KEY MARK(1: star runs with other work)
         if ! ok_status "$v" "$st"; then echo "bench/vsock: $v $d run $r failed (status $st)"; failed=1; continue; fi
         hosts+=" $h" guests+=" $g"
         mark=""
-        [[ $5 == 1 ]] && mark=$(busy "$t0" "$t1")
+        [[ $5 == 1 ]] && mark=$(bench_busy "$t0" "$t1")
         if [[ $dir == tx || $v == limit* ]]; then shown+=" $h$mark"; else shown+=" $g$mark"; fi
       done < <(grep "^result $vmm $dir " "$1")
       if [[ $dir == tx || $vmm == limit* ]]; then fig=$hosts cross=$guests label="host recv"
       else fig=$guests cross=$hosts label="guest recv"; fi
-      m=$(median <<<"$fig")
+      m=$(bench_median <<<"$fig")
       med[$4-$vmm-$dir]=$m
-      printf '%-4s %-14s %-11s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(median <<<"$cross")"
+      printf '%-4s %-14s %-11s %-32s %8s %12s\n' "$dir" "$vmm" "$label" "${shown# }" "$m" "$(bench_median <<<"$cross")"
     done
   done
   grep '^retry ' "$1" | sed 's/^/bench\/vsock: /'
@@ -112,23 +105,23 @@ echo "bench/vsock: $(date -u +%Y-%m-%d), $(nproc) CPUs, $(uname -r), /dev/kvm: $
 echo "bench/vsock: $runs runs interleaved, $pkt-byte packets; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if ((nested)); then
-  mkdir -p "$work/fw" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$work/fw/"
+  bench_firmware "$work/fw"
   cat >"$work/go.sh" <<EOF
 K=./kindling Q=./qemu-system-x86_64 QFW=fw G=virtio_vsock.elf VB=./vsockbench RUNS=$runs MIB=$nmib PKT=$pkt DIRS="$dirs" VMMS="kindling kindling-vhost qemu" LIMIT=1 LOG=/tmp sh cases.sh
 EOF
-  nested_t0=$(secs)
+  nested_t0=$(bench_secs)
   "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 3000 --module vhost_vsock \
     --bin "$KINDLING" --bin "$qemu" --bin "$work/vsockbench" --file "$GUEST" \
     --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/nested.out" 2>"$work/nested.err"
   rc=$?
-  nested_t1=$(secs)
+  nested_t1=$(bench_secs)
   tr -d '\r' <"$work/nested.out" >"$work/nested.log"
   if ((rc != 0)) || ! grep -q '^=== done' "$work/nested.log"; then
     echo "bench/vsock: nested run failed ($rc)"; tail -20 "$work/nested.log" "$work/nested.err"; failed=1
   else
     table "$work/nested.log" "kindling kindling-vhost qemu" "comparison inside nested KVM (tools/nested-kvm: QEMU/TCG L1, 2 vCPUs, kvm-amd + vhost_vsock; both VMMs in L1), $nmib MiB per run: compare the ratio, not the absolute figures" cmp 0
-    o=$(others "$nested_t0" "$nested_t1")
+    o=$(bench_others "$nested_t0" "$nested_t1")
     echo "bench/vsock: other work above 20% CPU during the nested run: ${o:-none seen}"
   fi
 fi
@@ -136,14 +129,14 @@ if ((direct && kvm)); then
   vmms="kindling"
   ((nested)) || vmms="kindling kindling-vhost qemu"
   mkdir -p "$work/direct"
-  direct_t0=$(secs)
+  direct_t0=$(bench_secs)
   (cd "$work/direct" && K=$KINDLING Q=$qemu QFW= G=$GUEST VB=$work/vsockbench RUNS=$runs MIB=$mib PKT=$pkt \
     DIRS="$dirs" VMMS="$vmms" LIMIT=1 LOG=$work/direct sh "$work/cases.sh") >"$work/direct.log" 2>&1
   title="on this host's /dev/kvm ($kind), $mib MiB per run"
   ((nested)) && title+=", kindling only (no /dev/vhost-vsock here for QEMU)"
   if ((nested)); then table "$work/direct.log" "$vmms" "$title" direct 1
   else table "$work/direct.log" "$vmms" "$title" cmp 1; fi
-  o=$(others "$direct_t0" "$(secs)")
+  o=$(bench_others "$direct_t0" "$(bench_secs)")
   echo "bench/vsock: other work above 20% CPU during these runs: ${o:+$o; * = seen during that run}${o:-none seen}"
 fi
 kill $monitor 2>/dev/null

@@ -1,0 +1,33 @@
+# Shared by the bench/*/run.sh scripts (bash): sourced after `work` (the
+# run's scratch directory, holding monitor.log from bench/monitor.sh) is set.
+#
+#   source "$ROOT/bench/lib.sh"
+#   t0=$(bench_secs); ...; t1=$(bench_secs)
+#   mark=$(bench_busy "$t0" "$t1")       # "*" if other work ran meanwhile
+#   echo "other work: $(bench_others "$t0" "$t1")"
+#   m=$(bench_median <<<"1.5 2.5 9")    # 2.5; "-" for no numbers
+#   bench_firmware "$work/fw"           # QEMU's microvm firmware, for nested runs
+
+# Seconds since midnight, this machine's clock (bench/monitor.sh's unit).
+bench_secs() { date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
+
+# Was other work (bench/monitor.sh) seen between T0 and T1? Prints "*".
+bench_busy() { awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print "*"; exit}' "$work/monitor.log"; }
+
+# The commands bench/monitor.sh saw between T0 and T1, most often first.
+bench_others() {
+  awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b {print $4}' "$work/monitor.log" | sort | uniq -c |
+    sort -rn | head -5 | awk '{printf "%s%s (%d samples)", (NR > 1 ? ", " : ""), $2, $1}'
+}
+
+# The median of the numbers on stdin (space or newline separated).
+bench_median() {
+  tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g |
+    awk '{v[NR]=$1} END {if (!NR) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
+}
+
+# Copies QEMU 7.2's microvm firmware (SeaBIOS for microvm, qboot) to DIR,
+# for a QEMU run inside tools/nested-kvm (-L DIR).
+bench_firmware() {
+  mkdir -p "$1" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$1/"
+}
