@@ -110,21 +110,25 @@ absl::Status Queue::ReadChain(uint16_t head, DescriptorChain& chain) const {
   }
 }
 
-absl::Status Queue::ReadIndirect(const VirtqDesc& d, DescriptorChain& chain) const {
+absl::StatusOr<uint32_t> Queue::IndirectEntries(uint64_t addr, uint32_t len) const {
   if (!indirect_) {
     return absl::InvalidArgumentError(
         "indirect descriptor, but VIRTIO_F_INDIRECT_DESC was not negotiated");
   }
-  if (d.len == 0 || d.len % 16 != 0 || d.len / 16 > kMaxIndirect) {
+  if (len == 0 || len % 16 != 0 || len / 16 > kMaxIndirect) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "indirect table length ", d.len, " is not a multiple of 16 between 16 and ",
+        "indirect table length ", len, " is not a multiple of 16 between 16 and ",
         16 * kMaxIndirect));
   }
-  uint32_t n = d.len / 16;
-  if (!mem_->CheckRange(GuestAddress(d.addr), d.len)) {
+  if (!mem_->CheckRange(GuestAddress(addr), len)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "indirect table at ", Hex(d.addr), " (", d.len, " bytes) is not in guest RAM"));
+        "indirect table at ", Hex(addr), " (", len, " bytes) is not in guest RAM"));
   }
+  return len / 16;
+}
+
+absl::Status Queue::ReadIndirect(const VirtqDesc& d, DescriptorChain& chain) const {
+  ASSIGN_OR_RETURN(uint32_t n, IndirectEntries(d.addr, d.len));
   uint32_t idx = 0;
   for (uint32_t steps = 0;; ++steps) {
     if (steps == n) {

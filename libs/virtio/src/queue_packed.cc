@@ -19,7 +19,6 @@ namespace virtio {
 
 using queue_internal::CheckRing;
 using queue_internal::Hex;
-using queue_internal::kMaxIndirect;
 
 namespace {
 
@@ -112,21 +111,9 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::PopPacked() {
 }
 
 absl::Status Queue::ReadPackedIndirect(const PackedDesc& d, DescriptorChain& chain) const {
-  if (!indirect_) {
-    return absl::InvalidArgumentError(
-        "indirect descriptor, but VIRTIO_F_INDIRECT_DESC was not negotiated");
-  }
-  if (d.len == 0 || d.len % 16 != 0 || d.len / 16 > kMaxIndirect) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "indirect table length ", d.len, " is not a multiple of 16 between 16 and ",
-        16 * kMaxIndirect));
-  }
-  if (!mem_->CheckRange(GuestAddress(d.addr), d.len)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "indirect table at ", Hex(d.addr), " (", d.len, " bytes) is not in guest RAM"));
-  }
+  ASSIGN_OR_RETURN(uint32_t n, IndirectEntries(d.addr, d.len));
   // Every entry is one element, in order; only WRITE means anything.
-  for (uint32_t i = 0; i < d.len / 16; ++i) {
+  for (uint32_t i = 0; i < n; ++i) {
     ASSIGN_OR_RETURN(PackedDesc e, mem_->ReadObj<PackedDesc>(GuestAddress(d.addr + 16ULL * i)));
     RETURN_IF_ERROR(AddBuffer({e.addr, e.len, static_cast<uint16_t>(e.flags & kDescFWrite), 0},
                               chain));

@@ -110,6 +110,9 @@ class Queue {
  private:
   absl::StatusOr<uint16_t> AvailIdx() const;
   absl::Status ReadChain(uint16_t head, DescriptorChain& chain) const;
+  // Checks an indirect table (negotiated, length, in RAM) for both ring
+  // layouts; returns how many descriptors it holds.
+  absl::StatusOr<uint32_t> IndirectEntries(uint64_t addr, uint32_t len) const;
   absl::Status ReadIndirect(const VirtqDesc& d, DescriptorChain& chain) const;
   absl::Status AddBuffer(const VirtqDesc& d, DescriptorChain& chain) const;
   // Packed rings (queue_packed.cc).

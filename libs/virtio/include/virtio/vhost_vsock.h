@@ -62,7 +62,7 @@ class VhostVsock : public VirtioDevice {
   uint16_t num_queues() const override { return 3; }
   // vhost_vsock walks split rings only (no RING_PACKED in its features).
   bool supports_packed_rings() const override {
-    return vhost_features_ & (1ULL << kFRingPacked);
+    return vhost_features_ & Bit(kFRingPacked);
   }
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;
   absl::Status Activate(const ActivateContext& ctx) override;
