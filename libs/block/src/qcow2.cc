@@ -190,10 +190,7 @@ absl::Status Qcow2::Load(const OpenOptions& options,
           r.corruptions - r.corruptions_fixed));
     }
     h_.incompatible_features &= ~kIncompatDirty;
-    uint8_t b[8];
-    StoreBe64(b, h_.incompatible_features);
-    RETURN_IF_ERROR(WriteHeaderBytes(kOffIncompatible, b, 8));
-    RETURN_IF_ERROR(file_.DataSync());
+    RETURN_IF_ERROR(WriteIncompatibleFeatures());
   }
   return absl::OkStatus();
 }
@@ -258,9 +255,7 @@ absl::Status Qcow2::MarkCorrupt(const std::string& why) {
   if (writable_ && !corrupt_ && h_.version == 3) {
     corrupt_ = true;
     h_.incompatible_features |= kIncompatCorrupt;
-    uint8_t b[8];
-    StoreBe64(b, h_.incompatible_features);
-    if (WriteHeaderBytes(kOffIncompatible, b, 8).ok()) (void)file_.DataSync();
+    (void)WriteIncompatibleFeatures();  // best effort: the error follows anyway
     msg += "; image marked corrupt";
   }
   corrupt_ = true;
@@ -753,6 +748,13 @@ absl::Status Qcow2::WriteHeaderBytes(uint64_t off, const void* p, size_t n) {
   return file_.PWrite(p, n, off);
 }
 
+absl::Status Qcow2::WriteIncompatibleFeatures() {
+  uint8_t b[8];
+  StoreBe64(b, h_.incompatible_features);
+  RETURN_IF_ERROR(WriteHeaderBytes(kOffIncompatible, b, 8));
+  return file_.DataSync();
+}
+
 absl::Status Qcow2::WriteL1() {
   if (l1_dirty_lo_ >= l1_dirty_hi_) return absl::OkStatus();
   std::vector<uint64_t> be(l1_.begin() + l1_dirty_lo_, l1_.begin() + l1_dirty_hi_);
@@ -820,12 +822,7 @@ absl::Status Qcow2::Shrink(uint64_t new_size) {
   Lock lock(mu_);
   // The frees are durable before the header says the disk is smaller.
   RETURN_IF_ERROR(FlushLocked(lock));
-  uint8_t sb[8];
-  StoreBe64(sb, new_size);
-  RETURN_IF_ERROR(WriteHeaderBytes(kOffSize, sb, 8));
-  h_.size = new_size;
-  size_ = new_size;
-  return FlushLocked(lock);
+  return CommitSize(new_size, lock);
 }
 
 absl::Status Qcow2::Resize(uint64_t new_size) {
@@ -867,6 +864,10 @@ absl::Status Qcow2::Resize(uint64_t new_size) {
     h_.l1_size = need;
     l1_.resize(need, 0);
   }
+  return CommitSize(new_size, lock);
+}
+
+absl::Status Qcow2::CommitSize(uint64_t new_size, Lock& lock) {
   uint8_t sb[8];
   StoreBe64(sb, new_size);
   RETURN_IF_ERROR(WriteHeaderBytes(kOffSize, sb, 8));

@@ -248,10 +248,7 @@ absl::StatusOr<CheckResult> Qcow2::Check(RepairMode mode) {
   if (fix && (h_.incompatible_features & kIncompatCorrupt) && r.check_errors == 0 &&
       r.corruptions == r.corruptions_fixed) {
     h_.incompatible_features &= ~kIncompatCorrupt;
-    uint8_t b[8];
-    internal::StoreBe64(b, h_.incompatible_features);
-    RETURN_IF_ERROR(WriteHeaderBytes(kOffIncompatible, b, 8));
-    RETURN_IF_ERROR(file_.DataSync());
+    RETURN_IF_ERROR(WriteIncompatibleFeatures());
     corrupt_ = false;
     note("Repaired: the image is no longer marked corrupt");
   }

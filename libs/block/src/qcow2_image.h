@@ -110,6 +110,10 @@ class Qcow2 final : public Qcow2Image {
   absl::Status WriteRefcountMeta();
   absl::Status WriteL1();
   absl::Status WriteHeaderBytes(uint64_t off, const void* p, size_t n);
+  // h_.incompatible_features to the header, durably.
+  absl::Status WriteIncompatibleFeatures();
+  // The header's disk size, then the caches flushed (Resize and Shrink).
+  absl::Status CommitSize(uint64_t new_size, Lock& lock);
   absl::Status MarkCorrupt(const std::string& why);
   absl::Status WritableCheck() const;
   void WaitAllocs(uint64_t first, uint64_t count, Lock& lock);
