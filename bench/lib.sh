@@ -1,7 +1,7 @@
-# Shared by the bench/*/run.sh scripts (bash): sourced after `work` (the
-# run's scratch directory, holding monitor.log from bench/monitor.sh) is set.
+# Shared by bench/net/run.sh and bench/vsock/run.sh (bash).
 #
 #   source "$ROOT/bench/lib.sh"
+#   bench_setup vsock vsockbench "--config=bench //launcher:kindling ..."
 #   t0=$(bench_secs); ...; t1=$(bench_secs)
 #   mark=$(bench_busy "$t0" "$t1")       # "*" if other work ran meanwhile
 #   echo "other work: $(bench_others "$t0" "$t1")"
@@ -30,4 +30,28 @@ bench_median() {
 # for a QEMU run inside tools/nested-kvm (-L DIR).
 bench_firmware() {
   mkdir -p "$1" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$1/"
+}
+
+# bench_setup NAME TOOL BUILD_HINT: the common start of a bench/NAME/run.sh
+# once its options are parsed. Checks $KINDLING and $GUEST (made absolute:
+# the cases run in another directory) and QEMU (sets $qemu); makes $work
+# (removed on exit unless $keep is set); builds bench/NAME/TOOL.c there and
+# copies cases.sh and cases_lib.sh beside it; starts bench/monitor.sh
+# ($monitor, logging to $work/monitor.log). Exits 2 on what is missing.
+bench_setup() {
+  local name=$1 tool=$2 hint=$3 f
+  for f in "$KINDLING" "$GUEST"; do
+    [[ -f $f ]] || { echo "bench/$name: $f missing (bazel build $hint)"; exit 2; }
+  done
+  KINDLING=$(realpath "$KINDLING") GUEST=$(realpath "$GUEST")
+  [[ $KINDLING == *fastbuild* ]] &&
+    echo "bench/$name: WARNING: $KINDLING is a fastbuild (-O0) binary; build with --config=bench"
+  qemu=$(command -v qemu-system-x86_64) || { echo "bench/$name: qemu-system-x86_64 is not installed"; exit 2; }
+  work=$(mktemp -d "/tmp/bench-$name.XXXXXX")
+  [[ -n ${keep:-} ]] || trap 'rm -rf "$work"' EXIT
+  gcc -O2 -static -o "$work/$tool" "$ROOT/bench/$name/$tool.c" 2>"$work/gcc.log" ||
+    { cat "$work/gcc.log"; exit 2; }
+  cp "$ROOT/bench/$name/cases.sh" "$ROOT/bench/cases_lib.sh" "$work/"
+  "$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
+  monitor=$!
 }

@@ -18,12 +18,9 @@
 # (rx), guest = the guest's own figure (tx: sent, rx: received); "-" when
 # missing.
 LOG=${LOG:-.}
+# mbs, now, one (the run-and-retry loop)
+. "$(dirname "$0")/cases_lib.sh"
 tap=kbt$$
-
-mbs() {  # FILE PATTERN: the MB/s figure on the first line matching PATTERN
-  v=$(grep "$2" "$1" 2>/dev/null | grep 'MB/s' | head -1 | sed -n 's/.* \([0-9][0-9]*\.[0-9][0-9]\) MB\/s.*/\1/p')
-  echo "${v:--}"
-}
 
 vmm_cmd() {  # VMM CMDLINE: the command line booting the guest on $tap
   case $1 in
@@ -103,26 +100,6 @@ limit() {  # RUN
   cat $out.tap $out.host
   netns_end
   echo "result limit tx $1 host $(mbs $out.host '^sink: ') guest $(mbs $out.tap '^tap: ') status 0 t $t0 $(now)"
-}
-
-now() { date +%H:%M:%S | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
-
-# A run that fails (status other than kindling's 0 or QEMU's 1, e.g. the
-# device flagged NEEDS_RESET) is reported and repeated, twice at most.
-one() {  # VMM DIR RUN
-  want=0
-  [ "$1" = qemu ] && want=1
-  tries=0
-  while :; do
-    t0=$(now)
-    attempt "$@"
-    t1=$(now)
-    [ "$status" = $want ] && break
-    tries=$((tries + 1))
-    echo "retry $1 $2 $3 status $status: $(grep -E 'FAIL|needs reset|error' $LOG/$1-$2-$3.guest 2>/dev/null | head -2 | tr '\n' ' ')"
-    [ $tries -ge 2 ] && break
-  done
-  echo "result $1 $2 $3 $figures status $status t $t0 $t1"
 }
 
 r=1

@@ -51,21 +51,8 @@ while (($#)); do
     *) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
-for f in "$KINDLING" "$GUEST"; do
-  [[ -f $f ]] || { echo "bench/net: $f missing (bazel build //launcher:kindling //tests/guests:virtio_net.elf)"; exit 2; }
-done
-KINDLING=$(realpath "$KINDLING") GUEST=$(realpath "$GUEST")  # the cases run elsewhere
-[[ $(readlink -f "$KINDLING") == *fastbuild* ]] &&
-  echo "bench/net: WARNING: $KINDLING is a fastbuild (-O0) binary; build with --config=bench"
-qemu=$(command -v qemu-system-x86_64) || { echo "bench/net: qemu-system-x86_64 is not installed"; exit 2; }
-work=$(mktemp -d /tmp/bench-net.XXXXXX)
-[[ -n $keep ]] || trap 'rm -rf "$work"' EXIT
-gcc -O2 -static -o "$work/netbench" "$ROOT/bench/net/netbench.c" 2>"$work/gcc.log" ||
-  { cat "$work/gcc.log"; exit 2; }
-cp "$ROOT/bench/net/cases.sh" "$work/"
 source "$ROOT/bench/lib.sh"
-"$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
-monitor=$!
+bench_setup net netbench "//launcher:kindling //tests/guests:virtio_net.elf"
 [[ -w /dev/kvm && -e /dev/net/tun && $(id -u) == 0 ]] || nested=1
 
 if ((nested)); then
@@ -77,7 +64,7 @@ EOF
   nested_t0=$(bench_secs)
   "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 1800 --module tun \
     --bin "$KINDLING" --bin "$qemu" --bin "$work/netbench" --file "$GUEST" \
-    --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/go.sh" -- sh go.sh \
+    --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/cases_lib.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/out" 2>"$work/err"
   rc=$?
   nested_t1=$(bench_secs)

@@ -53,21 +53,8 @@ while (($#)); do
     *) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
-for f in "$KINDLING" "$GUEST"; do
-  [[ -f $f ]] || { echo "bench/vsock: $f missing (bazel build --config=bench //launcher:kindling //tests/guests:virtio_vsock.elf)"; exit 2; }
-done
-KINDLING=$(realpath "$KINDLING") GUEST=$(realpath "$GUEST")  # the cases run elsewhere
-[[ $(readlink -f "$KINDLING") == *fastbuild* ]] &&
-  echo "bench/vsock: WARNING: $KINDLING is a fastbuild (-O0) binary; build with --config=bench"
-qemu=$(command -v qemu-system-x86_64) || { echo "bench/vsock: qemu-system-x86_64 is not installed"; exit 2; }
-work=$(mktemp -d /tmp/bench-vsock.XXXXXX)
-[[ -n $keep ]] || trap 'rm -rf "$work"' EXIT
-gcc -O2 -static -o "$work/vsockbench" "$ROOT/bench/vsock/vsockbench.c" 2>"$work/gcc.log" ||
-  { cat "$work/gcc.log"; exit 2; }
-cp "$ROOT/bench/vsock/cases.sh" "$work/"
-"$ROOT/bench/monitor.sh" $$ "$work/monitor.log" &
-monitor=$!
 source "$ROOT/bench/lib.sh"
+bench_setup vsock vsockbench "--config=bench //launcher:kindling //tests/guests:virtio_vsock.elf"
 kvm=0
 [[ -w /dev/kvm ]] && kvm=1
 [[ $kvm == 1 && -w /dev/vhost-vsock ]] || nested=1
@@ -112,7 +99,7 @@ EOF
   nested_t0=$(bench_secs)
   "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 3000 --module vhost_vsock \
     --bin "$KINDLING" --bin "$qemu" --bin "$work/vsockbench" --file "$GUEST" \
-    --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/go.sh" -- sh go.sh \
+    --file "$work/fw:fw" --file "$work/cases.sh" --file "$work/cases_lib.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/nested.out" 2>"$work/nested.err"
   rc=$?
   nested_t1=$(bench_secs)
