@@ -16,6 +16,37 @@ absl::Status Image::Resize(uint64_t) {
       absl::StrFormat("%s images cannot be resized", format()));
 }
 
+std::optional<DirectMapping> Image::MapDirect(uint64_t, uint64_t, bool) {
+  return std::nullopt;
+}
+
+void DirectMapping::Append(DirectMapping&& other) {
+  for (const HostExtent& e : other.extents) AppendExtent(extents, e);
+  other.extents.clear();
+  if (!other.release) return;
+  if (!release) {
+    release = std::exchange(other.release, nullptr);
+    return;
+  }
+  release = [a = std::move(release), b = std::exchange(other.release, nullptr)] {
+    a();
+    b();
+  };
+}
+
+void AppendExtent(std::vector<HostExtent>& extents, const HostExtent& e) {
+  if (e.length == 0) return;
+  if (!extents.empty()) {
+    HostExtent& last = extents.back();
+    if (last.file == e.file &&
+        (e.file == nullptr || last.offset + last.length == e.offset)) {
+      last.length += e.length;
+      return;
+    }
+  }
+  extents.push_back(e);
+}
+
 absl::Status Image::CheckRange(uint64_t offset, uint64_t len) const {
   const uint64_t disk = size();
   if (offset > disk || len > disk - offset) {

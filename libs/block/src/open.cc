@@ -83,13 +83,15 @@ absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(
   if (format.empty()) {
     ASSIGN_OR_RETURN(format, ProbeFormat(path));
   }
-  if (format == "raw" && options.engine != Engine::kThreads &&
-      (options.engine == Engine::kIoUring || IoUringAvailable())) {
-    return CreateUringBackend(path, options);
+  const bool uring = format != "nbd" && options.engine != Engine::kThreads &&
+                     (options.engine == Engine::kIoUring || IoUringAvailable());
+  if (uring && !IoUringAvailable()) {
+    return absl::FailedPreconditionError("io_uring is not available here");
   }
   OpenOptions open = options.open;
   open.format = format;
   ASSIGN_OR_RETURN(auto image, OpenImage(path, open));
+  if (uring) return CreateUringBackend(std::move(image), options);
   return CreateThreadPoolBackend(std::move(image), options.threads);
 }
 

@@ -274,15 +274,19 @@ absl::Status Qcow2::WritableCheck() const {
   return absl::OkStatus();
 }
 
-absl::Status Qcow2::CheckHostCluster(uint64_t host, const char* what,
-                                     uint64_t where) const {
+bool Qcow2::HostClusterValid(uint64_t host) const {
   auto overlaps = [&](uint64_t off, uint64_t len) {
     return host < off + len && off < host + cs_;
   };
-  if (host % cs_ != 0 || host == 0 || host >= file_size_ ||
-      overlaps(h_.l1_table_offset, uint64_t(h_.l1_size) * 8) ||
-      overlaps(h_.refcount_table_offset,
-               uint64_t(h_.refcount_table_clusters) * cs_)) {
+  return host % cs_ == 0 && host != 0 && host < file_size_ &&
+         !overlaps(h_.l1_table_offset, uint64_t(h_.l1_size) * 8) &&
+         !overlaps(h_.refcount_table_offset,
+                   uint64_t(h_.refcount_table_clusters) * cs_);
+}
+
+absl::Status Qcow2::CheckHostCluster(uint64_t host, const char* what,
+                                     uint64_t where) const {
+  if (!HostClusterValid(host)) {
     return const_cast<Qcow2*>(this)->MarkCorrupt(absl::StrFormat(
         "%s for guest offset 0x%x points to host offset 0x%x, which is "
         "unaligned, past the end of the file or overlaps metadata",
@@ -509,6 +513,57 @@ absl::Status Qcow2::ReadV(uint64_t offset, std::span<const iovec> iov) {
     pos += run;
   }
   return absl::OkStatus();
+}
+
+std::optional<Mapping> Qcow2::CachedMapping(uint64_t c, bool write) {
+  if (allocating_.count(c)) return std::nullopt;  // WriteRun is filling it
+  const uint64_t i = c / l2_entries_;
+  if (i >= l1_.size()) return std::nullopt;
+  const uint64_t off = l1_[i] & kOffsetMask;
+  if (off == 0) return Mapping{Kind::kUnallocated};
+  if (write && !(l1_[i] & kOflagCopied)) return std::nullopt;  // shared L2 table
+  Table* t = l2_cache_.Find(off);
+  if (t == nullptr) return std::nullopt;  // ReadV/WriteV load it
+  return Decode(L2Get(*t, c % l2_entries_));
+}
+
+std::optional<DirectMapping> Qcow2::MapDirect(uint64_t offset, uint64_t len,
+                                              bool write) {
+  if (len == 0 || !CheckRange(offset, len).ok()) return std::nullopt;
+  Lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || (write && !WritableCheck().ok())) return std::nullopt;
+  DirectMapping m;  // releases the backing's leases if we give up half-way
+  bool own = false;
+  for (uint64_t pos = 0; pos < len;) {
+    const uint64_t g = offset + pos;
+    const uint64_t n = std::min(cs_ - (g & (cs_ - 1)), len - pos);
+    std::optional<Mapping> c = CachedMapping(g >> cb_, write);
+    if (!c || c->kind == Kind::kCompressed) return std::nullopt;
+    if (write && (c->kind != Kind::kNormal || !c->copied)) return std::nullopt;
+    if (c->kind == Kind::kNormal) {
+      if (!HostClusterValid(c->host)) return std::nullopt;  // ReadV/WriteV say why
+      AppendExtent(m.extents, {&file_, c->host + (g & (cs_ - 1)), n});
+      own = true;
+    } else if (c->kind == Kind::kZero || !backing_ || g >= backing_size_) {
+      AppendExtent(m.extents, {nullptr, 0, n});
+    } else {
+      const uint64_t in_backing = std::min(n, backing_size_ - g);
+      auto b = backing_->MapDirect(g, in_backing, false);
+      if (!b) return std::nullopt;
+      m.Append(std::move(*b));
+      AppendExtent(m.extents, {nullptr, 0, n - in_backing});
+    }
+    pos += n;
+  }
+  if (own) {
+    DirectMapping lease;
+    lease.release = [this, seq = BeginIo()] {
+      Lock l(mu_);
+      EndIo(seq);
+    };
+    m.Append(std::move(lease));
+  }
+  return m;
 }
 
 void Qcow2::FreeEntry(const Mapping& m) {

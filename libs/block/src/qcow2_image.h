@@ -67,6 +67,10 @@ class Qcow2 final : public Qcow2Image {
   absl::Status WriteZeroes(uint64_t offset, uint64_t len) override;
   absl::StatusOr<Extent> BlockStatus(uint64_t offset, uint64_t len) override;
   absl::Status Resize(uint64_t new_size) override;
+  // Maps from cached L2 tables only; a mapping of this file's clusters is an
+  // active I/O (BeginIo) until released, so no cluster behind it is freed.
+  std::optional<DirectMapping> MapDirect(uint64_t offset, uint64_t len,
+                                         bool write) override;
 
   Qcow2Info info() override;
   absl::StatusOr<CheckResult> Check(RepairMode mode) override;
@@ -87,6 +91,11 @@ class Qcow2 final : public Qcow2Image {
   Mapping Decode(uint64_t entry) const;
   absl::Status CheckHostCluster(uint64_t host, const char* what,
                                 uint64_t where) const;
+  // Aligned, inside the file, clear of the L1 and refcount tables.
+  bool HostClusterValid(uint64_t host) const;
+  // MapDirect's lookup of one guest cluster: nullopt where it cannot map.
+  // For a write, the L2 table must be this image's alone (L1 COPIED flag).
+  std::optional<Mapping> CachedMapping(uint64_t cluster, bool write);
   // The L2 table for L1 index `i`, or nullptr if none (reading).
   absl::StatusOr<Table*> GetL2(uint64_t i);
   // The L2 table for `i`, allocated or copied so it can be written.

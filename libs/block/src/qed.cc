@@ -340,6 +340,43 @@ absl::Status QedImage::WriteZeroes(uint64_t offset, uint64_t len) {
   return absl::OkStatus();
 }
 
+std::optional<DirectMapping> QedImage::MapDirect(uint64_t offset, uint64_t len,
+                                                bool write) {
+  if (len == 0 || !CheckRange(offset, len).ok() || (write && file_.read_only())) {
+    return std::nullopt;
+  }
+  DirectMapping m;  // releases what it holds if we give up half-way
+  std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
+  if (!l.owns_lock()) return std::nullopt;
+  for (uint64_t pos = 0; pos < len;) {
+    const uint64_t g = offset + pos, c = g / cs_, in = g % cs_;
+    const uint64_t n = std::min(cs_ - in, len - pos);
+    const uint64_t l2 = l1_[c / entries_];
+    uint64_t e = 0;
+    if (l2 != 0) {
+      auto it = l2_.find(l2);
+      if (it == l2_.end()) return std::nullopt;  // not cached: ReadV loads it
+      e = it->second[c % entries_];
+    }
+    if (e > kZeroCluster) {
+      if (e % cs_ || e >= file_end_) return std::nullopt;  // ReadV says why
+      AppendExtent(m.extents, {&file_, e + in, n});
+    } else if (write) {
+      return std::nullopt;  // needs a new cluster
+    } else if (e == kZeroCluster || !backing_ || g >= backing_->size()) {
+      AppendExtent(m.extents, {nullptr, 0, n});
+    } else {
+      const uint64_t in_backing = std::min(n, backing_->size() - g);
+      auto b = backing_->MapDirect(g, in_backing, false);
+      if (!b) return std::nullopt;
+      m.Append(std::move(*b));
+      AppendExtent(m.extents, {nullptr, 0, n - in_backing});
+    }
+    pos += n;
+  }
+  return m;
+}
+
 absl::StatusOr<Extent> QedImage::BlockStatus(uint64_t offset, uint64_t len) {
   RETURN_IF_ERROR(CheckRange(offset, len));
   if (len == 0) return Extent{ExtentKind::kData, 0};

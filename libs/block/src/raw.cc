@@ -70,6 +70,16 @@ absl::StatusOr<Extent> RawImage::BlockStatus(uint64_t offset, uint64_t len) {
                 std::min<uint64_t>(len, static_cast<uint64_t>(hole) - offset)};
 }
 
+std::optional<DirectMapping> RawImage::MapDirect(uint64_t offset, uint64_t len,
+                                                bool write) {
+  if (len == 0 || !CheckRange(offset, len).ok() || (write && file_.read_only())) {
+    return std::nullopt;
+  }
+  DirectMapping m;
+  m.extents.push_back({&file_, offset, len});
+  return m;
+}
+
 absl::Status RawImage::Resize(uint64_t new_size) {
   if (file_.read_only()) return absl::PermissionDeniedError("read-only image");
   RETURN_IF_ERROR(file_.Truncate(new_size));

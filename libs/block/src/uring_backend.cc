@@ -1,11 +1,16 @@
-// BlockBackend for raw files on io_uring: one ring, submissions under a
-// mutex from any thread, one reaper thread that runs the completions.
+// BlockBackend on io_uring for any Image (docs/design/block-uring-formats.md).
+//
+// A read or write whose range the image can map (Image::MapDirect) goes to
+// the ring, one SQE per host extent; zero extents are filled here. The
+// request completes when its last SQE does, and then releases the image's
+// lease on the mapping. Everything else (unmappable requests, flush, discard,
+// write-zeroes, errors) runs on a thread pool over the same image.
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
 #include <liburing.h>
 #include <string.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -16,25 +21,35 @@
 #include "block/backend.h"
 #include "block/file.h"
 #include "kindling/status_macros.h"
+#include "libs/block/src/backend_internal.h"
 
 namespace block {
 namespace {
 
+struct Op;
+// One SQE's share of a request: a host extent and the iovecs landing there.
+struct Part {
+  Op* op = nullptr;
+  HostExtent extent;
+  std::vector<iovec> iov;
+};
+
 struct Op {
   Request req;
   Completion done;
-  absl::Status early;  // set when the request fails before reaching the ring
+  DirectMapping map;
+  std::vector<Part> parts;  // file extents only
+  size_t remaining = 0;     // parts not yet completed
+  absl::Status status;      // the first failure
 };
 
 class UringBackend : public BlockBackend {
  public:
   static absl::StatusOr<std::unique_ptr<BlockBackend>> Create(
-      const std::string& path, const BackendOptions& options) {
-    ASSIGN_OR_RETURN(File f, File::Open(path, {.read_only = options.open.read_only,
-                                               .direct = options.open.direct}));
-    ASSIGN_OR_RETURN(uint64_t size, f.Size());
-    auto b = std::unique_ptr<UringBackend>(new UringBackend(std::move(f), size));
-    unsigned depth = options.queue_depth ? options.queue_depth : 128;
+      std::unique_ptr<Image> image, const BackendOptions& options) {
+    const unsigned threads = options.threads ? options.threads : 1;
+    auto b = std::unique_ptr<UringBackend>(new UringBackend(std::move(image), threads));
+    const unsigned depth = options.queue_depth ? options.queue_depth : 128;
     int r = io_uring_queue_init(depth, &b->ring_, 0);
     if (r < 0) {
       return absl::FailedPreconditionError(
@@ -47,6 +62,7 @@ class UringBackend : public BlockBackend {
   }
 
   ~UringBackend() override {
+    pool_.join();
     if (!ring_ok_) return;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -60,19 +76,28 @@ class UringBackend : public BlockBackend {
     io_uring_queue_exit(&ring_);
   }
 
-  uint64_t size() const override { return size_; }
-  Capabilities capabilities() const override {
-    return {.read_only = file_.read_only(), .discard = true, .write_zeroes = true};
-  }
+  uint64_t size() const override { return image_->size(); }
+  Capabilities capabilities() const override { return image_->capabilities(); }
   std::string_view engine() const override { return "io_uring"; }
+  BackendStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
 
   void Submit(Request req, Completion done) override {
-    auto op = std::make_unique<Op>();
-    op->req = std::move(req);
-    op->done = std::move(done);
-    op->early = Validate(op->req);
+    if (req.type == RequestType::kRead || req.type == RequestType::kWrite) {
+      req.length = IovLength(req.iov);
+    }
+    absl::Status early = ValidateRequest(*image_, req);
+    if (!early.ok()) {
+      boost::asio::post(pool_, [done = std::move(done), early] { done(early); });
+      return;
+    }
+    std::unique_ptr<Op> op = Map(std::move(req), std::move(done));
+    if (op == nullptr) return;  // went to the pool
     std::lock_guard<std::mutex> lock(mu_);
-    if (inflight_ >= depth_) {
+    ++stats_.direct_requests;
+    if (inflight_ + op->parts.size() > depth_ || !pending_.empty()) {
       pending_.push_back(std::move(op));
       return;
     }
@@ -81,99 +106,109 @@ class UringBackend : public BlockBackend {
   }
 
  private:
-  UringBackend(File file, uint64_t size) : file_(std::move(file)), size_(size) {}
+  UringBackend(std::unique_ptr<Image> image, unsigned threads)
+      : image_(std::move(image)), pool_(threads) {}
 
-  absl::Status Validate(Request& req) const {
-    if (req.type == RequestType::kRead || req.type == RequestType::kWrite) {
-      req.length = IovLength(req.iov);
+  // The request as ring parts, or nullptr after handing it to the pool.
+  std::unique_ptr<Op> Map(Request req, Completion done) {
+    const bool write = req.type == RequestType::kWrite;
+    std::optional<DirectMapping> map;
+    if ((req.type == RequestType::kRead || write) && req.length > 0) {
+      map = image_->MapDirect(req.offset, req.length, write);
     }
-    if (req.type == RequestType::kFlush) return absl::OkStatus();
-    if (req.type != RequestType::kRead && file_.read_only()) {
-      return absl::PermissionDeniedError(
-          absl::StrFormat("%s is read-only", file_.name()));
+    size_t files = 0;
+    if (map) {
+      for (const HostExtent& e : map->extents) files += e.file != nullptr;
     }
-    if (req.offset > size_ || req.length > size_ - req.offset) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "%s: request [0x%x, +0x%x) is outside the %u-byte disk",
-          file_.name(), req.offset, req.length, size_));
+    if (!map || files == 0 || files > depth_ || !Covers(*map, req.length, write)) {
+      if (map && files == 0 && !write) {  // all zeros: no I/O at all
+        IovZero(req.iov);
+        map->Release();
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.direct_requests;
+        boost::asio::post(pool_, [done = std::move(done)] { done(absl::OkStatus()); });
+        return nullptr;
+      }
+      map.reset();
+      Defer(std::move(req), std::move(done));
+      return nullptr;
     }
-    if (req.iov.size() > IOV_MAX) {
-      return absl::InvalidArgumentError("too many iovecs");
+    auto op = std::make_unique<Op>();
+    op->req = std::move(req);
+    op->done = std::move(done);
+    op->parts.reserve(files);
+    uint64_t pos = 0;
+    for (const HostExtent& e : map->extents) {
+      auto slice = IovSlice(op->req.iov, pos, e.length);
+      if (e.file == nullptr) {
+        IovZero(slice);
+      } else {
+        op->parts.push_back({op.get(), e, std::move(slice)});
+      }
+      pos += e.length;
     }
-    return absl::OkStatus();
+    op->map = std::move(*map);
+    op->remaining = op->parts.size();
+    return op;
   }
 
-  // Requires mu_. Fills one SQE for `op` (caller submits).
+  // True when the extents add up to the request (and a write maps no zeros).
+  static bool Covers(const DirectMapping& map, uint64_t length, bool write) {
+    uint64_t total = 0;
+    for (const HostExtent& e : map.extents) {
+      if (write && e.file == nullptr) return false;
+      total += e.length;
+    }
+    return total == length;
+  }
+
+  void Defer(Request req, Completion done) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.pool_requests;
+    }
+    boost::asio::post(pool_, [this, req = std::move(req), done = std::move(done)] {
+      done(ExecuteOnImage(*image_, req));
+    });
+  }
+
+  // Requires mu_. Fills one SQE per part (the caller submits).
   void Prepare(std::unique_ptr<Op> op) {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) {  // cannot happen: inflight_ < depth_
-      io_uring_submit(&ring_);
-      sqe = io_uring_get_sqe(&ring_);
-    }
-    const Request& r = op->req;
-    if (!op->early.ok() || (r.length == 0 && r.type != RequestType::kFlush)) {
-      io_uring_prep_nop(sqe);
-    } else {
-      switch (r.type) {
-        case RequestType::kRead:
-          io_uring_prep_readv(sqe, file_.FdFor(r.iov, r.offset), r.iov.data(),
-                              r.iov.size(), r.offset);
-          break;
-        case RequestType::kWrite:
-          io_uring_prep_writev(sqe, file_.FdFor(r.iov, r.offset), r.iov.data(),
-                               r.iov.size(), r.offset);
-          break;
-        case RequestType::kFlush:
-          io_uring_prep_fsync(sqe, file_.fd(), IORING_FSYNC_DATASYNC);
-          break;
-        case RequestType::kDiscard:
-          io_uring_prep_fallocate(sqe, file_.fd(),
-                                  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                  r.offset, r.length);
-          break;
-        case RequestType::kWriteZeroes:
-          io_uring_prep_fallocate(sqe, file_.fd(),
-                                  FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                                  r.offset, r.length);
-          break;
+    const bool write = op->req.type == RequestType::kWrite;
+    for (Part& p : op->parts) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (sqe == nullptr) {  // cannot happen: inflight_ + parts <= depth_
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
       }
+      const int fd = p.extent.file->FdFor(p.iov, p.extent.offset);
+      if (write) {
+        io_uring_prep_writev(sqe, fd, p.iov.data(), p.iov.size(), p.extent.offset);
+      } else {
+        io_uring_prep_readv(sqe, fd, p.iov.data(), p.iov.size(), p.extent.offset);
+      }
+      io_uring_sqe_set_data(sqe, &p);
+      ++inflight_;
     }
-    io_uring_sqe_set_data(sqe, op.release());
-    ++inflight_;
+    op.release();  // owned by its parts until the last completes
   }
 
-  absl::Status Finish(Op& op, int res) {
-    if (!op.early.ok()) return op.early;
-    const Request& r = op.req;
+  // The status of one part, finishing a short transfer synchronously.
+  absl::Status FinishPart(const Part& p, int res) {
+    const bool write = p.op->req.type == RequestType::kWrite;
+    const File& f = *p.extent.file;
     if (res < 0) {
-      if (r.type == RequestType::kWriteZeroes &&
-          (res == -EOPNOTSUPP || res == -EINVAL)) {
-        return file_.ZeroRange(r.offset, r.length);  // fallback chain
-      }
       return absl::Status(absl::ErrnoToStatusCode(-res),
                           absl::StrFormat("io_uring %s(%s, offset 0x%x, length %u): %s",
-                                          OpName(r.type), file_.name(), r.offset,
-                                          r.length, strerror(-res)));
+                                          write ? "write" : "read", f.name(),
+                                          p.extent.offset, p.extent.length, strerror(-res)));
     }
-    if ((r.type == RequestType::kRead || r.type == RequestType::kWrite) &&
-        static_cast<uint64_t>(res) < r.length) {
-      // Short transfer (rare): finish the rest synchronously.
-      auto rest = IovSlice(r.iov, res, r.length - res);
-      return r.type == RequestType::kRead ? file_.PReadV(rest, r.offset + res)
-                                          : file_.PWriteV(rest, r.offset + res);
+    if (static_cast<uint64_t>(res) < p.extent.length) {  // rare: past EOF, signals
+      auto rest = IovSlice(p.iov, res, p.extent.length - res);
+      return write ? f.PWriteV(rest, p.extent.offset + res)
+                   : f.PReadV(rest, p.extent.offset + res);
     }
     return absl::OkStatus();
-  }
-
-  static const char* OpName(RequestType t) {
-    switch (t) {
-      case RequestType::kRead: return "read";
-      case RequestType::kWrite: return "write";
-      case RequestType::kFlush: return "fsync";
-      case RequestType::kDiscard: return "discard";
-      case RequestType::kWriteZeroes: return "write-zeroes";
-    }
-    return "?";
   }
 
   void Reap() {
@@ -182,39 +217,50 @@ class UringBackend : public BlockBackend {
       int r = io_uring_wait_cqe(&ring_, &cqe);
       if (r == -EINTR) continue;
       if (r < 0) return;  // the ring is broken; nothing more will complete
-      Op* raw = static_cast<Op*>(io_uring_cqe_get_data(cqe));
-      int res = cqe->res;
+      Part* part = static_cast<Part*>(io_uring_cqe_get_data(cqe));
+      const int res = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
-      if (raw == nullptr) return;  // stop marker
+      if (part == nullptr) return;  // stop marker
       // The Op was filled in under mu_ by Submit; taking mu_ here orders
       // that before our reads in the C++ memory model (the ring alone does
       // not, as far as ThreadSanitizer can tell).
       { std::lock_guard<std::mutex> sync(mu_); }
-      std::unique_ptr<Op> op(raw);
-      absl::Status s = Finish(*op, res);
-      op->done(std::move(s));
-      std::lock_guard<std::mutex> lock(mu_);
-      --inflight_;
-      bool queued = false;
-      while (inflight_ < depth_ && !pending_.empty()) {
-        Prepare(std::move(pending_.front()));
-        pending_.pop_front();
-        queued = true;
+      absl::Status s = FinishPart(*part, res);
+      Op* op = part->op;
+      if (!s.ok() && op->status.ok()) op->status = std::move(s);
+      if (--op->remaining == 0) {
+        std::unique_ptr<Op> owned(op);
+        owned->map.Release();
+        owned->done(std::move(owned->status));
       }
-      if (queued) io_uring_submit(&ring_);
-      if (inflight_ == 0 && pending_.empty()) idle_.notify_all();
+      Refill();
     }
   }
 
-  File file_;
-  const uint64_t size_;
+  // One SQE is done: submit what waited for room.
+  void Refill() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --inflight_;
+    bool queued = false;
+    while (!pending_.empty() && inflight_ + pending_.front()->parts.size() <= depth_) {
+      Prepare(std::move(pending_.front()));
+      pending_.pop_front();
+      queued = true;
+    }
+    if (queued) io_uring_submit(&ring_);
+    if (inflight_ == 0 && pending_.empty()) idle_.notify_all();
+  }
+
+  std::unique_ptr<Image> image_;
+  boost::asio::thread_pool pool_;
   io_uring ring_{};
   bool ring_ok_ = false;
   unsigned depth_ = 0;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable idle_;
-  unsigned inflight_ = 0;
+  size_t inflight_ = 0;  // SQEs
   std::deque<std::unique_ptr<Op>> pending_;
+  BackendStats stats_;
   std::thread reaper_;
 };
 
@@ -231,11 +277,11 @@ bool IoUringAvailable() {
 }
 
 absl::StatusOr<std::unique_ptr<BlockBackend>> CreateUringBackend(
-    const std::string& path, const BackendOptions& options) {
+    std::unique_ptr<Image> image, const BackendOptions& options) {
   if (!IoUringAvailable()) {
     return absl::FailedPreconditionError("io_uring is not available here");
   }
-  return UringBackend::Create(path, options);
+  return UringBackend::Create(std::move(image), options);
 }
 
 }  // namespace block

@@ -314,6 +314,36 @@ absl::Status VhdImage::WriteZeroes(uint64_t offset, uint64_t len) {
   return absl::OkStatus();
 }
 
+std::optional<DirectMapping> VhdImage::MapDirect(uint64_t offset, uint64_t len,
+                                                bool write) {
+  if (len == 0 || !CheckRange(offset, len).ok() || (write && file_.read_only())) {
+    return std::nullopt;
+  }
+  DirectMapping m;
+  if (fixed_) {
+    m.extents.push_back({&file_, offset, len});
+    return m;
+  }
+  std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
+  if (!l.owns_lock()) return std::nullopt;
+  for (uint64_t pos = 0; pos < len;) {
+    const uint64_t g = offset + pos;
+    const uint64_t b = g / block_size_, in = g % block_size_;
+    const uint64_t n = std::min(block_size_ - in, len - pos);
+    const uint32_t e = bat_[b];
+    if (e == kNoBlock) {
+      if (write) return std::nullopt;  // needs a new block
+      AppendExtent(m.extents, {nullptr, 0, n});
+    } else {
+      const uint64_t at = uint64_t(e) * 512 + bitmap_size_;
+      if (at + block_size_ > footer_pos_) return std::nullopt;  // ReadV/WriteV say why
+      AppendExtent(m.extents, {&file_, at + in, n});
+    }
+    pos += n;
+  }
+  return m;
+}
+
 absl::StatusOr<Extent> VhdImage::BlockStatus(uint64_t offset, uint64_t len) {
   RETURN_IF_ERROR(CheckRange(offset, len));
   if (fixed_ || len == 0) return Extent{ExtentKind::kData, len};

@@ -7,9 +7,12 @@
 // keeps the buffers alive until the callback runs. Destroying a backend waits
 // for the requests still in flight.
 //
-// Two engines: raw files go straight to io_uring (liburing); every other
-// format, and raw where io_uring is unavailable, runs on a thread pool over
-// a synchronous Image.
+// Two engines over a synchronous Image. io_uring (liburing): reads and
+// writes the image can map to host extents (Image::MapDirect: allocated data,
+// holes, backing files, in-place overwrites) go to the ring; the rest
+// (allocating writes, compressed clusters, flush, discard, write-zeroes)
+// runs on a thread pool beside it. Threads: everything on the pool, where
+// io_uring is unavailable or asked for.
 //
 //   ASSIGN_OR_RETURN(auto disk, block::OpenBackend("disk.raw", {}));
 //   std::vector<char> buf(4096);
@@ -51,6 +54,12 @@ struct Request {
 
 using Completion = std::function<void(absl::Status)>;
 
+// Where requests went (for tests and metrics).
+struct BackendStats {
+  uint64_t direct_requests = 0;  // mapped: the ring did the I/O (or none needed)
+  uint64_t pool_requests = 0;    // ran on the thread pool over the Image
+};
+
 class BlockBackend {
  public:
   virtual ~BlockBackend() = default;
@@ -59,6 +68,7 @@ class BlockBackend {
   // "io_uring" or "threads".
   virtual std::string_view engine() const = 0;
   virtual void Submit(Request req, Completion done) = 0;
+  virtual BackendStats stats() const = 0;
 };
 
 enum class Engine { kAuto, kIoUring, kThreads };
@@ -67,22 +77,23 @@ struct BackendOptions {
   OpenOptions open;
   Engine engine = Engine::kAuto;
   unsigned queue_depth = 128;  // io_uring ring size
-  unsigned threads = 16;       // thread-pool workers
+  unsigned threads = 16;       // thread-pool workers (both engines)
 };
 
 // True when this kernel lets us create an io_uring.
 bool IoUringAvailable();
 
-// Raw file on io_uring. FailedPrecondition if io_uring is unavailable.
+// Any Image on io_uring (with `options.threads` pool workers for what does
+// not map). FailedPrecondition if io_uring is unavailable.
 absl::StatusOr<std::unique_ptr<BlockBackend>> CreateUringBackend(
-    const std::string& path, const BackendOptions& options);
+    std::unique_ptr<Image> image, const BackendOptions& options);
 
 // Any Image on a pool of worker threads.
 std::unique_ptr<BlockBackend> CreateThreadPoolBackend(
     std::unique_ptr<Image> image, unsigned threads);
 
-// Opens an image (probing the format) on the best engine: io_uring for raw
-// when available, the thread pool otherwise.
+// Opens an image (probing the format) on the best engine: io_uring when
+// available (NBD: always the thread pool), the thread pool otherwise.
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(
     const std::string& path, const BackendOptions& options);
 

@@ -14,10 +14,13 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +40,34 @@ enum class ExtentKind { kData, kZero, kUnallocated };
 struct Extent {
   ExtentKind kind;
   uint64_t length;  // > 0; may be shorter than asked
+};
+
+class File;
+
+// Where part of a disk lies on the host, for engines that do the data I/O
+// themselves (io_uring). `file` == nullptr: the part reads as zeros.
+struct HostExtent {
+  const File* file = nullptr;
+  uint64_t offset = 0;  // byte offset in `file`
+  uint64_t length = 0;
+};
+
+// The answer of Image::MapDirect: extents in disk order covering the range.
+// The image keeps them valid (no cluster behind them is freed or reused)
+// until `release` runs; run it once the I/O is done.
+struct DirectMapping {
+  std::vector<HostExtent> extents;
+  std::function<void()> release;
+
+  DirectMapping() = default;
+  DirectMapping(DirectMapping&&) = default;
+  DirectMapping& operator=(DirectMapping&&) = default;
+  ~DirectMapping() { Release(); }
+  void Release() {
+    if (release) std::exchange(release, nullptr)();
+  }
+  // Takes over `other`'s extents (after ours) and its release.
+  void Append(DirectMapping&& other);
 };
 
 class Image {
@@ -63,6 +94,15 @@ class Image {
   virtual absl::StatusOr<Extent> BlockStatus(uint64_t offset, uint64_t len);
   // Grows (or, where the format allows, shrinks) the disk.
   virtual absl::Status Resize(uint64_t new_size);
+
+  // Where [offset, offset + len) lies on the host, when every byte of it can
+  // be read (write = false) or overwritten in place (write = true) without
+  // the format's own code: no allocation, no copy-on-write, no compressed
+  // data, no metadata to load. std::nullopt otherwise (and for an empty or
+  // out-of-range request): then use ReadV/WriteV. Never blocks on I/O.
+  // The default maps nothing.
+  virtual std::optional<DirectMapping> MapDirect(uint64_t offset, uint64_t len,
+                                                 bool write);
 
   absl::Status Read(uint64_t offset, void* buf, size_t len);
   absl::Status Write(uint64_t offset, const void* buf, size_t len);
@@ -102,6 +142,10 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImage(const std::string& path,
 absl::StatusOr<std::unique_ptr<Image>> OpenImageInChain(
     const std::string& path, const OpenOptions& options,
     std::vector<std::string>& chain);
+
+// Appends `e` to `extents`, merging it into the last one when it continues
+// it (same file, next offset; or both zeros).
+void AppendExtent(std::vector<HostExtent>& extents, const HostExtent& e);
 
 // Helpers over iovec arrays.
 uint64_t IovLength(std::span<const iovec> iov);

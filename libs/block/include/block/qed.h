@@ -54,6 +54,10 @@ class QedImage : public Image {
   absl::Status Discard(uint64_t offset, uint64_t len) override;
   absl::Status WriteZeroes(uint64_t offset, uint64_t len) override;
   absl::StatusOr<Extent> BlockStatus(uint64_t offset, uint64_t len) override;
+  // Clusters are never freed once allocated, so mappings need no lease
+  // (beyond the backing file's, which is read-only).
+  std::optional<DirectMapping> MapDirect(uint64_t offset, uint64_t len,
+                                         bool write) override;
 
   // Finds table entries outside the file (dropping them if `repair`).
   absl::StatusOr<QedCheckResult> Check(bool repair);

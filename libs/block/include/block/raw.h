@@ -33,6 +33,8 @@ class RawImage : public Image {
   absl::Status WriteZeroes(uint64_t offset, uint64_t len) override;
   absl::StatusOr<Extent> BlockStatus(uint64_t offset, uint64_t len) override;
   absl::Status Resize(uint64_t new_size) override;
+  std::optional<DirectMapping> MapDirect(uint64_t offset, uint64_t len,
+                                         bool write) override;
 
   const File& file() const { return file_; }
 

@@ -42,6 +42,9 @@ class VhdImage : public Image {
   absl::Status Discard(uint64_t offset, uint64_t len) override;
   absl::Status WriteZeroes(uint64_t offset, uint64_t len) override;
   absl::StatusOr<Extent> BlockStatus(uint64_t offset, uint64_t len) override;
+  // Blocks are never freed once allocated, so mappings need no lease.
+  std::optional<DirectMapping> MapDirect(uint64_t offset, uint64_t len,
+                                         bool write) override;
 
   bool fixed() const { return fixed_; }
 
