@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libboost-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc catch2
   liburing-dev zlib1g-dev libzstd-dev
-  qemu-system-x86 qemu-utils seabios
+  qemu-system-x86 qemu-utils seabios python3-libvhdi libvhdi-utils
   busybox-static cpio file acpica-tools
   fio
 )

@@ -18,7 +18,10 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImageInChainFormats(
     ASSIGN_OR_RETURN(auto q, QedImage::OpenInChain(path, options, &chain));
     return std::unique_ptr<Image>(std::move(q));
   }
-  if (format == "vpc" || format == "vhd") return VhdImage::Open(path, options);
+  if (format == "vpc" || format == "vhd") {
+    ASSIGN_OR_RETURN(auto v, VhdImage::OpenInChain(path, options, &chain));
+    return std::unique_ptr<Image>(std::move(v));
+  }
   return absl::UnimplementedError(
       absl::StrFormat("%s: image format '%s' is not supported", path, format));
 }

@@ -15,6 +15,7 @@
 #include "block/qed.h"
 #include "block/raw.h"
 #include "block/vhd.h"
+#include "kindling/status_macros.h"
 #include "kindling/test_skip.h"
 #include "libs/block/src/test_util.h"
 
@@ -105,6 +106,19 @@ std::vector<Case> Cases() {
        [](auto& p, uint64_t s) {
          return VhdImage::Create(p, {.size = s, .block_size = 512 << 10});
        }},
+      {"vhd differencing", "d.vhd",
+       [](auto& p, uint64_t s) -> absl::Status {
+         // The parent: a dynamic VHD holding base.raw's bytes.
+         const std::string dir = p.substr(0, p.rfind('/') + 1);
+         RETURN_IF_ERROR(VhdImage::Create(dir + "parent.vhd", {.size = s}));
+         ASSIGN_OR_RETURN(auto parent, OpenImage(dir + "parent.vhd", {}));
+         ASSIGN_OR_RETURN(auto raw, OpenImage(dir + "base.raw", {.read_only = true}));
+         std::vector<uint8_t> buf(s);
+         RETURN_IF_ERROR(raw->Read(0, buf.data(), s));
+         RETURN_IF_ERROR(parent->Write(0, buf.data(), s));
+         return VhdImage::Create(p, {.block_size = 512 << 10, .parent = "parent.vhd"});
+       },
+       true},
       {"vhd fixed", "d.vhd",
        [](auto& p, uint64_t s) { return VhdImage::Create(p, {.size = s, .fixed = true}); }},
   };
@@ -213,6 +227,7 @@ TEST_CASE("every format on io_uring: ring and pool together agree with a model")
           INFO(chk.output);
           REQUIRE(chk.exit_code == 0);
         }
+        if (c.name == "vhd differencing") continue;  // QEMU cannot open those
         auto cmp = Run("qemu-img compare -f " + fmt + " -F raw " + path + " " +
                        dir.Path("model.raw"));
         INFO(cmp.output);

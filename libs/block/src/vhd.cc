@@ -1,7 +1,11 @@
-// VHD fixed and dynamic disks. Facts from the Virtual Hard Disk Image
-// Format Specification and QEMU's block/vpc.c behaviour; code is ours.
+// VHD fixed, dynamic and differencing disks. Facts from the Virtual Hard
+// Disk Image Format Specification and QEMU's block/vpc.c behaviour; code is
+// ours. Differencing-disk I/O is in vhd_diff.cc, parent fields in
+// vhd_parent.cc.
 #include "block/vhd.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cstring>
@@ -9,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "kindling/status_macros.h"
 #include "libs/block/src/endian.h"
+#include "libs/block/src/vhd_parent.h"
 
 namespace block {
 
@@ -64,13 +69,16 @@ void Geometry(uint64_t total, uint16_t* cyl, uint8_t* heads, uint8_t* spt) {
   *spt = s;
 }
 
-std::vector<uint8_t> MakeFooter(uint64_t size, bool fixed) {
+constexpr time_t kVhdEpoch = 946684800;  // 2000-01-01 00:00:00 UTC
+
+std::vector<uint8_t> MakeFooter(uint64_t size, uint32_t type) {
+  const bool fixed = type == kFixed;
   std::vector<uint8_t> f(512, 0);
   memcpy(&f[0], "conectix", 8);
   StoreBe32(&f[8], 2);
   StoreBe32(&f[12], 0x00010000);
   StoreBe64(&f[16], fixed ? ~0ULL : 512);
-  StoreBe32(&f[24], uint32_t(time(nullptr) - 946684800));
+  StoreBe32(&f[24], uint32_t(time(nullptr) - kVhdEpoch));
   memcpy(&f[28], "qem2", 4);  // "use current_size", as QEMU's force_size
   StoreBe32(&f[32], 0x00050003);
   memcpy(&f[36], "Wi2k", 4);
@@ -82,31 +90,61 @@ std::vector<uint8_t> MakeFooter(uint64_t size, bool fixed) {
   StoreBe16(&f[56], c);
   f[58] = h;
   f[59] = s;
-  StoreBe32(&f[60], fixed ? kFixed : kDynamic);
+  StoreBe32(&f[60], type);
   for (int i = 0; i < 16; ++i) f[68 + i] = uint8_t(rand());
   StoreBe32(&f[64], Checksum(f.data(), 512, 64));
   return f;
 }
 
+// What a new differencing disk needs of its parent (size 0: the parent's).
+absl::StatusOr<vhd::NewParent> ReadNewParent(const std::string& child,
+                                             const std::string& stored, uint64_t* size) {
+  std::string path = stored;
+  if (!path.empty() && path[0] != '/') path = child.substr(0, child.rfind('/') + 1) + path;
+  auto parent = OpenImage(path, {.read_only = true, .format = "vpc"});
+  if (!parent.ok()) {
+    return absl::Status(parent.status().code(), absl::StrFormat(
+        "VHD parent %s: %s", path, parent.status().message()));
+  }
+  auto* vhd = dynamic_cast<VhdImage*>(parent->get());
+  if (vhd == nullptr) return absl::InvalidArgumentError(path + " is not a VHD");
+  if (*size == 0) *size = vhd->size();
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return absl::NotFoundError(path + ": stat failed");
+  char* real = realpath(path.c_str(), nullptr);
+  std::string absolute = real ? real : path;
+  free(real);
+  return vhd::NewParent{.unique_id = vhd->unique_id(),
+                        .time_stamp = uint32_t(st.st_mtime - kVhdEpoch),
+                        .stored = stored,
+                        .absolute = absolute};
+}
+
 }  // namespace
 
 absl::Status VhdImage::Create(const std::string& path, const VhdCreateOptions& o) {
-  if (o.size > kMaxSize || o.size % 512 != 0) {
+  uint64_t size = o.size;
+  vhd::NewParent parent;
+  if (!o.parent.empty()) {
+    if (o.fixed) return absl::InvalidArgumentError("a fixed VHD cannot have a parent");
+    ASSIGN_OR_RETURN(parent, ReadNewParent(path, o.parent, &size));
+  }
+  if (size > kMaxSize || size % 512 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "VHD size %u must be a multiple of 512 up to 2040 GiB", o.size));
+        "VHD size %u must be a multiple of 512 up to 2040 GiB", size));
   }
   if (o.block_size < 512 || (o.block_size & (o.block_size - 1)) ||
       o.block_size > (256u << 20)) {
     return absl::InvalidArgumentError("VHD block size must be a power of two, 512 B..256 MiB");
   }
-  ASSIGN_OR_RETURN(File f, File::Open(path, {.create = true}));
-  auto footer = MakeFooter(o.size, o.fixed);
+  auto footer = MakeFooter(size, o.fixed ? kFixed : o.parent.empty() ? kDynamic : kDifferencing);
   if (o.fixed) {
-    RETURN_IF_ERROR(f.Truncate(o.size));
-    RETURN_IF_ERROR(f.PWrite(footer.data(), 512, o.size));
+    ASSIGN_OR_RETURN(File f, File::Open(path, {.create = true}));
+    RETURN_IF_ERROR(f.Truncate(size));
+    RETURN_IF_ERROR(f.PWrite(footer.data(), 512, size));
     return f.DataSync();
   }
-  const uint64_t entries = (o.size + o.block_size - 1) / o.block_size;
+  const uint64_t entries = (size + o.block_size - 1) / o.block_size;
   const uint64_t bat_bytes = (entries * 4 + 511) / 512 * 512;
   std::vector<uint8_t> dyn(1024, 0);
   memcpy(&dyn[0], "cxsparse", 8);
@@ -115,28 +153,50 @@ absl::Status VhdImage::Create(const std::string& path, const VhdCreateOptions& o
   StoreBe32(&dyn[24], 0x00010000);
   StoreBe32(&dyn[28], entries);
   StoreBe32(&dyn[32], o.block_size);
+  std::vector<uint8_t> locators;
+  if (!o.parent.empty()) {
+    ASSIGN_OR_RETURN(locators, vhd::EncodeParent(dyn.data(), parent, 1536 + bat_bytes));
+  }
   StoreBe32(&dyn[36], Checksum(dyn.data(), 1024, 36));
   std::vector<uint8_t> bat(bat_bytes, 0xff);
+  ASSIGN_OR_RETURN(File f, File::Open(path, {.create = true}));
   RETURN_IF_ERROR(f.PWrite(footer.data(), 512, 0));
   RETURN_IF_ERROR(f.PWrite(dyn.data(), 1024, 512));
   RETURN_IF_ERROR(f.PWrite(bat.data(), bat.size(), 1536));
-  RETURN_IF_ERROR(f.PWrite(footer.data(), 512, 1536 + bat_bytes));
+  if (!locators.empty()) RETURN_IF_ERROR(f.PWrite(locators.data(), locators.size(), 1536 + bat_bytes));
+  RETURN_IF_ERROR(f.PWrite(footer.data(), 512, 1536 + bat_bytes + locators.size()));
   return f.DataSync();
 }
 
 absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::Open(const std::string& path,
                                                          const OpenOptions& o) {
+  std::vector<std::string> chain;
+  if (char* real = realpath(path.c_str(), nullptr)) {
+    chain.push_back(real);
+    free(real);
+  }
+  return OpenInChain(path, o, &chain);
+}
+
+absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::OpenInChain(
+    const std::string& path, const OpenOptions& o, std::vector<std::string>* chain) {
   ASSIGN_OR_RETURN(File f, File::Open(path, {.read_only = o.read_only, .direct = o.direct}));
-  return OpenFile(std::move(f));
+  std::unique_ptr<VhdImage> v(new VhdImage(std::move(f)));
+  RETURN_IF_ERROR(v->Load(o, chain));
+  return v;
 }
 
 absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::OpenFile(File file) {
   std::unique_ptr<VhdImage> v(new VhdImage(std::move(file)));
-  RETURN_IF_ERROR(v->Load());
+  RETURN_IF_ERROR(v->Load({}, nullptr));
   return v;
 }
 
-absl::Status VhdImage::Load() {
+std::vector<uint8_t> VhdImage::unique_id() const {
+  return {footer_.begin() + vhd::kFooterUniqueId, footer_.begin() + vhd::kFooterUniqueId + 16};
+}
+
+absl::Status VhdImage::Load(const OpenOptions& o, std::vector<std::string>* chain) {
   const std::string& name = file_.name();
   auto bad = [&](const std::string& why) {
     return absl::DataLossError(absl::StrFormat("%s: VHD %s", name, why));
@@ -162,11 +222,8 @@ absl::Status VhdImage::Load() {
                                LoadBe32(f + 64), Checksum(f, 512, 64)));
   }
   const uint32_t type = LoadBe32(f + 60);
-  if (type == kDifferencing) {
-    return absl::UnimplementedError(absl::StrFormat("%s: differencing VHDs are not supported", name));
-  }
-  if (type != kFixed && type != kDynamic) {
-    return bad(absl::StrFormat("footer field disk type (offset 60): %u is not 2 or 3", type));
+  if (type != kFixed && type != kDynamic && type != kDifferencing) {
+    return bad(absl::StrFormat("footer field disk type (offset 60): %u is not 2, 3 or 4", type));
   }
   fixed_ = type == kFixed;
   // Visible size: as QEMU decides it (CHS for some creators).
@@ -214,11 +271,12 @@ absl::Status VhdImage::Load() {
   bat_.resize(entries);
   RETURN_IF_ERROR(file_.PRead(bat_.data(), uint64_t(entries) * 4, bat_offset_));
   for (auto& e : bat_) e = __builtin_bswap32(e);
+  if (type == kDifferencing) return OpenParent(dyn.data(), o, chain);
   return absl::OkStatus();
 }
 
 Capabilities VhdImage::capabilities() const {
-  return {.read_only = file_.read_only()};
+  return {.read_only = file_.read_only(), .backing = parent_ != nullptr};
 }
 
 absl::Status VhdImage::ReadV(uint64_t offset, std::span<const iovec> iov) {
@@ -236,7 +294,13 @@ absl::Status VhdImage::ReadV(uint64_t offset, std::span<const iovec> iov) {
     }
     auto slice = IovSlice(iov, pos, n);
     if (e == kNoBlock) {
-      IovZero(slice);
+      if (parent_) {
+        RETURN_IF_ERROR(ReadParent(g, slice));
+      } else {
+        IovZero(slice);
+      }
+    } else if (parent_) {
+      RETURN_IF_ERROR(ReadDiffBlock(b, e, in, slice));
     } else {
       RETURN_IF_ERROR(file_.PReadV(slice, uint64_t(e) * 512 + bitmap_size_ + in));
     }
@@ -250,6 +314,7 @@ absl::Status VhdImage::WriteV(uint64_t offset, std::span<const iovec> iov) {
   RETURN_IF_ERROR(CheckRange(offset, len));
   if (file_.read_only()) return absl::PermissionDeniedError(file_.name() + " is read-only");
   if (fixed_) return file_.PWriteV(iov, offset);
+  if (parent_) return WriteDiff(offset, iov);
   for (uint64_t pos = 0; pos < len;) {
     const uint64_t g = offset + pos;
     const uint64_t b = g / block_size_, in = g % block_size_;
@@ -257,23 +322,11 @@ absl::Status VhdImage::WriteV(uint64_t offset, std::span<const iovec> iov) {
     std::unique_lock<std::mutex> l(mu_);
     uint32_t e = bat_[b];
     if (e == kNoBlock) {
-      // Append: bitmap (all sectors present), zeros, footer, then the data,
-      // then the BAT entry that makes the block visible.
-      const uint64_t at = footer_pos_;
-      if ((at / 512) >= kNoBlock) {
-        return absl::ResourceExhaustedError(file_.name() + ": VHD file is full");
-      }
-      std::vector<uint8_t> bitmap(bitmap_size_, 0xff);
-      RETURN_IF_ERROR(file_.PWrite(bitmap.data(), bitmap.size(), at));
-      const uint64_t end = at + bitmap_size_ + block_size_;
-      RETURN_IF_ERROR(file_.Truncate(end));
-      RETURN_IF_ERROR(file_.PWrite(footer_.data(), 512, end));
-      RETURN_IF_ERROR(file_.PWriteV(IovSlice(iov, pos, n), at + bitmap_size_ + in));
-      uint8_t be[4];
-      StoreBe32(be, uint32_t(at / 512));
-      RETURN_IF_ERROR(file_.PWrite(be, 4, bat_offset_ + b * 4));
-      bat_[b] = at / 512;
-      footer_pos_ = end;
+      // Append (bitmap: all sectors present), the data, then the BAT entry
+      // that makes the block visible after a crash.
+      ASSIGN_OR_RETURN(e, AppendBlock(b, true));
+      RETURN_IF_ERROR(file_.PWriteV(IovSlice(iov, pos, n), uint64_t(e) * 512 + bitmap_size_ + in));
+      RETURN_IF_ERROR(SetBat(b, e));
     } else {
       if (uint64_t(e) * 512 + bitmap_size_ + block_size_ > footer_pos_) {
         return absl::DataLossError(absl::StrFormat(
@@ -303,7 +356,7 @@ absl::Status VhdImage::WriteZeroes(uint64_t offset, uint64_t len) {
     if (!fixed_) {
       n = std::min(n, block_size_ - g % block_size_);
       std::lock_guard<std::mutex> l(mu_);
-      if (bat_[g / block_size_] == kNoBlock) {  // already reads zeros
+      if (bat_[g / block_size_] == kNoBlock && !parent_) {  // already reads zeros
         pos += n;
         continue;
       }
@@ -333,15 +386,50 @@ std::optional<DirectMapping> VhdImage::MapDirect(uint64_t offset, uint64_t len,
     const uint32_t e = bat_[b];
     if (e == kNoBlock) {
       if (write) return std::nullopt;  // needs a new block
-      AppendExtent(m.extents, {nullptr, 0, n});
-    } else {
-      const uint64_t at = uint64_t(e) * 512 + bitmap_size_;
-      if (at + block_size_ > footer_pos_) return std::nullopt;  // ReadV/WriteV say why
+      if (!parent_) {
+        AppendExtent(m.extents, {nullptr, 0, n});
+      } else if (!MapParent(g, n, m)) {
+        return std::nullopt;
+      }
+      pos += n;
+      continue;
+    }
+    const uint64_t at = uint64_t(e) * 512 + bitmap_size_;
+    if (at + block_size_ > footer_pos_) return std::nullopt;  // ReadV/WriteV say why
+    if (!parent_) {
       AppendExtent(m.extents, {&file_, at + in, n});
+      pos += n;
+      continue;
+    }
+    // Differencing: runs of sectors present here, or (reading) the parent's.
+    auto it = bitmaps_.find(b);
+    if (it == bitmaps_.end()) return std::nullopt;  // ReadV loads it
+    for (uint64_t done = 0; done < n;) {
+      const uint64_t x = in + done;
+      bool here;
+      const uint64_t run = SectorRun(it->second, x, in + n, &here);
+      if (here) {
+        AppendExtent(m.extents, {&file_, at + x, run});
+      } else if (write || !MapParent(b * block_size_ + x, run, m)) {
+        return std::nullopt;
+      }
+      done += run;
     }
     pos += n;
   }
   return m;
+}
+
+bool VhdImage::MapParent(uint64_t offset, uint64_t n, DirectMapping& m) {
+  const uint64_t psize = parent_->size();
+  const uint64_t in = offset < psize ? std::min(n, psize - offset) : 0;
+  if (in > 0) {
+    auto p = parent_->MapDirect(offset, in, false);
+    if (!p) return false;
+    m.Append(std::move(*p));
+  }
+  AppendExtent(m.extents, {nullptr, 0, n - in});
+  return true;
 }
 
 absl::StatusOr<Extent> VhdImage::BlockStatus(uint64_t offset, uint64_t len) {
@@ -350,6 +438,13 @@ absl::StatusOr<Extent> VhdImage::BlockStatus(uint64_t offset, uint64_t len) {
   std::lock_guard<std::mutex> l(mu_);
   const bool alloc = bat_[offset / block_size_] != kNoBlock;
   uint64_t run = std::min(block_size_ - offset % block_size_, len);
+  if (alloc && parent_) {  // sector by sector: present here, or the parent's
+    ASSIGN_OR_RETURN(const std::vector<uint8_t>* bm, Bitmap(offset / block_size_));
+    const uint64_t in = offset % block_size_;
+    bool here;
+    const uint64_t n = SectorRun(*bm, in, in + run, &here);
+    return Extent{here ? ExtentKind::kData : ExtentKind::kUnallocated, n};
+  }
   while (run < len && (bat_[(offset + run) / block_size_] != kNoBlock) == alloc) {
     run += std::min(block_size_, len - run);
   }

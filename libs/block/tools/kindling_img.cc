@@ -108,8 +108,10 @@ absl::Status CreateImage(const std::string& fmt, const std::string& path,
     return RawImage::Create(path, size);
   }
   if (fmt == "vpc" || fmt == "vhd") {
-    if (!backing.empty()) return absl::InvalidArgumentError("VHD backing files are not supported");
-    VhdCreateOptions v{.size = (size + 511) / 512 * 512};
+    if (!backing_fmt.empty() && backing_fmt != "vpc" && backing_fmt != "vhd") {
+      return absl::InvalidArgumentError("a VHD's parent (-b) must be a VHD (-F vpc)");
+    }
+    VhdCreateOptions v{.size = (size + 511) / 512 * 512, .parent = backing};
     for (const auto& [k, val] : opts) {
       if (k == "subformat") {
         v.fixed = val == "fixed";
@@ -258,6 +260,10 @@ int CmdInfo(int argc, char** argv) {
   Qcow2Info qi;
   auto* q = dynamic_cast<Qcow2Image*>(img->get());
   if (q) qi = q->info();
+  if (auto* v = dynamic_cast<VhdImage*>(img->get()); v && v->differencing()) {
+    qi.backing_file = v->parent_path();  // as qemu-img prints a backing file
+    qi.backing_format = "vpc";
+  }
   const std::string format((*img)->format());
   if (output == "json") {
     std::string j = "{\n";
@@ -281,7 +287,7 @@ int CmdInfo(int argc, char** argv) {
     if (q) j += absl::StrFormat("    \"cluster-size\": %u,\n", qi.cluster_size);
     j += absl::StrFormat("    \"format\": \"%s\",\n", format);
     j += absl::StrFormat("    \"actual-size\": %u,\n", actual);
-    if (q && !qi.backing_file.empty()) {
+    if (!qi.backing_file.empty()) {
       j += absl::StrFormat("    \"backing-filename\": \"%s\",\n", JsonEscape(qi.backing_file));
       if (!qi.backing_format.empty()) {
         j += absl::StrFormat("    \"backing-filename-format\": \"%s\",\n",
@@ -308,14 +314,14 @@ int CmdInfo(int argc, char** argv) {
   printf("virtual size: %s (%llu bytes)\n", HumanSize((*img)->size()).c_str(),
          static_cast<unsigned long long>((*img)->size()));
   printf("disk size: %s\n", HumanSize(actual).c_str());
-  if (q) {
-    printf("cluster_size: %llu\n", static_cast<unsigned long long>(qi.cluster_size));
-    if (!qi.backing_file.empty()) {
-      printf("backing file: %s\n", qi.backing_file.c_str());
-      if (!qi.backing_format.empty()) {
-        printf("backing file format: %s\n", qi.backing_format.c_str());
-      }
+  if (q) printf("cluster_size: %llu\n", static_cast<unsigned long long>(qi.cluster_size));
+  if (!qi.backing_file.empty()) {
+    printf("backing file: %s\n", qi.backing_file.c_str());
+    if (!qi.backing_format.empty()) {
+      printf("backing file format: %s\n", qi.backing_format.c_str());
     }
+  }
+  if (q) {
     if (!qi.snapshots.empty()) {
       printf("Snapshot list:\nID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\n");
       for (const auto& s : qi.snapshots) {
