@@ -186,9 +186,10 @@ absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::OpenInChain(
   return v;
 }
 
-absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::OpenFile(File file) {
+absl::StatusOr<std::unique_ptr<VhdImage>> VhdImage::OpenFile(File file,
+                                                             std::vector<std::string>* chain) {
   std::unique_ptr<VhdImage> v(new VhdImage(std::move(file)));
-  RETURN_IF_ERROR(v->Load({}, nullptr));
+  RETURN_IF_ERROR(v->Load({.read_only = v->file_.read_only()}, chain));
   return v;
 }
 

@@ -44,8 +44,10 @@ class VhdImage : public Image {
   // With `chain` (see OpenImageInChain) a differencing disk opens its parent.
   static absl::StatusOr<std::unique_ptr<VhdImage>> OpenInChain(
       const std::string& path, const OpenOptions& o, std::vector<std::string>* chain);
-  // Without a chain: a differencing disk is refused.
-  static absl::StatusOr<std::unique_ptr<VhdImage>> OpenFile(File file);
+  // Without a chain a differencing disk is refused; with one, its parent is
+  // looked for relative to `file.name()`.
+  static absl::StatusOr<std::unique_ptr<VhdImage>> OpenFile(
+      File file, std::vector<std::string>* chain = nullptr);
 
   std::string_view format() const override { return "vpc"; }
   uint64_t size() const override { return size_; }
