@@ -215,6 +215,10 @@ int CmdCreate(int argc, char** argv) {
   if (auto s = CreateImage(fmt, file, size, backing, backing_fmt, ParseOpts(opts)); !s.ok()) {
     return Fail(s);
   }
+  if (size == 0) {  // taken from the backing file: say what it became
+    auto img = OpenImage(file, {.read_only = true, .format = fmt});
+    if (img.ok()) size = (*img)->size();
+  }
   printf("Formatting '%s', fmt=%s size=%llu\n", file.c_str(), fmt.c_str(),
          static_cast<unsigned long long>(size));
   return 0;

@@ -176,3 +176,37 @@ TEST_CASE("kindling-img check -r all repairs refcounts and COPIED flags") {
     REQUIRE(q.exit_code == 0);
   }
 }
+
+TEST_CASE("kindling-img: a differencing VHD over a qemu-img parent; convert reads through it") {
+  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img is not installed");
+  TempDir d;
+  std::vector<uint8_t> raw(4 << 20, 0);
+  auto p = Pattern(2 << 20, 2);
+  memcpy(&raw[1 << 20], p.data(), p.size());
+  WriteFile(d.Path("src.raw"), raw);
+  auto r = Run("qemu-img convert -O vpc -o subformat=dynamic,force_size=on " + d.Path("src.raw") +
+               " " + d.Path("base.vhd"));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto c = K("create -f vpc -b base.vhd -F vpc " + d.Path("child.vhd"));
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  REQUIRE(c.output.find("size=4194304") != std::string::npos);
+  auto info = K("info " + d.Path("child.vhd"));
+  INFO(info.output);
+  REQUIRE(info.output.find("backing file: " + d.Path("base.vhd")) != std::string::npos);
+  REQUIRE(K("info --output json " + d.Path("child.vhd")).output.find("\"backing-filename\"") !=
+          std::string::npos);
+  // The child shows the parent until written; convert flattens the chain.
+  r = K("convert -O raw " + d.Path("child.vhd") + " " + d.Path("flat.raw"));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  r = Run("qemu-img compare -f raw -F raw " + d.Path("flat.raw") + " " + d.Path("src.raw"));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(K("compare " + d.Path("child.vhd") + " " + d.Path("src.raw")).exit_code == 0);
+  // A parent that is not a VHD is refused by name.
+  r = K("create -f vpc -b src.raw -F raw " + d.Path("bad.vhd"));
+  REQUIRE(r.exit_code != 0);
+  REQUIRE(r.output.find("-F vpc") != std::string::npos);
+}
