@@ -1,5 +1,7 @@
 // Crash consistency: a child process does random writes with periodic
-// flushes on a qcow2, QED or VHD image and is SIGKILLed at a random moment.
+// flushes on a qcow2, QED or VHD (dynamic or differencing) image, through
+// the Image or through the io_uring backend (in-place writes on the ring,
+// allocations on its pool), and is SIGKILLed at a random moment.
 // Afterwards `qemu-img check` finds no corruption (leaks are allowed; it
 // cannot check VHD) and every write acknowledged before the last completed
 // flush reads back.
@@ -11,8 +13,10 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <optional>
 #include <random>
 
+#include "block/backend.h"
 #include "block/qcow2.h"
 #include "block/qed.h"
 #include "block/vhd.h"
@@ -60,25 +64,40 @@ void Apply(const Op& op, std::vector<uint8_t>& model) {
   for (uint64_t j = 0; j < op.len; ++j) model[op.off + j] = uint8_t(rng() >> 7);
 }
 
-[[noreturn]] void Writer(const std::string& path, uint64_t round, Shared* sh) {
-  auto img = OpenImage(path, {});
-  if (!img.ok()) _exit(2);
+// One request at a time, so the model knows the order; `uring` sends them
+// through the io_uring backend instead of calling the Image.
+[[noreturn]] void Writer(const std::string& path, uint64_t round, Shared* sh, bool uring) {
+  std::unique_ptr<Image> img;
+  std::unique_ptr<BlockBackend> backend;
+  if (uring) {
+    BackendOptions o;
+    o.engine = Engine::kIoUring;
+    auto b = OpenBackend(path, o);
+    if (!b.ok()) _exit(2);
+    backend = std::move(*b);
+  } else {
+    auto i = OpenImage(path, {});
+    if (!i.ok()) _exit(2);
+    img = std::move(*i);
+  }
+  std::optional<SyncBackend> sync;
+  if (backend) sync.emplace(*backend);
   std::vector<uint8_t> buf;
   for (uint64_t i = 0;; ++i) {
     Op op = MakeOp(round, i);
     sh->started.store(i + 1);
     absl::Status s;
     if (op.zero) {
-      s = (*img)->WriteZeroes(op.off, op.len);
+      s = sync ? sync->WriteZeroes(op.off, op.len) : img->WriteZeroes(op.off, op.len);
     } else {
       buf.assign(op.len, 0);
       std::mt19937_64 rng(op.seed);
       for (auto& b : buf) b = uint8_t(rng() >> 7);
-      s = (*img)->Write(op.off, buf.data(), op.len);
+      s = sync ? sync->Write(op.off, buf.data(), op.len) : img->Write(op.off, buf.data(), op.len);
     }
     if (!s.ok()) _exit(3);
     if (i % 8 == 7) {
-      if (!(*img)->Flush().ok()) _exit(4);
+      if (!(sync ? sync->Flush() : img->Flush()).ok()) _exit(4);
       sh->durable.store(i + 1);
     }
   }
@@ -87,6 +106,8 @@ void Apply(const Op& op, std::vector<uint8_t>& model) {
 }  // namespace
 
 TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
+  const bool uring = IoUringAvailable();
+  if (!uring) printf("note: io_uring is not available: the io_uring rounds run on the Image\n");
   // Without qemu-img only the data is verified (and the test says so).
   const bool qemu = block_test::HaveQemuImg();
   if (!qemu) printf("note: qemu-img not installed: skipping its checks, verifying data only\n");
@@ -95,19 +116,30 @@ TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
     const char* name;
     uint64_t cs;
     bool qemu_check;
-  } fmts[] = {{"qcow2", 4096, true}, {"qcow2", 65536, true}, {"qed", 4096, true},
-              {"vpc", 0, false}};
+    bool uring = false;
+    bool differencing = false;  // vpc over a parent holding a pattern
+  } fmts[] = {{"qcow2", 4096, true},  {"qcow2", 65536, true}, {"qcow2", 65536, true, true},
+              {"qed", 4096, true},    {"qed", 4096, true, true},
+              {"vpc", 0, false},      {"vpc", 0, false, true, true}};
   for (const Fmt& f : fmts) {
     const uint64_t cs = f.cs;
     const std::string path = dir.Path(std::string("crash.") + f.name);
+    std::vector<uint8_t> base(kSize, 0);
     if (std::string(f.name) == "qcow2") {
       REQUIRE(Qcow2Image::Create(path, {.size = kSize, .cluster_size = cs}).ok());
     } else if (std::string(f.name) == "qed") {
       REQUIRE(QedImage::Create(path, {.size = kSize, .cluster_size = uint32_t(cs)}).ok());
+    } else if (f.differencing) {
+      base = block_test::Pattern(kSize, 99);
+      REQUIRE(VhdImage::Create(dir.Path("parent.vhd"), {.size = kSize}).ok());
+      auto parent = OpenImage(dir.Path("parent.vhd"), {});
+      REQUIRE(parent.ok());
+      REQUIRE((*parent)->Write(0, base.data(), kSize).ok());
+      parent->reset();
+      REQUIRE(VhdImage::Create(path, {.block_size = 64 << 10, .parent = "parent.vhd"}).ok());
     } else {
       REQUIRE(VhdImage::Create(path, {.size = kSize, .block_size = 64 << 10}).ok());
     }
-    std::vector<uint8_t> base(kSize, 0);
     auto* sh = static_cast<Shared*>(mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
                                          MAP_SHARED | MAP_ANONYMOUS, -1, 0));
     REQUIRE(sh != MAP_FAILED);
@@ -115,12 +147,13 @@ TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
     int leaky_rounds = 0;
     uint64_t total_ops = 0;
     for (uint64_t round = 1; round <= 12; ++round) {
-      INFO(f.name << " cluster " << cs << " round " << round);
+      INFO(f.name << " cluster " << cs << (f.uring ? " io_uring" : "")
+                  << (f.differencing ? " differencing" : "") << " round " << round);
       sh->started = 0;
       sh->durable = 0;
       pid_t pid = fork();
       REQUIRE(pid >= 0);
-      if (pid == 0) Writer(path, round, sh);
+      if (pid == 0) Writer(path, round, sh, f.uring && uring);
       // Let it reach its first flush (slow under sanitizers), then kill it
       // at a random moment.
       for (int w = 0; w < 2000 && sh->durable.load() == 0; ++w) usleep(5000);
@@ -158,8 +191,9 @@ TEST_CASE("qcow2, QED and VHD survive SIGKILL at random points") {
       base = got;  // the next round starts from what is there now
       REQUIRE(durable > 0);
     }
-    printf("%s cluster %llu: 12 kills, %llu ops, %d rounds left leaks\n", f.name,
-           (unsigned long long)cs, (unsigned long long)total_ops, leaky_rounds);
+    printf("%s cluster %llu%s%s: 12 kills, %llu ops, %d rounds left leaks\n", f.name,
+           (unsigned long long)cs, f.uring ? " io_uring" : "",
+           f.differencing ? " differencing" : "", (unsigned long long)total_ops, leaky_rounds);
     if (qemu && std::string(f.name) == "qcow2") {  // leaks from the crashes are repairable
       auto rep = Run("qemu-img check -r leaks " + path);
       INFO(rep.output);
