@@ -20,12 +20,16 @@ for p in "${PACKAGES[@]}"; do
     || missing+=("$p")
 done
 if ((${#missing[@]})); then
+  sudo=()
   if [[ $(id -u) -ne 0 ]]; then
-    echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
-    exit 1
+    if ! command -v sudo >/dev/null; then
+      echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
+      exit 1
+    fi
+    sudo=(sudo)  # not root: install through sudo (it may ask for a password)
   fi
   echo "setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
