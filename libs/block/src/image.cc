@@ -34,6 +34,31 @@ void DirectMapping::Append(DirectMapping&& other) {
   };
 }
 
+absl::Status ReadBacking(Image* backing, uint64_t backing_size, uint64_t offset,
+                         std::span<const iovec> out) {
+  const uint64_t len = IovLength(out);
+  uint64_t in = 0;
+  if (backing != nullptr && offset < backing_size) {
+    in = std::min(len, backing_size - offset);
+    if (auto s = backing->ReadV(offset, IovSlice(out, 0, in)); !s.ok()) return s;
+  }
+  if (in < len) IovZero(IovSlice(out, in, len - in));
+  return absl::OkStatus();
+}
+
+bool MapBacking(Image* backing, uint64_t backing_size, uint64_t offset, uint64_t len,
+                DirectMapping& m) {
+  uint64_t in = 0;
+  if (backing != nullptr && offset < backing_size) {
+    in = std::min(len, backing_size - offset);
+    auto b = backing->MapDirect(offset, in, false);
+    if (!b) return false;
+    m.Append(std::move(*b));
+  }
+  AppendExtent(m.extents, {nullptr, 0, len - in});
+  return true;
+}
+
 void AppendExtent(std::vector<HostExtent>& extents, const HostExtent& e) {
   if (e.length == 0) return;
   if (!extents.empty()) {

@@ -402,14 +402,7 @@ void Qcow2::WaitAllocs(uint64_t first, uint64_t count, Lock& lock) {
 }
 
 absl::Status Qcow2::ReadBacking(uint64_t offset, std::span<const iovec> out) {
-  uint64_t len = IovLength(out);
-  uint64_t in = 0;
-  if (backing_ && offset < backing_size_) {
-    in = std::min(len, backing_size_ - offset);
-    RETURN_IF_ERROR(backing_->ReadV(offset, IovSlice(out, 0, in)));
-  }
-  if (in < len) IovZero(IovSlice(out, in, len - in));
-  return absl::OkStatus();
+  return block::ReadBacking(backing_.get(), backing_size_, offset, out);
 }
 
 absl::Status Qcow2::ReadCompressed(const Mapping& m, std::vector<uint8_t>& out) {
@@ -544,14 +537,10 @@ std::optional<DirectMapping> Qcow2::MapDirect(uint64_t offset, uint64_t len,
       if (!HostClusterValid(c->host)) return std::nullopt;  // ReadV/WriteV say why
       AppendExtent(m.extents, {&file_, c->host + (g & (cs_ - 1)), n});
       own = true;
-    } else if (c->kind == Kind::kZero || !backing_ || g >= backing_size_) {
+    } else if (c->kind == Kind::kZero) {
       AppendExtent(m.extents, {nullptr, 0, n});
-    } else {
-      const uint64_t in_backing = std::min(n, backing_size_ - g);
-      auto b = backing_->MapDirect(g, in_backing, false);
-      if (!b) return std::nullopt;
-      m.Append(std::move(*b));
-      AppendExtent(m.extents, {nullptr, 0, n - in_backing});
+    } else if (!MapBacking(backing_.get(), backing_size_, g, n, m)) {
+      return std::nullopt;
     }
     pos += n;
   }

@@ -239,14 +239,7 @@ absl::Status QedImage::SetEntry(uint64_t cluster, uint64_t value) {
 }
 
 absl::Status QedImage::ReadBacking(uint64_t offset, std::span<const iovec> out) {
-  const uint64_t len = IovLength(out);
-  uint64_t in = 0;
-  if (backing_ && offset < backing_->size()) {
-    in = std::min(len, backing_->size() - offset);
-    RETURN_IF_ERROR(backing_->ReadV(offset, IovSlice(out, 0, in)));
-  }
-  if (in < len) IovZero(IovSlice(out, in, len - in));
-  return absl::OkStatus();
+  return block::ReadBacking(backing_.get(), backing_ ? backing_->size() : 0, offset, out);
 }
 
 absl::Status QedImage::ReadV(uint64_t offset, std::span<const iovec> iov) {
@@ -363,14 +356,10 @@ std::optional<DirectMapping> QedImage::MapDirect(uint64_t offset, uint64_t len,
       AppendExtent(m.extents, {&file_, e + in, n});
     } else if (write) {
       return std::nullopt;  // needs a new cluster
-    } else if (e == kZeroCluster || !backing_ || g >= backing_->size()) {
+    } else if (e == kZeroCluster) {
       AppendExtent(m.extents, {nullptr, 0, n});
-    } else {
-      const uint64_t in_backing = std::min(n, backing_->size() - g);
-      auto b = backing_->MapDirect(g, in_backing, false);
-      if (!b) return std::nullopt;
-      m.Append(std::move(*b));
-      AppendExtent(m.extents, {nullptr, 0, n - in_backing});
+    } else if (!MapBacking(backing_.get(), backing_ ? backing_->size() : 0, g, n, m)) {
+      return std::nullopt;
     }
     pos += n;
   }

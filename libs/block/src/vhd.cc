@@ -296,7 +296,7 @@ absl::Status VhdImage::ReadV(uint64_t offset, std::span<const iovec> iov) {
     auto slice = IovSlice(iov, pos, n);
     if (e == kNoBlock) {
       if (parent_) {
-        RETURN_IF_ERROR(ReadParent(g, slice));
+        RETURN_IF_ERROR(ReadBacking(parent_.get(), parent_->size(), g, slice));
       } else {
         IovZero(slice);
       }
@@ -387,9 +387,8 @@ std::optional<DirectMapping> VhdImage::MapDirect(uint64_t offset, uint64_t len,
     const uint32_t e = bat_[b];
     if (e == kNoBlock) {
       if (write) return std::nullopt;  // needs a new block
-      if (!parent_) {
-        AppendExtent(m.extents, {nullptr, 0, n});
-      } else if (!MapParent(g, n, m)) {
+      // A dynamic disk's hole reads zeros; a differencing one's, the parent.
+      if (!MapBacking(parent_.get(), parent_ ? parent_->size() : 0, g, n, m)) {
         return std::nullopt;
       }
       pos += n;
@@ -411,7 +410,8 @@ std::optional<DirectMapping> VhdImage::MapDirect(uint64_t offset, uint64_t len,
       const uint64_t run = SectorRun(it->second, x, in + n, &here);
       if (here) {
         AppendExtent(m.extents, {&file_, at + x, run});
-      } else if (write || !MapParent(b * block_size_ + x, run, m)) {
+      } else if (write ||
+                 !MapBacking(parent_.get(), parent_->size(), b * block_size_ + x, run, m)) {
         return std::nullopt;
       }
       done += run;
@@ -419,18 +419,6 @@ std::optional<DirectMapping> VhdImage::MapDirect(uint64_t offset, uint64_t len,
     pos += n;
   }
   return m;
-}
-
-bool VhdImage::MapParent(uint64_t offset, uint64_t n, DirectMapping& m) {
-  const uint64_t psize = parent_->size();
-  const uint64_t in = offset < psize ? std::min(n, psize - offset) : 0;
-  if (in > 0) {
-    auto p = parent_->MapDirect(offset, in, false);
-    if (!p) return false;
-    m.Append(std::move(*p));
-  }
-  AppendExtent(m.extents, {nullptr, 0, n - in});
-  return true;
 }
 
 absl::StatusOr<Extent> VhdImage::BlockStatus(uint64_t offset, uint64_t len) {

@@ -84,17 +84,6 @@ absl::StatusOr<const std::vector<uint8_t>*> VhdImage::Bitmap(uint64_t b) {
   return &(bitmaps_[b] = std::move(bm));
 }
 
-absl::Status VhdImage::ReadParent(uint64_t offset, std::span<const iovec> out) {
-  const uint64_t len = IovLength(out);
-  uint64_t in = 0;
-  if (offset < parent_->size()) {
-    in = std::min(len, parent_->size() - offset);
-    RETURN_IF_ERROR(parent_->ReadV(offset, IovSlice(out, 0, in)));
-  }
-  if (in < len) IovZero(IovSlice(out, in, len - in));
-  return absl::OkStatus();
-}
-
 absl::Status VhdImage::ReadDiffBlock(uint64_t b, uint32_t e, uint64_t in,
                                      std::span<const iovec> out) {
   std::vector<uint8_t> bm;
@@ -116,7 +105,8 @@ absl::Status VhdImage::ReadSectors(uint64_t b, uint32_t e, uint64_t in,
     const uint64_t run = SectorRun(bm, in + pos, in + n, &present);
     auto slice = IovSlice(out, pos, run);
     RETURN_IF_ERROR(present ? file_.PReadV(slice, data + in + pos)
-                            : ReadParent(b * block_size_ + in + pos, slice));
+                            : ReadBacking(parent_.get(), parent_->size(),
+                                          b * block_size_ + in + pos, slice));
     pos += run;
   }
   return absl::OkStatus();

@@ -147,6 +147,15 @@ absl::StatusOr<std::unique_ptr<Image>> OpenImageInChain(
 // it (same file, next offset; or both zeros).
 void AppendExtent(std::vector<HostExtent>& extents, const HostExtent& e);
 
+// For formats with a backing file (`backing`, nullptr if none, of
+// `backing_size` bytes): [offset, offset + len) as the backing file holds
+// it, zeros past its end. ReadBacking reads it into `out`; MapBacking appends
+// its mapping to `m` (false where the backing file does not map it).
+absl::Status ReadBacking(Image* backing, uint64_t backing_size, uint64_t offset,
+                         std::span<const iovec> out);
+bool MapBacking(Image* backing, uint64_t backing_size, uint64_t offset, uint64_t len,
+                DirectMapping& m);
+
 // Helpers over iovec arrays.
 uint64_t IovLength(std::span<const iovec> iov);
 // The sub-array covering [offset, offset + len) of `iov`.

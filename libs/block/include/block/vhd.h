@@ -90,10 +90,6 @@ class VhdImage : public Image {
   // The same with the bitmap given (no lock taken).
   absl::Status ReadSectors(uint64_t b, uint32_t e, uint64_t in, std::span<const iovec> out,
                            const std::vector<uint8_t>& bitmap);
-  absl::Status ReadParent(uint64_t offset, std::span<const iovec> out);
-  // MapDirect's reading of [offset, offset + n) from the parent (zeros past
-  // its end) into `m`; false where the parent does not map it.
-  bool MapParent(uint64_t offset, uint64_t n, DirectMapping& m);
   absl::Status WriteDiff(uint64_t offset, std::span<const iovec> iov);
   // Appends a block (zero bitmap) and returns its sector; the BAT entry is
   // the caller's to write once the data is in. Requires mu_.
