@@ -129,17 +129,19 @@ class UringBackend : public BlockBackend {
     if (map) {
       for (const HostExtent& e : map->extents) files += e.file != nullptr;
     }
-    if (!map || files == 0 || files > depth_ || !Covers(*map, req.length, write)) {
-      if (map && files == 0 && !write) {  // all zeros: no I/O at all
-        IovZero(req.iov);
-        map->Release();
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.direct_requests;
-        boost::asio::post(pool_, [done = std::move(done)] { done(absl::OkStatus()); });
-        return nullptr;
-      }
+    if (!map || !Covers(*map, req.length, write) || files > depth_) {
       map.reset();
       Defer(std::move(req), std::move(done));
+      return nullptr;
+    }
+    if (files == 0) {  // all zeros (a read: Covers refuses zeros to write): no I/O
+      IovZero(req.iov);
+      map->Release();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.direct_requests;
+      }
+      boost::asio::post(pool_, [done = std::move(done)] { done(absl::OkStatus()); });
       return nullptr;
     }
     auto op = std::make_unique<Op>();
