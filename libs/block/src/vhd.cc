@@ -272,7 +272,7 @@ absl::Status VhdImage::Load(const OpenOptions& o, std::vector<std::string>* chai
   bat_.resize(entries);
   RETURN_IF_ERROR(file_.PRead(bat_.data(), uint64_t(entries) * 4, bat_offset_));
   for (auto& e : bat_) e = __builtin_bswap32(e);
-  if (type == kDifferencing) return OpenParent(dyn.data(), o, chain);
+  if (type == kDifferencing) return OpenParent(dyn.data(), fsize, o, chain);
   return absl::OkStatus();
 }
 

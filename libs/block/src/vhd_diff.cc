@@ -20,14 +20,13 @@ constexpr size_t kMaxCachedBitmaps = 4096;
 
 }  // namespace
 
-absl::Status VhdImage::OpenParent(const uint8_t* dyn, const OpenOptions& o,
+absl::Status VhdImage::OpenParent(const uint8_t* dyn, uint64_t fsize, const OpenOptions& o,
                                   std::vector<std::string>* chain) {
   const std::string& name = file_.name();
   if (chain == nullptr) {
     return absl::UnimplementedError(absl::StrFormat(
         "%s: a differencing VHD needs its parent: open it by path (OpenImage)", name));
   }
-  ASSIGN_OR_RETURN(uint64_t fsize, file_.Size());
   ASSIGN_OR_RETURN(auto paths, vhd::ParentCandidates(file_, fsize, dyn));
   const std::vector<uint8_t> want(dyn + vhd::kParentUniqueId, dyn + vhd::kParentUniqueId + 16);
   std::string tried;

@@ -74,7 +74,7 @@ class VhdImage : public Image {
  private:
   explicit VhdImage(File f) : file_(std::move(f)) {}
   absl::Status Load(const OpenOptions& o, std::vector<std::string>* chain);
-  absl::Status OpenParent(const uint8_t* dyn, const OpenOptions& o,
+  absl::Status OpenParent(const uint8_t* dyn, uint64_t fsize, const OpenOptions& o,
                           std::vector<std::string>* chain);
   // Differencing disks: the block's sector bitmap (cached), under mu_.
   absl::StatusOr<const std::vector<uint8_t>*> Bitmap(uint64_t block);
