@@ -52,7 +52,7 @@ if [[ -n $nested ]]; then
       ncmd+=("$a")
     fi
   done
-  cmd=("$nested" --mem "${NESTED_MEM:-1024}" --timeout "$((secs + 120))"
+  cmd=("$nested" --outcome "$tmp/outcome" --mem "${NESTED_MEM:-1024}" --timeout "$((secs + 120))"
        --bin "$kindling" "${nfiles[@]}" -- "${ncmd[@]}")
 fi
 echo "kindling_test: ${cmd[*]}"
@@ -60,7 +60,7 @@ start=$(date +%s%N)
 timeout -k 5 "$((secs + 180))" "${cmd[@]}" </dev/null >"$tmp/raw" 2>"$tmp/err"
 status=$?
 tr -d '\r' <"$tmp/raw" >"$tmp/log"  # a nested guest's console ends lines with CRLF
-if [[ -n $nested && $status -eq 77 ]]; then
+if [[ -n $nested ]] && [[ $(cat "$tmp/outcome" 2>/dev/null) == skip* ]]; then
   grep -m1 '^SKIP:' "$tmp/err" "$tmp/log" -h || echo "SKIP: nested KVM unavailable"
   exit 0
 fi

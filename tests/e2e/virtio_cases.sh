@@ -1,7 +1,9 @@
 # The virtio device cases, as one POSIX sh script (busybox is enough), run
 # by virtio_test.sh in a directory holding ./kindling and the test guests —
 # on the host where /dev/kvm works, else inside tools/nested-kvm. Each case
-# prints `=== begin NAME`, kindling's output, `=== end NAME status N`;
+# prints `=== begin NAME`, kindling's output, `=== end NAME status N` — the
+# end marker on a line of its own even when a kill cut the guest's last
+# line short (end_case);
 # host-side checks of the disk files print `check: FAIL ...` on failure.
 K=./kindling
 
@@ -19,12 +21,15 @@ check_sector() {
     sector "$1" "$2" | grep -q "$3" || echo "check: FAIL sector $2 of $1 lacks '$3'"
   fi
 }
+# end_case NAME STATUS: a newline first, in case the output before it was
+# cut mid-line (a killed VMM, a crashed one).
+end_case() { printf '\n=== end %s status %s\n' "$1" "$2"; }
 run() {
   name=$1
   shift
   echo "=== begin $name"
   $K run "$@" 2>&1 </dev/null
-  echo "=== end $name status $?"
+  end_case "$name" $?
 }
 
 mkdisk blk.img
@@ -58,7 +63,7 @@ kill -9 $pid
 wait $pid
 status=$?
 cat kill.out
-echo "=== end flush_kill status $status"
+end_case flush_kill $status
 check_sector kill.img 1 "kindling-blk sector 1"
 check_sector kill.img 164 "kindling-blk sector 164"
 
@@ -104,7 +109,7 @@ net_case() {
   cat net.out
   echo "host: ping 10.0.2.15 $ping_result"
   [ $ping_result = ok ] || cat ping.out
-  echo "=== end net status $status"
+  end_case net $status
   [ -n "$ns" ] && ip netns del kindling$$
 }
 net_case
@@ -123,7 +128,7 @@ wait $pid
 status=$?
 wait $echo_pid
 cat vsock.out peer_connect.out peer_echo.out
-echo "=== end vsock status $status"
+end_case vsock $status
 
 # virtio-balloon: the guest touches 64 MiB; with a 48 MiB target it hands
 # 48 MiB back, and kindling's RSS while it holds must be >= 40 MiB lower
@@ -151,4 +156,4 @@ echo "host: rss while holding: $rss0 KiB without a target, $rss KiB with 48 MiB"
 if [ -z "$rss0" ] || [ -z "$rss" ] || [ $((rss0 - rss)) -lt 40960 ]; then
   echo "check: FAIL the balloon did not lower kindling's RSS by 40 MiB ($rss0 -> $rss KiB)"
 fi
-echo "=== end balloon status $status"
+end_case balloon $status

@@ -2,11 +2,13 @@
 # Demo and reference: boot Debian's stock kernel as an L2 guest with
 # `qemu-system-x86_64 -enable-kvm` inside the nested-KVM L1 guest, i.e. what a
 # kindling boot test does with `kindling run` instead of QEMU.
-# Exit status as run.sh (77 = SKIP); prints the L2 guest's console.
+# Exit status as run.sh; prints the L2 guest's console.
+#   l2_linux_demo.sh [--outcome FILE]   (run.sh's --outcome: `skip REASON`, ...)
 set -uo pipefail
 here=$(dirname "$(readlink -f "$0")")
-kdir=$("$here/run.sh" --print-kernel-dir) || exit $?
-command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: no qemu-system-x86_64"; exit 77; }
+outcome=()
+[[ ${1:-} == --outcome ]] && outcome=(--outcome "${2:?}")
+kdir=$("$here/run.sh" "${outcome[@]}" --print-kernel-dir) || exit $?
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 mkdir -p "$w/root/bin" "$w/root/proc" "$w/root/dev" "$w/fw"
@@ -31,6 +33,6 @@ rc=$?
 echo "L2 QEMU exited $rc after $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print b - a }')s"
 exit $rc
 BOOT
-"$here/run.sh" --mem 2048 --timeout 240 --bin "$(command -v qemu-system-x86_64)" \
+"$here/run.sh" "${outcome[@]}" --mem 2048 --timeout 240 --bin "$(command -v qemu-system-x86_64)" \
   --file "$w/fw" --file "$kdir/vmlinux" --file "$w/l2-initrd.cpio" --file "$w/boot-l2.sh" \
   -- sh boot-l2.sh

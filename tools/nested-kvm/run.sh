@@ -19,17 +19,23 @@
 #               every library `ldd` names and the dynamic loader, at their
 #               absolute paths (LD_LIBRARY_PATH covers them)
 # --file SRC[:NAME]  a file or directory copied to /work/NAME (default: basename)
+# --outcome FILE  write how the run ended to FILE (see Exit status)
 # --module NAME  also load this kernel module (and its dependencies) in the
 #               guest; cached: tun, vhost_net, vhost_vsock
 # COMMAND runs with cwd /work and PATH=/work:/bin (busybox), /dev/kvm present.
 #
 # Exit status: COMMAND's status, or
 #   77   SKIP: the kernel/busybox packages cannot be had (no cache, no network)
-#        or qemu-system-x86_64 is missing; prints `SKIP: <reason>`
+#        or qemu-system-x86_64 is missing; prints `SKIP: <reason>`. Under
+#        CI=true this is a harness failure instead (tools/setup.sh installs
+#        QEMU, and CI reaches Debian's packages).
 #   124  timeout: the guest did not finish within --timeout; QEMU was killed
 #   125  harness failure (bad arguments, QEMU failed, guest died without
 #        reporting, e.g. kernel panic or out of memory)
 #   126  /dev/kvm could not be had inside the guest; the reason is printed
+# COMMAND may exit with any of these numbers too, so callers that must tell
+# them apart pass --outcome FILE: run.sh writes one line there, `exit N`
+# (COMMAND ran and exited N), `skip REASON`, `timeout`, `nokvm` or `harness`.
 # Harness messages go to stderr prefixed `nested-kvm:`; the guest's console
 # (COMMAND's stdout and stderr, merged) goes to stdout.
 #
@@ -52,10 +58,26 @@ LAYOUT=nested-kvm-cache-2
 EXTRA_MODULES=(tun vhost_net vhost_vsock)
 
 msg() { echo "nested-kvm: $*" >&2; }
-die() { msg "ERROR: $*"; exit "$EX_HARNESS"; }
-skip() { echo "SKIP: $*"; msg "skipping: $*"; exit "$EX_SKIP"; }
+outcome_file=
+# finish STATUS WORDS...: records WORDS as the outcome (--outcome) and exits.
+finish() {
+  local status=$1
+  shift
+  [[ -n $outcome_file ]] && echo "$*" >"$outcome_file"
+  exit "$status"
+}
+die() { msg "ERROR: $*"; finish "$EX_HARNESS" harness; }
+skip() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAILED: nested-kvm: $* (CI=true: a skip CI's own setup should prevent)"
+    die "$*"
+  fi
+  echo "SKIP: $*"
+  msg "skipping: $*"
+  finish "$EX_SKIP" skip "$*"
+}
 
-usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "$EX_HARNESS"; }
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; finish "$EX_HARNESS" harness; }
 
 mem=1024 cpus=1 timeout_s=300 cpu_model=${KINDLING_NESTED_KVM_CPU:-max} prepare_only=0
 bins=() files=() envs=() modules=()
@@ -69,6 +91,7 @@ while (($#)); do
     --file) files+=("${2:?}"); shift 2 ;;
     --env) envs+=("${2:?}"); shift 2 ;;
     --module) modules+=("${2:?}"); shift 2 ;;
+    --outcome) outcome_file=${2:?}; shift 2 ;;
     --prepare) prepare_only=1; shift ;;
     --print-kernel-dir) prepare_only=2; shift ;;
     -h|--help) usage ;;
@@ -340,21 +363,21 @@ result=$(cat "$tmp/result" 2>/dev/null || true)
 if [[ $result =~ ^[0-9]+$ ]]; then
   ((qrc == 124 || qrc == 137)) && msg "note: QEMU had to be killed after the command finished"
   msg "command exited $result (${elapsed}s wall)"
-  exit "$result"
+  finish "$result" exit "$result"
 fi
 if [[ $result == nokvm* ]]; then
   msg "/dev/kvm unavailable inside the guest: ${result#nokvm }"
-  exit "$EX_NOKVM"
+  finish "$EX_NOKVM" nokvm
 fi
 if [[ $result == error* ]]; then
   msg "ERROR inside the guest: ${result#error }"
-  exit "$EX_HARNESS"
+  finish "$EX_HARNESS" harness
 fi
 if ((qrc == 124 || qrc == 137)); then
   msg "TIMEOUT: guest did not finish within ${timeout_s}s; QEMU killed (raise --timeout?)"
-  exit "$EX_TIMEOUT"
+  finish "$EX_TIMEOUT" timeout
 fi
 msg "ERROR: guest ended without reporting an exit status (QEMU status $qrc, ${elapsed}s):"
 sed 's/^/nested-kvm:   qemu: /' "$tmp/qemu.err" >&2
 msg "  kernel panic, out of memory (--mem), or a crash of init; KINDLING_NESTED_KVM_VERBOSE=1 shows the boot log"
-exit "$EX_HARNESS"
+finish "$EX_HARNESS" harness
