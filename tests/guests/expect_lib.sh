@@ -4,6 +4,7 @@
 #   source expect_lib.sh
 #   load_expect FILE    # sets want_exit, expect_fail, patterns (or exits 2)
 #   match_lines LOG     # calls fail() for each mismatch
+#   skip_installable WHY  # SKIP, or a failure under CI=true
 
 load_expect() {
   local expect=$1 line
@@ -42,4 +43,16 @@ match_lines() {
   if ((!expect_fail)) && grep -q '^FAIL:' "$log"; then
     fail "the guest reported: $(grep -m1 '^FAIL:' "$log")"
   fi
+}
+
+# skip_installable WHY: something tools/setup.sh installs is missing. Prints
+# `SKIP: WHY` and exits 0 — or, under CI=true, fails: CI must not go
+# quietly weaker.
+skip_installable() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAILED: $1 (CI=true, and tools/setup.sh installs it)"
+    exit 1
+  fi
+  echo "SKIP: $1"
+  exit 0
 }

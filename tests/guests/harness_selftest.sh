@@ -5,6 +5,7 @@
 set -uo pipefail
 harness=$1 elf=$2
 command -v qemu-system-x86_64 >/dev/null || {
+  [[ ${CI:-} == true ]] && { echo "FAILED: qemu-system-x86_64 not installed (CI=true)"; exit 1; }
   echo "SKIP: qemu-system-x86_64 not installed"
   exit 0
 }

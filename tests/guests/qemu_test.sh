@@ -61,10 +61,7 @@ elf=$1 expect=$2
 shift 2
 [[ ${1:-} == -- ]] && shift
 
-qemu=$(command -v qemu-system-x86_64) || {
-  echo "SKIP: qemu-system-x86_64 not installed"
-  exit 0
-}
+qemu=$(command -v qemu-system-x86_64) || skip_installable "qemu-system-x86_64 not installed"
 # Unix socket paths (a --peer's) must stay under 108 bytes: a long
 # TEST_TMPDIR gives way to /tmp.
 tmpdir=${TEST_TMPDIR:-/tmp}

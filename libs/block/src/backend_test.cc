@@ -111,7 +111,10 @@ TEST_CASE("backends reject requests outside the disk, in the callback") {
   const std::string path = dir.Path("disk.raw");
   REQUIRE(RawImage::Create(path, 1 << 20).ok());
   for (Engine e : {Engine::kThreads, Engine::kIoUring}) {
-    if (e == Engine::kIoUring && !IoUringAvailable()) continue;
+    if (e == Engine::kIoUring && !IoUringAvailable()) {
+      kindling_test::PrintSkip("io_uring is not available: its engine not run");
+      continue;
+    }
     BackendOptions opts;
     opts.engine = e;
     auto b = OpenBackend(path, opts);
@@ -130,7 +133,10 @@ TEST_CASE("read-only backends refuse writes") {
   const std::string path = dir.Path("disk.raw");
   REQUIRE(RawImage::Create(path, 1 << 20).ok());
   for (Engine e : {Engine::kThreads, Engine::kIoUring}) {
-    if (e == Engine::kIoUring && !IoUringAvailable()) continue;
+    if (e == Engine::kIoUring && !IoUringAvailable()) {
+      kindling_test::PrintSkip("io_uring is not available: its engine not run");
+      continue;
+    }
     BackendOptions opts;
     opts.engine = e;
     opts.open.read_only = true;

@@ -123,7 +123,7 @@ TEST_CASE("MapDirect: a qcow2 cluster shared with a snapshot maps for reads only
 }
 
 TEST_CASE("MapDirect: qcow2 tables not in the cache and compressed clusters do not map") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img is not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   std::vector<uint8_t> data(1 << 20, 'k');
   WriteFile(dir.Path("src.raw"), data);

@@ -69,7 +69,7 @@ std::vector<uint8_t> Slurp(const std::string& path) {
 }  // namespace
 
 TEST_CASE("NBD client reads and writes a qemu-nbd export over a unix socket") {
-  if (!HaveQemuNbd()) KINDLING_SKIP("qemu-nbd not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuNbd(), "qemu-nbd (qemu-utils)");
   TempDir dir;
   // Unix socket paths must be short: not under the sandbox's deep TMPDIR.
   char sdir[] = "/tmp/nbdXXXXXX";
@@ -124,7 +124,7 @@ TEST_CASE("NBD client reads and writes a qemu-nbd export over a unix socket") {
 }
 
 TEST_CASE("NBD client over TCP, read-only exports and unknown exports") {
-  if (!HaveQemuNbd()) KINDLING_SKIP("qemu-nbd not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuNbd(), "qemu-nbd (qemu-utils)");
   TempDir dir;
   const std::string img = dir.Path("ro.raw");
   auto data = Pattern(1 << 20, 8);
@@ -169,7 +169,7 @@ TEST_CASE("NBD client refuses a server that is not NBD, without hanging") {
 }
 
 TEST_CASE("NBD requests from many threads are pipelined on one connection") {
-  if (!HaveQemuNbd()) KINDLING_SKIP("qemu-nbd not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuNbd(), "qemu-nbd (qemu-utils)");
   TempDir dir;
   char sdir[] = "/tmp/nbdXXXXXX";
   REQUIRE(mkdtemp(sdir) != nullptr);

@@ -8,6 +8,7 @@
 #include "block/qcow2.h"
 #include "libs/block/src/endian.h"
 #include "libs/block/src/test_util.h"
+#include "kindling/test_skip.h"
 
 using namespace block;
 using block::internal::StoreBe32;
@@ -301,7 +302,7 @@ TEST_CASE("check -r all repairs entries past the end of the file") {
     REQUIRE((*q)->Read(0, all.data(), all.size()).ok());
     REQUIRE(std::all_of(all.begin(), all.end(), [](uint8_t b) { return b == 0; }));
   }
-  if (block_test::HaveQemuImg()) {
+  if (kindling_test::Installed(block_test::HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
     auto check = block_test::Run("qemu-img check " + p);
     INFO(check.output);
     REQUIRE(check.exit_code == 0);

@@ -26,7 +26,7 @@ void CleanCheck(Qcow2Image& q) {
 }
 
 void QemuClean(const std::string& path) {
-  if (!HaveQemuImg()) return;
+  if (!kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img check")) return;
   auto c = Run("qemu-img check " + path);
   INFO(c.output);
   REQUIRE(c.exit_code == 0);
@@ -69,7 +69,8 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
     REQUIRE((*list)[1].id == "2");
   }
   QemuClean(path);
-  if (!HaveQemuImg()) {  // the same state as QEMU's apply below leaves
+  if (!kindling_test::Installed(HaveQemuImg(), "qemu-img", "apply by qemu-img")) {
+    // the same state as QEMU's apply below leaves
     auto q = Qcow2Image::Open(path, {});
     REQUIRE(q.ok());
     REQUIRE((*q)->ApplySnapshot("one").ok());
@@ -96,7 +97,7 @@ TEST_CASE("qcow2 snapshots: create, write, apply, delete") {
 }
 
 TEST_CASE("qcow2 snapshots made by qemu-img apply through kindling") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const std::string path = dir.Path("q.qcow2");
   REQUIRE(Run("qemu-img create -f qcow2 " + path + " 2M").exit_code == 0);

@@ -101,7 +101,7 @@ TEST_CASE("qcow2 create/write/read round trip at every cluster size") {
         auto img = Qcow2Image::Open(path, {.read_only = true});
         REQUIRE(img.ok());
         REQUIRE((ReadAll(**img) == model));
-        if (HaveQemuImg()) {
+        if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
           WriteFile(dir.Path("model.raw"), model);
           QemuCheckAndCompare(path, dir.Path("model.raw"));
         }
@@ -125,13 +125,13 @@ TEST_CASE("qcow2 refcount table grows when the image outgrows it") {
     REQUIRE((*img)->Flush().ok());
     REQUIRE((ReadAll(**img) == model));
   }
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   WriteFile(dir.Path("model.raw"), model);
   QemuCheckAndCompare(path, dir.Path("model.raw"));
 }
 
 TEST_CASE("qcow2 images made by qemu-img read back bit-exact") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 8 << 20;
   // Half random, half compressible, with holes.
@@ -172,7 +172,7 @@ TEST_CASE("qcow2 images made by qemu-img read back bit-exact") {
 }
 
 TEST_CASE("qcow2 writes over compressed clusters and v2 images stay valid") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 4 << 20;
   auto raw = Pattern(size, 11);
@@ -196,7 +196,7 @@ TEST_CASE("qcow2 writes over compressed clusters and v2 images stay valid") {
 }
 
 TEST_CASE("qcow2 backing chains: qemu-made and kindling-made overlays") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 4 << 20;
   auto base = Pattern(size, 21);
@@ -267,7 +267,7 @@ TEST_CASE("qcow2 resize grows the disk and the L1 table") {
   REQUIRE((back == data));
   REQUIRE((*q)->Read(60 << 20, back.data(), 4096).ok());
   REQUIRE(memcmp(back.data(), data.data(), 4096) == 0);
-  if (HaveQemuImg()) REQUIRE(Run("qemu-img check " + path).exit_code == 0);
+  if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) REQUIRE(Run("qemu-img check " + path).exit_code == 0);
 }
 
 TEST_CASE("qcow2 shrink frees the clusters past the new end, keeps the rest") {
@@ -301,7 +301,7 @@ TEST_CASE("qcow2 shrink frees the clusters past the new end, keeps the rest") {
     REQUIRE((*q)->Read(4 << 20, tail.data(), tail.size()).ok());
     REQUIRE(std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; }));
   }
-  if (HaveQemuImg()) {
+  if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
     auto check = Run("qemu-img check " + path);
     INFO(check.output);
     REQUIRE(check.exit_code == 0);  // no leaks: the freed clusters are free
@@ -375,7 +375,7 @@ TEST_CASE("qcow2 concurrent writers and readers through the thread pool") {
   auto q = Qcow2Image::Open(path, {.read_only = true});
   REQUIRE(q.ok());
   REQUIRE((ReadAll(**q) == model));
-  if (HaveQemuImg()) {
+  if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
     WriteFile(dir.Path("model.raw"), model);
     QemuCheckAndCompare(path, dir.Path("model.raw"));
   }

@@ -54,7 +54,7 @@ TEST_CASE("QED create/write/read, with and without a backing file") {
     auto q = OpenImage(path, {.read_only = true});
     REQUIRE(q.ok());
     REQUIRE((ReadAll(**q) == model));
-    if (HaveQemuImg()) {
+    if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
       auto c = Run("qemu-img check " + path);
       INFO(c.output);
       REQUIRE(c.exit_code == 0);
@@ -67,7 +67,7 @@ TEST_CASE("QED create/write/read, with and without a backing file") {
 }
 
 TEST_CASE("QED images made by qemu-img and qemu-io read back bit-exact") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 4 << 20;
   std::vector<uint8_t> raw(size, 0);

@@ -217,7 +217,7 @@ TEST_CASE("every format on io_uring: ring and pool together agree with a model")
         }
         REQUIRE((*b)->stats().direct_requests - st.direct_requests >= chunks - 1);
       }
-      if (HaveQemuImg()) {
+      if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
         WriteFile(dir.Path("model.raw"), model);
         const std::string fmt = c.file.substr(c.file.rfind('.') + 1) == "vhd"
                                     ? "vpc"
@@ -239,7 +239,7 @@ TEST_CASE("every format on io_uring: ring and pool together agree with a model")
 
 TEST_CASE("io_uring: a qcow2 overlay on a compressed base reads through both paths") {
   if (!IoUringAvailable()) KINDLING_SKIP("io_uring is not available here");
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img is not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 2 << 20;
   std::vector<uint8_t> data(size);  // compressible: a cluster repeats 16 bytes
@@ -334,7 +334,7 @@ TEST_CASE("io_uring qcow2: discards racing ring I/O never mix up offsets") {
   REQUIRE(errors == 0);
   REQUIRE(bad == 0);
   b->reset();
-  if (HaveQemuImg()) {
+  if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
     auto chk = Run("qemu-img check " + path);
     INFO(chk.output);
     REQUIRE(chk.exit_code == 0);

@@ -98,7 +98,7 @@ void Scribble(Image& img, std::vector<uint8_t>& model, uint64_t seed, uint64_t a
 }  // namespace
 
 TEST_CASE("VHD differencing: kindling writes over a qemu-img parent; libvhdi agrees") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img is not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 6 << 20;
   auto r = Run("qemu-img create -q -f vpc -o subformat=dynamic,force_size=on " +
@@ -138,7 +138,7 @@ TEST_CASE("VHD differencing: kindling writes over a qemu-img parent; libvhdi agr
   r = Run("qemu-img compare -f vpc -F raw " + dir.Path("base.vhd") + " " + dir.Path("base.raw"));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  if (!HavePyvhdi()) KINDLING_SKIP("python3-libvhdi is not installed (the reference reader)");
+  KINDLING_SKIP_UNLESS_INSTALLED(HavePyvhdi(), "python3-libvhdi (the reference reader)");
   r = PyvhdiDump(dir.Path("child.vhd"), {dir.Path("base.vhd")}, dir.Path("child.out"));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);

@@ -52,7 +52,7 @@ TEST_CASE("VHD fixed and dynamic: write, reopen, compare with qemu-img") {
       REQUIRE(v.ok());
       REQUIRE((*v)->fixed() == fixed);
       REQUIRE((ReadAll(**v) == model));
-      if (HaveQemuImg()) {
+      if (kindling_test::Installed(HaveQemuImg(), "qemu-img", "qemu-img cross-check")) {
         WriteFile(dir.Path("model.raw"), model);
         auto c = Run("qemu-img compare -f raw -F vpc " + dir.Path("model.raw") + " " + path);
         INFO(c.output);
@@ -63,7 +63,7 @@ TEST_CASE("VHD fixed and dynamic: write, reopen, compare with qemu-img") {
 }
 
 TEST_CASE("VHD images made by qemu-img read back bit-exact") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir dir;
   const uint64_t size = 6 << 20;
   std::vector<uint8_t> raw(size, 0);

@@ -178,7 +178,7 @@ TEST_CASE("kindling-img check -r all repairs refcounts and COPIED flags") {
 }
 
 TEST_CASE("kindling-img: a differencing VHD over a qemu-img parent; convert reads through it") {
-  if (!HaveQemuImg()) KINDLING_SKIP("qemu-img is not installed");
+  KINDLING_SKIP_UNLESS_INSTALLED(HaveQemuImg(), "qemu-img");
   TempDir d;
   std::vector<uint8_t> raw(4 << 20, 0);
   auto p = Pattern(2 << 20, 2);

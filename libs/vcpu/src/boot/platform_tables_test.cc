@@ -198,9 +198,8 @@ TEST_CASE("DSDT announces COM1 with its port and IRQ") {
 }
 
 TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
-  if (std::system("command -v iasl >/dev/null 2>&1") != 0) {
-    KINDLING_SKIP("iasl (acpica-tools) is not installed");
-  }
+  KINDLING_SKIP_UNLESS_INSTALLED(std::system("command -v iasl >/dev/null 2>&1") == 0,
+                                 "iasl (acpica-tools)");
   auto mem = Ram();
   PlatformConfig cfg;
   cfg.num_cpus = 2;
