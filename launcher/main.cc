@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "launcher/cli.h"
 #include "launcher/microvm.h"
+#include "launcher/version.h"
 
 namespace {
 
@@ -118,9 +119,14 @@ int Run(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "help") {
-    std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n",
+    std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n"
+               "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version" || args[0] == "version") {
+    std::printf("kindling %s (%s)\n", KINDLING_VERSION, KINDLING_LIBRARY_VERSIONS);
+    return 0;
   }
   if (args[0] == "run") return Run({args.begin() + 1, args.end()});
   return Fail(absl::StrCat("unknown command '", args[0], "' (try: kindling run --help)"));

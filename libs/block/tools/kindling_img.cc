@@ -37,6 +37,7 @@
 #include "block/raw.h"
 #include "block/vhd.h"
 #include "kindling/status_macros.h"
+#include "libs/block/tools/version.h"
 
 namespace {
 
@@ -809,7 +810,7 @@ int CmdBench(int argc, char** argv) {
 
 void Help() {
   puts(
-      "usage: kindling-img COMMAND [options]\n"
+      "usage: kindling-img COMMAND [options]    (kindling-img --version)\n"
       "  create -f FMT [-b BACKING -F FMT] [-o cluster_size=N,...] FILE [SIZE]\n"
       "  info [-f FMT] [--output human|json] FILE\n"
       "  check [-f FMT] [-r leaks|all] FILE\n"
@@ -842,6 +843,10 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return CmdBench(argc, argv);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     Help();
+    return 0;
+  }
+  if (cmd == "--version" || cmd == "version") {
+    printf("kindling-img %s (libs/block)\n", KINDLING_BLOCK_VERSION);
     return 0;
   }
   fprintf(stderr, "kindling-img: unknown command '%s'\n", cmd.c_str());

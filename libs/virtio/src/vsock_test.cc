@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <thread>
@@ -112,7 +113,8 @@ struct VsockEnv {
   ~VsockEnv() {
     loop.RunSync([&] { vsock->Reset(); });
     vsock.reset();
-    std::system(absl::StrCat("rm -rf ", dir).c_str());
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
   }
   absl::Status Process(uint16_t q) {
     absl::Status s;
