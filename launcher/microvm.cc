@@ -13,6 +13,7 @@
 #include "vcpu/boot/platform_tables.h"
 #include "vcpu/cpu_template.h"
 #include "vcpu/devices/legacy.h"
+#include "vcpu/x86_defaults.h"
 #include "vm-memory/layout.h"
 
 namespace kindling {
@@ -28,8 +29,6 @@ constexpr uint64_t kMaxInitrdBytes = 2ULL << 30;
 constexpr uint64_t kTssAddress = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
 constexpr uint32_t kSerialIrq = 4;
-constexpr uint32_t kMsrIa32MiscEnable = 0x1a0;
-constexpr uint64_t kMiscEnableFastStrings = 1;
 
 uint64_t HostMemoryMib() {
   std::ifstream in("/proc/meminfo");
@@ -45,21 +44,6 @@ uint64_t HostMemoryMib() {
 void WriteStdout(uint8_t b) {
   while (::write(STDOUT_FILENO, &b, 1) < 0 && errno == EINTR) {
   }
-}
-
-// The LAPIC's LINT0 delivers the 8259's ExtINT, LINT1 delivers NMI, as on
-// PC firmware; KVM's reset state leaves both masked.
-absl::Status SetLocalInterrupts(vcpu::Vcpu& v) {
-  ASSIGN_OR_RETURN(kvm_lapic_state lapic, v.GetLapic());
-  auto set_lvt = [&](size_t offset, uint32_t mode) {
-    uint32_t reg;
-    std::memcpy(&reg, &lapic.regs[offset], 4);
-    reg = (reg & ~0x700u & ~(1u << 16)) | (mode << 8);
-    std::memcpy(&lapic.regs[offset], &reg, 4);
-  };
-  set_lvt(0x350, 0x7);  // LVT LINT0: ExtINT
-  set_lvt(0x360, 0x4);  // LVT LINT1: NMI
-  return v.SetLapic(lapic);
 }
 
 }  // namespace
@@ -201,16 +185,11 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
     vcpu::CpuidTable table = cpuid;
     vcpu::SetTopology(table, i, config.cpus);
     RETURN_IF_ERROR(v->SetCpuid(table));
-    std::vector<kvm_msr_entry> msrs(1);
-    msrs[0].index = kMsrIa32MiscEnable;
-    msrs[0].data = kMiscEnableFastStrings;
+    std::vector<kvm_msr_entry> msrs = vcpu::DefaultMsrs();
     RETURN_IF_ERROR(vcpu::ApplyMsrTemplate(msrs, tmpl, kvm_msrs));
     RETURN_IF_ERROR(v->SetMsrs(msrs));
-    RETURN_IF_ERROR(SetLocalInterrupts(*v));
-    kvm_fpu fpu = {};
-    fpu.fcw = 0x37f;
-    fpu.mxcsr = 0x1f80;
-    RETURN_IF_ERROR(v->SetFpu(fpu));
+    RETURN_IF_ERROR(vcpu::SetLocalInterrupts(*v));
+    RETURN_IF_ERROR(vcpu::SetDefaultFpu(*v));
     if (i == 0) {
       ASSIGN_OR_RETURN(kvm_sregs sregs, v->GetSregs());
       ASSIGN_OR_RETURN(vcpu::boot::BootCpuState st,
