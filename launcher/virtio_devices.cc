@@ -10,74 +10,13 @@
 #include "block/image.h"
 #include "kindling/status_macros.h"
 #include "virtio/block.h"
+#include "virtio/kvm/wiring.h"
 #include "virtio/net.h"
 #include "virtio/vhost_vsock.h"
 #include "virtio/vsock.h"
 #include "virtio/rng.h"
 
 namespace kindling {
-namespace {
-
-absl::StatusOr<vm_memory::UniqueFd> MakeEventFd() {
-  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
-  return vm_memory::UniqueFd(fd);
-}
-
-}  // namespace
-
-// Keeps a virtio-pci BAR's MMIO range and notification ioeventfds where
-// the guest has put the BAR (decoding on), or nowhere (decoding off).
-class PciBarMapper {
- public:
-  PciBarMapper(const VirtioEnv& env, virtio::EventLoop& loop) : env_(env), loop_(loop) {}
-
-  absl::Status Attach(std::shared_ptr<virtio::PciTransport> t) {
-    t_ = std::move(t);
-    for (uint16_t q = 0; q < t_->num_queues(); ++q) {
-      ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
-      loop_.WatchEventFd(efd.get(), [t = t_.get(), q] { t->Notify(q); });
-      notify_fds_.push_back(std::move(efd));
-    }
-    return absl::OkStatus();
-  }
-  void Move(std::optional<uint64_t> to) {
-    if (at_) {
-      env_.mmio->Remove(*at_);
-      ForEachNotify(*at_, [&](int fd, uint64_t a) {
-        (void)env_.vm->DeassignIoeventfd(fd, a, 0, /*pio=*/false);
-      });
-    }
-    at_ = to;
-    if (!to) return;
-    absl::Status s = env_.mmio->Insert(t_->bar(), *to, virtio::kPciBarSize, t_->device().name());
-    if (!s.ok()) {
-      absl::FPrintF(stderr, "kindling: %s: BAR 0 at %#x: %s\n", t_->device().name(), *to,
-                    s.message());
-      at_.reset();
-      return;
-    }
-    // Without an ioeventfd the write still reaches the BAR as an MMIO exit.
-    ForEachNotify(*to, [&](int fd, uint64_t a) {
-      (void)env_.vm->AssignIoeventfd(fd, a, 0, /*pio=*/false);
-    });
-  }
-
- private:
-  template <typename Fn>
-  void ForEachNotify(uint64_t bar, Fn&& fn) {
-    for (size_t q = 0; q < notify_fds_.size(); ++q) {
-      fn(notify_fds_[q].get(),
-         bar + virtio::kPciNotifyOffset + q * virtio::kPciNotifyMultiplier);
-    }
-  }
-
-  VirtioEnv env_;
-  virtio::EventLoop& loop_;
-  std::shared_ptr<virtio::PciTransport> t_;
-  std::vector<vm_memory::UniqueFd> notify_fds_;
-  std::optional<uint64_t> at_;
-};
 
 absl::Status ValidateVirtio(const VirtioConfig& config) {
   size_t count = config.disks.size() + config.nets.size() + config.rng + config.console +
@@ -160,7 +99,7 @@ absl::StatusOr<std::unique_ptr<VirtioDevices>> VirtioDevices::Create(const Virti
   std::unique_ptr<VirtioDevices> d(new VirtioDevices());
   if (plan.has_pci() && !plan.slots.empty()) {
     d->pci_ = std::make_unique<virtio::PciBus>();
-    d->msi_ = std::make_unique<MsiRouter>(*env.vm, env.ioapic ? vcpu::IrqchipMode::kSplit
+    d->msi_ = std::make_unique<virtio::MsiRouter>(*env.vm, env.ioapic ? vcpu::IrqchipMode::kSplit
                                                              : vcpu::IrqchipMode::kFull);
     RETURN_IF_ERROR(env.pio->Insert(d->pci_->config_io(), virtio::kPciConfigIoPort,
                                     virtio::kPciConfigIoSize, "pci config"));
@@ -272,7 +211,7 @@ absl::Status VirtioDevices::Add(const VirtioSlot& slot,
 absl::Status VirtioDevices::AddPci(const VirtioSlot& slot,
                                    std::shared_ptr<virtio::VirtioDevice> device,
                                    virtio::EventLoop& loop, const VirtioEnv& env) {
-  auto mapper = std::make_unique<PciBarMapper>(env, loop);
+  auto mapper = std::make_unique<virtio::PciBarMapper>(*env.vm, *env.mmio, loop);
   virtio::PciTransportOptions o;
   o.bar_address = static_cast<uint32_t>(slot.base);
   // One irqfd-backed GSI per MSI-X vector (queues + config).
@@ -304,27 +243,17 @@ absl::Status VirtioDevices::AddMmio(const VirtioSlot& slot,
       ioapic->SetIrq(gsi, false);
     };
   } else {
-    ASSIGN_OR_RETURN(vm_memory::UniqueFd irqfd, MakeEventFd());
-    RETURN_IF_ERROR(env.vm->AssignIrqfd(irqfd.get(), slot.gsi));
-    raise = [fd = irqfd.get()] {
-      uint64_t one = 1;
-      while (::write(fd, &one, sizeof(one)) < 0 && errno == EINTR) {
-      }
-    };
-    fds_.push_back(std::move(irqfd));
+    ASSIGN_OR_RETURN(virtio::IrqLine irq, virtio::IrqfdLine(*env.vm, slot.gsi));
+    raise = std::move(irq.raise);
+    fds_.push_back(std::move(irq.fd));
   }
-  uint16_t queues = device->num_queues();
   auto t = std::make_shared<virtio::MmioTransport>(std::move(device), *env.memory, loop,
                                                    std::move(raise));
   RETURN_IF_ERROR(env.mmio->Insert(t, slot.base, virtio::kMmioSize, t->device().name()));
   // Queue notifications go straight from KVM to the device's loop.
-  for (uint16_t q = 0; q < queues; ++q) {
-    ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
-    RETURN_IF_ERROR(env.vm->AssignIoeventfd(efd.get(), slot.base + virtio::kMmioQueueNotify, 4,
-                                            /*pio=*/false, q));
-    loop.WatchEventFd(efd.get(), [t = t.get(), q] { t->Notify(q); });
-    fds_.push_back(std::move(efd));
-  }
+  ASSIGN_OR_RETURN(std::vector<vm_memory::UniqueFd> notify,
+                   virtio::WireMmioNotify(*env.vm, loop, t, slot.base));
+  for (auto& fd : notify) fds_.push_back(std::move(fd));
   transports_.push_back(std::move(t));
   return absl::OkStatus();
 }

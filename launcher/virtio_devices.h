@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "launcher/msi_router.h"
 #include "vcpu/boot/platform_tables.h"
 #include "vcpu/bus.h"
 #include "vcpu/devices/ioapic.h"
@@ -26,6 +25,8 @@
 #include "virtio/balloon.h"
 #include "virtio/console.h"
 #include "virtio/event_loop.h"
+#include "virtio/kvm/msi_router.h"
+#include "virtio/kvm/wiring.h"
 #include "virtio/mmio.h"
 #include "virtio/pci.h"
 #include "virtio/pci_bus.h"
@@ -33,8 +34,6 @@
 #include "vm-memory/unique_fd.h"
 
 namespace kindling {
-
-class PciBarMapper;
 
 struct DiskConfig {
   std::string path;
@@ -146,8 +145,8 @@ class VirtioDevices {
   std::vector<std::unique_ptr<virtio::EventLoop>> loops_;
   std::vector<std::shared_ptr<virtio::Transport>> transports_;
   std::unique_ptr<virtio::PciBus> pci_;
-  std::unique_ptr<MsiRouter> msi_;
-  std::vector<std::unique_ptr<PciBarMapper>> bar_mappers_;
+  std::unique_ptr<virtio::MsiRouter> msi_;
+  std::vector<std::unique_ptr<virtio::PciBarMapper>> bar_mappers_;
   std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
   std::shared_ptr<virtio::Console> console_;
   std::shared_ptr<virtio::Balloon> balloon_;

@@ -1,4 +1,4 @@
-#include "launcher/msi_router.h"
+#include "virtio/kvm/msi_router.h"
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "kindling/status_macros.h"
 
-namespace kindling {
+namespace virtio {
 namespace {
 
 constexpr uint32_t kFirstMsiGsi = 24;  // after the IOAPIC's pins
@@ -96,4 +96,4 @@ uint64_t MsiRouter::route_updates() const {
   return updates_;
 }
 
-}  // namespace kindling
+}  // namespace virtio

@@ -3,14 +3,14 @@
 // send writes the eventfd, after pointing the GSI's route at the message
 // the guest programmed whenever that message changed.
 //
-//   MsiRouter router(vm, IrqchipMode::kFull);
+//   virtio::MsiRouter router(vm, vcpu::IrqchipMode::kFull);
 //   ASSIGN_OR_RETURN(int src, router.AddSource());
 //   router.Send(src, 0xfee00000, 0x41);   // from any thread
 //
 // KVM_SET_GSI_ROUTING replaces the whole table, so with a full in-kernel
 // irqchip the table also carries the PIC and IOAPIC pins (GSIs 0-23).
-#ifndef KINDLING_LAUNCHER_MSI_ROUTER_H_
-#define KINDLING_LAUNCHER_MSI_ROUTER_H_
+#ifndef VIRTIO_KVM_MSI_ROUTER_H_
+#define VIRTIO_KVM_MSI_ROUTER_H_
 
 #include <linux/kvm.h>
 
@@ -23,7 +23,7 @@
 #include "vcpu/kvm.h"
 #include "vm-memory/unique_fd.h"
 
-namespace kindling {
+namespace virtio {
 
 class MsiRouter {
  public:
@@ -50,6 +50,6 @@ class MsiRouter {
   uint64_t updates_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace kindling
+}  // namespace virtio
 
-#endif  // KINDLING_LAUNCHER_MSI_ROUTER_H_
+#endif  // VIRTIO_KVM_MSI_ROUTER_H_
