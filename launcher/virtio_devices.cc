@@ -1,6 +1,5 @@
 #include "launcher/virtio_devices.h"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>

@@ -1,13 +1,10 @@
 #include "virtio/kvm/msi_router.h"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
 #include "kindling/status_macros.h"
+#include "virtio/kvm/wiring.h"
 
 namespace virtio {
 namespace {
@@ -29,10 +26,9 @@ kvm_irq_routing_entry IrqchipRoute(uint32_t gsi, uint32_t chip, uint32_t pin) {
 MsiRouter::MsiRouter(vcpu::Vm& vm, vcpu::IrqchipMode mode) : vm_(vm), mode_(mode) {}
 
 absl::StatusOr<int> MsiRouter::AddSource() {
-  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd fd, MakeEventFd());
   absl::MutexLock l(&mu_);
-  Source s{kFirstMsiGsi + static_cast<uint32_t>(sources_.size()), vm_memory::UniqueFd(fd)};
+  Source s{kFirstMsiGsi + static_cast<uint32_t>(sources_.size()), std::move(fd)};
   // KVM wants a route for the GSI before the irqfd; this placeholder never
   // fires, since Send() routes the guest's message before writing the fd.
   sources_.push_back(std::move(s));
@@ -86,9 +82,7 @@ void MsiRouter::Send(int source, uint64_t address, uint32_t data) {
     }
     fd = s.fd.get();
   }
-  uint64_t one = 1;
-  while (::write(fd, &one, sizeof(one)) < 0 && errno == EINTR) {
-  }
+  SignalEventFd(fd);
 }
 
 uint64_t MsiRouter::route_updates() const {

@@ -17,37 +17,49 @@ absl::StatusOr<vm_memory::UniqueFd> MakeEventFd() {
   return vm_memory::UniqueFd(fd);
 }
 
+void SignalEventFd(int fd) {
+  uint64_t one = 1;
+  while (::write(fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+  }
+}
+
+namespace {
+
+// One eventfd per queue of `t`, each watched by `loop`, which hands a
+// readable one to the transport as that queue's notification.
+absl::StatusOr<std::vector<vm_memory::UniqueFd>> WatchQueueNotifies(EventLoop& loop,
+                                                                    Transport* t) {
+  std::vector<vm_memory::UniqueFd> fds;
+  for (uint16_t q = 0; q < t->num_queues(); ++q) {
+    ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
+    loop.WatchEventFd(efd.get(), [t, q] { t->Notify(q); });
+    fds.push_back(std::move(efd));
+  }
+  return fds;
+}
+
+}  // namespace
+
 absl::StatusOr<IrqLine> IrqfdLine(vcpu::Vm& vm, uint32_t gsi) {
   ASSIGN_OR_RETURN(vm_memory::UniqueFd fd, MakeEventFd());
   RETURN_IF_ERROR(vm.AssignIrqfd(fd.get(), gsi));
-  auto raise = [raw = fd.get()] {
-    uint64_t one = 1;
-    while (::write(raw, &one, sizeof(one)) < 0 && errno == EINTR) {
-    }
-  };
+  auto raise = [raw = fd.get()] { SignalEventFd(raw); };
   return IrqLine{std::move(fd), std::move(raise)};
 }
 
 absl::StatusOr<std::vector<vm_memory::UniqueFd>> WireMmioNotify(
     vcpu::Vm& vm, EventLoop& loop, const std::shared_ptr<MmioTransport>& t, uint64_t base) {
-  std::vector<vm_memory::UniqueFd> fds;
-  for (uint16_t q = 0; q < t->num_queues(); ++q) {
-    ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
-    RETURN_IF_ERROR(vm.AssignIoeventfd(efd.get(), base + kMmioQueueNotify, 4,
+  ASSIGN_OR_RETURN(std::vector<vm_memory::UniqueFd> fds, WatchQueueNotifies(loop, t.get()));
+  for (size_t q = 0; q < fds.size(); ++q) {
+    RETURN_IF_ERROR(vm.AssignIoeventfd(fds[q].get(), base + kMmioQueueNotify, 4,
                                        /*pio=*/false, q));
-    loop.WatchEventFd(efd.get(), [t = t.get(), q] { t->Notify(q); });
-    fds.push_back(std::move(efd));
   }
   return fds;
 }
 
 absl::Status PciBarMapper::Attach(std::shared_ptr<PciTransport> t) {
   t_ = std::move(t);
-  for (uint16_t q = 0; q < t_->num_queues(); ++q) {
-    ASSIGN_OR_RETURN(vm_memory::UniqueFd efd, MakeEventFd());
-    loop_.WatchEventFd(efd.get(), [t = t_.get(), q] { t->Notify(q); });
-    notify_fds_.push_back(std::move(efd));
-  }
+  ASSIGN_OR_RETURN(notify_fds_, WatchQueueNotifies(loop_, t_.get()));
   return absl::OkStatus();
 }
 

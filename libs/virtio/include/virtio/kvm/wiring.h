@@ -37,6 +37,8 @@ namespace virtio {
 
 // A non-blocking, close-on-exec eventfd.
 absl::StatusOr<vm_memory::UniqueFd> MakeEventFd();
+// Adds 1 to an eventfd's counter (retrying on EINTR), from any thread.
+void SignalEventFd(int fd);
 
 // An edge on `gsi` per call of `raise`, through an irqfd (KVM's in-kernel
 // irqchip delivers it); `fd` keeps the irqfd alive.
