@@ -19,6 +19,11 @@
 
 static volatile uint32_t ticks;
 static volatile uint32_t eoi_skipped;
+// Interrupts after the TARGET-th: masking LVT_TIMER does not clear a tick
+// that was already latched in the IRR (under nested TCG a handler can take
+// longer than the 1 ms period), so one more may arrive. Counted apart so
+// `ticks` and `eoi_skipped` describe exactly TARGET interrupts.
+static volatile uint32_t late;
 static int pv_eoi;
 // KVM sets bit 0 when the EOI of the interrupt it injects may be skipped.
 static volatile uint32_t pv_eoi_flag __attribute__((aligned(4)));
@@ -35,9 +40,12 @@ static inline int test_and_clear_bit0(volatile uint32_t* p) {
 
 static void timer_handler(struct irq_frame* f) {
   (void)f;
-  if (++ticks == TARGET) lapic_write(LAPIC_LVT_TIMER, 1u << 16);  // mask
+  int counted = ticks < TARGET;
+  if (counted && ++ticks == TARGET)
+    lapic_write(LAPIC_LVT_TIMER, 1u << 16);  // mask
+  if (!counted) late++;
   if (pv_eoi && test_and_clear_bit0(&pv_eoi_flag))
-    eoi_skipped++;
+    eoi_skipped += counted;
   else
     lapic_eoi();
 }
@@ -72,6 +80,7 @@ int main(void) {
 
   printf("interrupts: %u timer interrupts, %u eoi writes skipped\n", ticks,
          eoi_skipped);
+  if (late) printf("interrupts: %u more already pending at the mask\n", late);
   if (ticks < TARGET)
     fail("only %u of %u timer interrupts before the deadline", ticks, TARGET);
   printf("interrupts: ok\n");
