@@ -370,4 +370,17 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
   return o;
 }
 
+int ExitStatusOf(const vcpu::VcpuRunner::Outcome& out) {
+  switch (out.reason) {
+    case vcpu::VcpuRunner::StopReason::kShutdown:
+      return 0;
+    case vcpu::VcpuRunner::StopReason::kCrash:
+      return kExitGuestCrashed;
+    case vcpu::VcpuRunner::StopReason::kGuestExit:
+    case vcpu::VcpuRunner::StopReason::kRequested:
+      break;
+  }
+  return out.exit_code;
+}
+
 }  // namespace kindling

@@ -23,6 +23,12 @@ struct RunOptions {
 absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args);
 std::string RunUsage();
 
+// `kindling run`'s exit status for how a VM stopped: the guest's debug-exit
+// byte, 0 after a guest shutdown/reboot, 126 after a crash, the requested
+// status (128+signal) after a stop from outside.
+inline constexpr int kExitGuestCrashed = 126;
+int ExitStatusOf(const vcpu::VcpuRunner::Outcome& out);
+
 }  // namespace kindling
 
 #endif  // KINDLING_LAUNCHER_CLI_H_

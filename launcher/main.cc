@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "launcher/cli.h"
+#include "launcher/control/vm_process.h"
 #include "launcher/microvm.h"
 #include "launcher/version.h"
 
@@ -21,7 +23,6 @@ using kindling::MicroVm;
 using vcpu::VcpuRunner;
 
 constexpr int kExitLaunchFailed = 125;
-constexpr int kExitGuestCrashed = 126;
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "kindling: error: %s\n", message.c_str());
@@ -99,19 +100,34 @@ int Run(const std::vector<std::string>& args) {
                    std::string(stats.status().message()).c_str());
     }
   }
-  switch (out.reason) {
-    case VcpuRunner::StopReason::kGuestExit:
-      return out.exit_code;
-    case VcpuRunner::StopReason::kShutdown:
-      return 0;
-    case VcpuRunner::StopReason::kCrash:
-      std::fprintf(stderr, "kindling: guest crashed: %s\n", out.detail.c_str());
-      return kExitGuestCrashed;
-    case VcpuRunner::StopReason::kRequested:
-      std::fprintf(stderr, "kindling: %s\n", out.detail.c_str());
-      return out.exit_code;
+  if (out.reason == VcpuRunner::StopReason::kCrash) {
+    std::fprintf(stderr, "kindling: guest crashed: %s\n", out.detail.c_str());
+  } else if (out.reason == VcpuRunner::StopReason::kRequested) {
+    std::fprintf(stderr, "kindling: %s\n", out.detail.c_str());
   }
-  return kExitLaunchFailed;
+  return kindling::ExitStatusOf(out);
+}
+
+// The daemon and the gRPC client verbs live in kindling-ctl, beside this
+// program, so that `kindling run` and every VM process load no gRPC
+// (docs/design/control-plane.md).
+int ExecControl(char** argv) {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return Fail("cannot find this program (/proc/self/exe)");
+  std::string path(self, n);
+  path = path.substr(0, path.rfind('/') + 1) + "kindling-ctl";
+  ::execv(path.c_str(), argv);
+  return Fail(absl::StrCat(path, ": ", std::strerror(errno),
+                           " (kindling-ctl must be installed beside kindling)"));
+}
+
+bool IsControlVerb(const std::string& verb) {
+  for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
+                        "delete", "get", "list", "events", "console", "metrics", "host"}) {
+    if (verb == v) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -120,6 +136,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "help") {
     std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n"
+               "       kindling serve [--listen unix:PATH] [--state-dir DIR]\n"
+               "       kindling create|start|pause|resume|shutdown|kill|delete|get|list|\n"
+               "                events|console|metrics|host ...  (kindling VERB --help)\n"
                "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
@@ -129,5 +148,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (args[0] == "run") return Run({args.begin() + 1, args.end()});
+  if (args[0] == "vm-process") {
+    return kindling::control::VmProcessMain({args.begin() + 1, args.end()});
+  }
+  if (IsControlVerb(args[0])) return ExecControl(argv);
   return Fail(absl::StrCat("unknown command '", args[0], "' (try: kindling run --help)"));
 }

@@ -1,0 +1,292 @@
+#include "launcher/control/client.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "kindling/v1/host.grpc.pb.h"
+#include "kindling/v1/vm.grpc.pb.h"
+#include "launcher/cli.h"
+#include "launcher/control/config.h"
+
+namespace kindling::control {
+namespace {
+
+constexpr char kDetach = 0x1d;  // Ctrl-]
+
+constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output json] ...
+
+  create [--id ID] RUN_FLAGS...   a VM from `kindling run` flags; prints its id
+  start|pause|resume|shutdown|kill|delete|get ID
+  list                            every VM
+  events [ID]                     state changes, exits, ... as they happen
+  console ID                      the VM's console (replayed from boot, then
+                                  live); stdin goes to the guest; on a
+                                  terminal Ctrl-] detaches
+  metrics ID                      KVM statistics and VMM memory
+  host                            this host's KVM, CPU and limits
+)";
+
+struct Common {
+  std::string socket;
+  bool json = false;
+  std::vector<std::string> rest;
+};
+
+Common ParseCommon(const std::vector<std::string>& args) {
+  Common c;
+  const char* env = std::getenv("KINDLING_SOCKET");
+  c.socket = env ? env : "/run/kindling/kindling.sock";
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--socket" && i + 1 < args.size()) {
+      c.socket = args[++i];
+    } else if (args[i] == "--output" && i + 1 < args.size() && args[i + 1] == "json") {
+      c.json = true;
+      ++i;
+    } else {
+      c.rest.push_back(args[i]);
+    }
+  }
+  if (c.socket.rfind("unix:", 0) != 0 && c.socket.rfind("tcp:", 0) != 0) {
+    c.socket = "unix:" + c.socket;
+  }
+  return c;
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+std::string StateName(v1::VmState s) {
+  std::string n = v1::VmState_Name(s);
+  return n.rfind("VM_STATE_", 0) == 0 ? n.substr(9) : n;
+}
+
+void PrintVms(const std::vector<v1::Vm>& vms) {
+  std::printf("%-20s %-9s %8s  %s\n", "VM_ID", "STATE", "PID", "EXIT");
+  for (const v1::Vm& vm : vms) {
+    std::string exit = vm.has_exit_status()
+                           ? absl::StrCat(vm.exit_status().code(), " (", vm.exit_status().detail(), ")")
+                           : (vm.failure().empty() ? "-" : vm.failure());
+    std::printf("%-20s %-9s %8d  %s\n", vm.vm_id().c_str(), StateName(vm.state()).c_str(),
+                vm.pid(), exit.c_str());
+  }
+}
+
+int RpcError(const grpc::Status& s) {
+  std::fprintf(stderr, "kindling: %s: %s\n",
+               absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())).c_str(),
+               s.error_message().c_str());
+  return 1;
+}
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "kindling: %s\n%s", why.c_str(), kUsage);
+  return 2;
+}
+
+int Create(v1::VmService::Stub& stub, const Common& c) {
+  std::vector<std::string> flags;
+  v1::CreateVmRequest req;
+  for (size_t i = 0; i < c.rest.size(); ++i) {
+    if (c.rest[i] == "--id" && i + 1 < c.rest.size()) {
+      req.set_vm_id(c.rest[++i]);
+    } else {
+      flags.push_back(c.rest[i]);
+    }
+  }
+  absl::StatusOr<RunOptions> opts = ParseRunFlags(flags);
+  if (!opts.ok()) return Usage(std::string(opts.status().message()));
+  absl::StatusOr<v1::VmConfig> config = FromRunOptions(*opts);
+  if (!config.ok()) return Usage(std::string(config.status().message()));
+  *req.mutable_config() = *config;
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = stub.CreateVm(&ctx, req, &vm);
+  if (!s.ok()) return RpcError(s);
+  std::printf("%s\n", c.json ? Json(vm).c_str() : vm.vm_id().c_str());
+  return 0;
+}
+
+std::string Describe(const v1::Event& e) {
+  std::string what;
+  if (e.has_state_changed()) {
+    what = absl::StrCat("state ", StateName(e.state_changed().from()), " -> ",
+                        StateName(e.state_changed().to()));
+  } else if (e.has_guest_exited()) {
+    what = absl::StrCat("exited ", e.guest_exited().exit_status().code(), " (",
+                        e.guest_exited().exit_status().detail(), ")");
+  } else if (e.has_process_died()) {
+    what = "process died: " + e.process_died().detail();
+  } else if (e.has_device_needs_reset()) {
+    what = "device needs reset: " + e.device_needs_reset().device();
+  } else {
+    what = "balloon stats";
+  }
+  return absl::StrCat(absl::FormatTime("%H:%M:%E3S", absl::FromUnixNanos(e.time_unix_ns()),
+                                       absl::LocalTimeZone()),
+                      " ", e.vm_id(), " ", what);
+}
+
+int Events(v1::VmService::Stub& stub, const Common& c) {
+  v1::WatchEventsRequest req;
+  if (!c.rest.empty()) req.set_vm_id(c.rest[0]);
+  grpc::ClientContext ctx;
+  auto reader = stub.WatchEvents(&ctx, req);
+  v1::Event e;
+  while (reader->Read(&e)) {
+    std::printf("%s\n", c.json ? Json(e).c_str() : Describe(e).c_str());
+    std::fflush(stdout);
+  }
+  grpc::Status s = reader->Finish();
+  return s.ok() ? 0 : RpcError(s);
+}
+
+int Console(v1::VmService::Stub& stub, const Common& c) {
+  if (c.rest.size() != 1) return Usage("console takes one VM id");
+  grpc::ClientContext ctx;
+  auto stream = stub.AttachConsole(&ctx);
+  v1::ConsoleInput first;
+  first.set_vm_id(c.rest[0]);
+  stream->Write(first);
+  bool tty = ::isatty(STDIN_FILENO);
+  termios saved{};
+  if (tty) {
+    ::tcgetattr(STDIN_FILENO, &saved);
+    termios raw = saved;
+    ::cfmakeraw(&raw);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    std::fprintf(stderr, "kindling: console of %s; Ctrl-] detaches\r\n", c.rest[0].c_str());
+  }
+  std::thread([&stream, &ctx, tty] {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
+      if (n <= 0) break;
+      std::string_view data(buf, n);
+      if (tty && data.find(kDetach) != std::string_view::npos) {
+        ctx.TryCancel();
+        return;
+      }
+      v1::ConsoleInput in;
+      in.set_data(std::string(data));
+      if (!stream->Write(in)) return;
+    }
+    stream->WritesDone();
+  }).detach();
+  v1::ConsoleOutput out;
+  while (stream->Read(&out)) {
+    (void)!::write(STDOUT_FILENO, out.data().data(), out.data().size());
+  }
+  grpc::Status s = stream->Finish();
+  if (tty) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+  return s.ok() || s.error_code() == grpc::StatusCode::CANCELLED ? 0 : RpcError(s);
+}
+
+int OneVm(v1::VmService::Stub& stub, const std::string& verb, const Common& c) {
+  if (c.rest.size() != 1) return Usage(verb + " takes one VM id");
+  v1::VmRef ref;
+  ref.set_vm_id(c.rest[0]);
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s;
+  if (verb == "start") s = stub.StartVm(&ctx, ref, &vm);
+  else if (verb == "pause") s = stub.PauseVm(&ctx, ref, &vm);
+  else if (verb == "resume") s = stub.ResumeVm(&ctx, ref, &vm);
+  else if (verb == "shutdown") s = stub.ShutdownVm(&ctx, ref, &vm);
+  else if (verb == "kill") s = stub.KillVm(&ctx, ref, &vm);
+  else if (verb == "delete") s = stub.DeleteVm(&ctx, ref, &vm);
+  else s = stub.GetVm(&ctx, ref, &vm);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else PrintVms({vm});
+  return 0;
+}
+
+int List(v1::VmService::Stub& stub, const Common& c) {
+  grpc::ClientContext ctx;
+  v1::ListVmsResponse resp;
+  grpc::Status s = stub.ListVms(&ctx, v1::ListVmsRequest(), &resp);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(resp).c_str());
+  else PrintVms({resp.vms().begin(), resp.vms().end()});
+  return 0;
+}
+
+int Metrics(v1::VmService::Stub& stub, const Common& c) {
+  if (c.rest.size() != 1) return Usage("metrics takes one VM id");
+  v1::VmRef ref;
+  ref.set_vm_id(c.rest[0]);
+  grpc::ClientContext ctx;
+  v1::GetMetricsResponse resp;
+  grpc::Status s = stub.GetMetrics(&ctx, ref, &resp);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  std::map<std::string, uint64_t> sorted(resp.counters().begin(), resp.counters().end());
+  for (const auto& [k, v] : sorted) std::printf("%-28s %llu\n", k.c_str(), static_cast<unsigned long long>(v));
+  return 0;
+}
+
+int Host(const std::shared_ptr<grpc::Channel>& ch, const Common& c) {
+  auto stub = v1::HostService::NewStub(ch);
+  grpc::ClientContext ctx;
+  v1::HostInfo info;
+  grpc::Status s = stub->GetHostInfo(&ctx, v1::GetHostInfoRequest(), &info);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) {
+    std::printf("%s\n", Json(info).c_str());
+    return 0;
+  }
+  std::printf("version     %s\nkvm         %s\ncpu         %s (%s)\nmemory      %llu MiB\n"
+              "max vcpus   %u\ncpuid       %d leaves\n",
+              info.version().c_str(),
+              info.kvm_usable() ? absl::StrCat("usable, API ", info.kvm_api_version()).c_str()
+                                : info.kvm_error().c_str(),
+              info.cpu_model().c_str(), info.cpu_vendor().c_str(),
+              static_cast<unsigned long long>(info.memory_mib()), info.max_vcpus(),
+              info.supported_cpuid_size());
+  return 0;
+}
+
+}  // namespace
+
+int ClientMain(const std::vector<std::string>& args) {
+  if (args.empty()) return Usage("which verb?");
+  const std::string& verb = args[0];
+  Common c = ParseCommon(args);
+  for (const auto& a : c.rest) {
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(c.socket, grpc::InsecureChannelCredentials());
+  if (verb == "host") return Host(ch, c);
+  auto stub = v1::VmService::NewStub(ch);
+  if (verb == "create") return Create(*stub, c);
+  if (verb == "list") return List(*stub, c);
+  if (verb == "events") return Events(*stub, c);
+  if (verb == "console") return Console(*stub, c);
+  if (verb == "metrics") return Metrics(*stub, c);
+  for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
+    if (verb == v) return OneVm(*stub, verb, c);
+  }
+  return Usage(absl::StrCat("unknown verb '", verb, "'"));
+}
+
+}  // namespace kindling::control

@@ -1,0 +1,185 @@
+#include "launcher/control/daemon.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "kindling/status_macros.h"
+#include "launcher/control/services.h"
+
+namespace kindling::control {
+namespace {
+
+struct ServeFlags {
+  std::string listen = "unix:/run/kindling/kindling.sock";
+  ServiceOptions service;
+  bool stop_vms_on_exit = false;
+  std::string tls_cert, tls_key, tls_ca;
+};
+
+constexpr char kUsage[] = R"(usage: kindling serve [options]
+
+Serves the kindling.v1 gRPC API. Each VM runs in its own process; VMs keep
+running when the daemon stops (unless --stop-vms-on-exit), and a restarted
+daemon finds them again under --state-dir.
+
+  --listen unix:PATH      (default unix:/run/kindling/kindling.sock, mode 0600)
+  --listen tcp:HOST:PORT  only with --tls-cert, --tls-key and --tls-ca
+                          (mutual TLS: clients need a certificate the CA signed)
+  --state-dir DIR         VM processes' sockets, configs and logs (default /run/kindling)
+  --stop-vms-on-exit      end every VM when the daemon gets SIGTERM/SIGINT
+)";
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "kindling serve: error: %s\n", msg.c_str());
+  return 1;
+}
+
+std::string ReadFile(const std::string& path, bool& ok) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  ok = static_cast<bool>(in);
+  return s.str();
+}
+
+// A unix socket another daemon still answers on is refused; a stale one
+// (nobody listening) is removed.
+absl::Status ClaimUnixSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen unix:", path, ": path too long"));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  if (live) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(path, ": another kindling daemon is listening there"));
+  }
+  ::unlink(path.c_str());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServeFlags& f) {
+  if (f.listen.rfind("unix:", 0) == 0) {
+    if (!f.tls_cert.empty()) return absl::InvalidArgumentError("--tls-* is for --listen tcp: only");
+    RETURN_IF_ERROR(ClaimUnixSocket(f.listen.substr(5)));
+    return grpc::InsecureServerCredentials();
+  }
+  if (f.listen.rfind("tcp:", 0) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen '", f.listen, "': expected unix:PATH or tcp:HOST:PORT"));
+  }
+  if (f.tls_cert.empty() || f.tls_key.empty() || f.tls_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--listen tcp: needs --tls-cert, --tls-key and --tls-ca (mutual TLS)");
+  }
+  grpc::SslServerCredentialsOptions opts(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  bool ok1, ok2, ok3;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair{ReadFile(f.tls_key, ok1),
+                                                         ReadFile(f.tls_cert, ok2)};
+  opts.pem_root_certs = ReadFile(f.tls_ca, ok3);
+  if (!ok1 || !ok2 || !ok3) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", !ok1 ? f.tls_key : !ok2 ? f.tls_cert : f.tls_ca));
+  }
+  opts.pem_key_cert_pairs.push_back(pair);
+  return grpc::SslServerCredentials(opts);
+}
+
+absl::StatusOr<ServeFlags> ParseServeFlags(const std::vector<std::string>& args) {
+  ServeFlags f;
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  std::string exe(self, n > 0 ? n : 0);
+  f.service.vm_binary = exe.substr(0, exe.rfind('/') + 1) + "kindling";
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    auto value = [&](std::string& out) -> absl::Status {
+      if (i + 1 >= args.size()) return absl::InvalidArgumentError(a + " needs a value");
+      out = args[++i];
+      return absl::OkStatus();
+    };
+    absl::Status s;
+    if (a == "--listen") s = value(f.listen);
+    else if (a == "--state-dir") s = value(f.service.state_dir);
+    else if (a == "--tls-cert") s = value(f.tls_cert);
+    else if (a == "--tls-key") s = value(f.tls_key);
+    else if (a == "--tls-ca") s = value(f.tls_ca);
+    else if (a == "--kvm-device") s = value(f.service.kvm_device);
+    else if (a == "--vm-binary") s = value(f.service.vm_binary);
+    else if (a == "--stop-vms-on-exit") f.stop_vms_on_exit = true;
+    else return absl::InvalidArgumentError(absl::StrCat("unknown option '", a, "' (see kindling serve --help)"));
+    if (!s.ok()) return s;
+  }
+  return f;
+}
+
+}  // namespace
+
+int ServeMain(const std::vector<std::string>& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  absl::StatusOr<ServeFlags> f = ParseServeFlags(args);
+  if (!f.ok()) return Fail(std::string(f.status().message()));
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::error_code ec;
+  std::filesystem::create_directories(f->service.state_dir + "/vms", ec);
+  if (ec) return Fail(absl::StrCat("--state-dir ", f->service.state_dir, ": ", ec.message()));
+  ::chmod(f->service.state_dir.c_str(), 0700);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = Credentials(*f);
+  if (!creds.ok()) return Fail(std::string(creds.status().message()));
+
+  HostServiceImpl host(f->service.kvm_device);
+  VmServiceImpl vms(f->service, &host);
+  vms.Recover();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(f->listen, *creds);
+  builder.RegisterService(&host);
+  builder.RegisterService(&vms);
+  mode_t old = ::umask(0077);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old);
+  if (!server) return Fail(absl::StrCat("cannot listen on ", f->listen));
+  std::fprintf(stderr, "kindling serve: listening on %s (state in %s, KVM %s)\n",
+               f->listen.c_str(), f->service.state_dir.c_str(),
+               host.info().kvm_usable() ? "usable" : host.info().kvm_error().c_str());
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::fprintf(stderr, "kindling serve: signal %d: stopping%s\n", sig,
+               f->stop_vms_on_exit ? " (and every VM)" : "; VMs keep running");
+  if (f->stop_vms_on_exit) vms.StopAll();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (f->listen.rfind("unix:", 0) == 0) ::unlink(f->listen.substr(5).c_str());
+  return 0;
+}
+
+}  // namespace kindling::control

@@ -1,0 +1,352 @@
+#include "launcher/control/services.h"
+
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kindling/status_macros.h"
+#include "launcher/control/config.h"
+#include "launcher/version.h"
+#include "vcpu/kvm.h"
+
+namespace kindling::control {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr absl::Duration kPoll = absl::Milliseconds(200);
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+std::string RandomId() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
+
+uint64_t ProcStatusKib(int pid, const std::string& key) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string k;
+  uint64_t v = 0;
+  while (in >> k) {
+    if (k == key + ":") return (in >> v) ? v : 0;
+    in.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "";
+}
+
+void FillKvm(const std::string& device, v1::HostInfo& out) {
+  absl::StatusOr<std::unique_ptr<vcpu::Kvm>> kvm = vcpu::Kvm::Open(device);
+  if (!kvm.ok()) {
+    out.set_kvm_error(absl::StrCat(device, ": ", kvm.status().message()));
+    return;
+  }
+  out.set_kvm_api_version(::ioctl((*kvm)->fd(), KVM_GET_API_VERSION, 0));
+  int max = (*kvm)->CheckExtension(KVM_CAP_MAX_VCPUS);
+  out.set_max_vcpus(std::min<uint32_t>(max > 0 ? max : 1, kMaxVcpus));
+  bool all = true;
+  for (const vcpu::NamedCapability& c : vcpu::RequiredCapabilities()) {
+    int v = (*kvm)->CheckExtension(c.cap);
+    (*out.mutable_capabilities())[c.name] = v;
+    if (v <= 0) {
+      all = false;
+      out.set_kvm_error(absl::StrCat(device, ": KVM lacks ", c.name));
+    }
+  }
+  if (auto cpuid = (*kvm)->GetSupportedCpuid(); cpuid.ok()) {
+    for (const kvm_cpuid_entry2& e : *cpuid) {
+      v1::CpuidEntry* p = out.add_supported_cpuid();
+      p->set_function(e.function);
+      p->set_index(e.index);
+      p->set_eax(e.eax);
+      p->set_ebx(e.ebx);
+      p->set_ecx(e.ecx);
+      p->set_edx(e.edx);
+      if (e.function == 0) {
+        char vendor[13] = {};
+        std::memcpy(vendor, &e.ebx, 4);
+        std::memcpy(vendor + 4, &e.edx, 4);
+        std::memcpy(vendor + 8, &e.ecx, 4);
+        out.set_cpu_vendor(vendor);
+      }
+    }
+  }
+  out.set_kvm_usable(all);
+}
+
+bool Stopped(v1::VmState s) { return s == v1::VM_STATE_STOPPED || s == v1::VM_STATE_FAILED; }
+
+}  // namespace
+
+HostServiceImpl::HostServiceImpl(std::string kvm_device) {
+  info_.set_version(KINDLING_VERSION);
+  info_.set_cpu_model(CpuModel());
+  std::ifstream mem("/proc/meminfo");
+  std::string k;
+  uint64_t kib = 0;
+  while (mem >> k >> kib) {
+    if (k == "MemTotal:") info_.set_memory_mib(kib / 1024);
+    mem.ignore(1 << 10, '\n');
+  }
+  FillKvm(kvm_device, info_);
+}
+
+grpc::Status HostServiceImpl::GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*,
+                                          v1::HostInfo* out) {
+  *out = info_;
+  return grpc::Status::OK;
+}
+
+VmServiceImpl::VmServiceImpl(ServiceOptions options, const HostServiceImpl* host)
+    : options_(std::move(options)), host_(host) {}
+
+void VmServiceImpl::Recover() {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.state_dir + "/vms", ec)) {
+    std::string id = entry.path().filename();
+    if (!ValidateVmId(id).ok()) continue;
+    v1::VmConfig config;
+    std::ifstream in(entry.path() / "config.pb", std::ios::binary);
+    if (!config.ParseFromIstream(&in)) continue;
+    auto h = VmHandle::Attach(id, entry.path(), std::move(config), &hub_);
+    absl::MutexLock l(&mu_);
+    vms_[id] = std::move(h);
+  }
+}
+
+void VmServiceImpl::StopAll() {
+  std::map<std::string, std::shared_ptr<VmHandle>> vms;
+  {
+    absl::MutexLock l(&mu_);
+    vms = vms_;
+  }
+  for (auto& [id, h] : vms) {
+    if (h) (void)h->Call(Type::kQuit);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<VmHandle>> VmServiceImpl::Find(const std::string& vm_id) {
+  RETURN_IF_ERROR(ValidateVmId(vm_id));
+  absl::MutexLock l(&mu_);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end() || !it->second) {
+    return absl::NotFoundError(absl::StrCat("no VM '", vm_id, "'"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
+  const v1::HostInfo& host = host_->info();
+  if (!host.kvm_usable()) {
+    return absl::FailedPreconditionError(absl::StrCat("this host cannot run VMs: ", host.kvm_error()));
+  }
+  std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
+  RETURN_IF_ERROR(ValidateVmId(id));
+  RETURN_IF_ERROR(ValidateVmConfig(req.config(), host.memory_mib(), host.max_vcpus()));
+  std::string dir = options_.state_dir + "/vms/" + id;
+  ASSIGN_OR_RETURN(std::vector<std::string> flags,
+                   ToRunFlags(req.config(), dir + "/cpu_template.json"));
+  {
+    absl::MutexLock l(&mu_);
+    if (!vms_.emplace(id, nullptr).second) {
+      return absl::AlreadyExistsError(absl::StrCat("a VM '", id, "' exists"));
+    }
+  }
+  auto undo = [&](absl::Status s) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    absl::MutexLock l(&mu_);
+    vms_.erase(id);
+    return s;
+  };
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    return undo(absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", dir)));
+  }
+  std::ofstream(dir + "/config.pb", std::ios::binary) << req.config().SerializeAsString();
+  if (!req.config().cpu_template().empty()) {
+    std::ofstream(dir + "/cpu_template.json") << req.config().cpu_template();
+  }
+  absl::StatusOr<std::shared_ptr<VmHandle>> h =
+      VmHandle::Spawn({id, dir, options_.vm_binary, flags, req.config()}, &hub_);
+  if (!h.ok()) return undo(h.status());
+  v1::Vm vm = (*h)->Snapshot();
+  absl::MutexLock l(&mu_);
+  vms_[id] = *std::move(h);
+  return vm;
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Lifecycle(const std::string& vm_id, Type command) {
+  ASSIGN_OR_RETURN(std::shared_ptr<VmHandle> h, Find(vm_id));
+  ASSIGN_OR_RETURN(Reply r, h->Call(command));
+  if (!r.status.ok()) {
+    v1::Vm now = h->Snapshot();
+    return absl::Status(r.status.code(),
+                        absl::StrCat("VM '", vm_id, "' is ", v1::VmState_Name(now.state()),
+                                     ": ", r.status.message()));
+  }
+  if (command == Type::kKill) h->WaitForState(Stopped, absl::Seconds(5));
+  return h->Snapshot();
+}
+
+grpc::Status VmServiceImpl::CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req,
+                                     v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = Create(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
+}
+
+#define KINDLING_LIFECYCLE_RPC(Name, command)                                             \
+  grpc::Status VmServiceImpl::Name(grpc::ServerContext*, const v1::VmRef* ref, v1::Vm* out) { \
+    absl::StatusOr<v1::Vm> vm = Lifecycle(ref->vm_id(), command);                          \
+    if (vm.ok()) *out = *vm;                                                               \
+    return ToGrpc(vm.status());                                                            \
+  }
+KINDLING_LIFECYCLE_RPC(StartVm, Type::kStart)
+KINDLING_LIFECYCLE_RPC(PauseVm, Type::kPause)
+KINDLING_LIFECYCLE_RPC(ResumeVm, Type::kResume)
+KINDLING_LIFECYCLE_RPC(ShutdownVm, Type::kPowerButton)
+KINDLING_LIFECYCLE_RPC(KillVm, Type::kKill)
+#undef KINDLING_LIFECYCLE_RPC
+
+grpc::Status VmServiceImpl::DeleteVm(grpc::ServerContext*, const v1::VmRef* ref, v1::Vm* out) {
+  absl::StatusOr<std::shared_ptr<VmHandle>> h = Find(ref->vm_id());
+  if (!h.ok()) return ToGrpc(h.status());
+  {
+    absl::MutexLock l(&mu_);
+    vms_.erase(ref->vm_id());
+  }
+  (void)(*h)->Call(Type::kQuit);  // a process already gone is fine
+  (*h)->WaitForState(Stopped, absl::Seconds(5));
+  *out = (*h)->Snapshot();
+  std::error_code ec;
+  fs::remove_all((*h)->dir(), ec);
+  return grpc::Status::OK;
+}
+
+grpc::Status VmServiceImpl::GetVm(grpc::ServerContext*, const v1::VmRef* ref, v1::Vm* out) {
+  absl::StatusOr<std::shared_ptr<VmHandle>> h = Find(ref->vm_id());
+  if (!h.ok()) return ToGrpc(h.status());
+  *out = (*h)->Snapshot();
+  return grpc::Status::OK;
+}
+
+grpc::Status VmServiceImpl::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
+                                    v1::ListVmsResponse* out) {
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, h] : vms_) {
+    if (h) *out->add_vms() = h->Snapshot();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status VmServiceImpl::WatchEvents(grpc::ServerContext* ctx,
+                                        const v1::WatchEventsRequest* req,
+                                        grpc::ServerWriter<v1::Event>* writer) {
+  if (!req->vm_id().empty()) {
+    if (absl::Status s = ValidateVmId(req->vm_id()); !s.ok()) return ToGrpc(s);
+  }
+  auto sub = hub_.Subscribe(req->vm_id());
+  while (!ctx->IsCancelled()) {
+    std::deque<v1::Event> batch;
+    {
+      absl::MutexLock l(&sub->mu);
+      sub->mu.AwaitWithTimeout(absl::Condition(
+                                   +[](std::deque<v1::Event>* q) { return !q->empty(); },
+                                   &sub->queue),
+                               kPoll);
+      batch.swap(sub->queue);
+    }
+    bool ok = true;
+    for (const v1::Event& e : batch) ok = ok && writer->Write(e);
+    if (!ok) break;
+  }
+  hub_.Unsubscribe(sub);
+  return grpc::Status::OK;
+}
+
+grpc::Status VmServiceImpl::AttachConsole(
+    grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::ConsoleOutput, v1::ConsoleInput>* stream) {
+  v1::ConsoleInput first;
+  if (!stream->Read(&first)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "AttachConsole: no first message");
+  }
+  absl::StatusOr<std::shared_ptr<VmHandle>> found = Find(first.vm_id());
+  if (!found.ok()) return ToGrpc(found.status());
+  std::shared_ptr<VmHandle> h = *found;
+  auto sink = std::make_shared<ConsoleSink>();
+  std::string replay = h->AttachConsole(sink);
+  bool ok = true;
+  for (size_t off = 0; ok && off < replay.size(); off += 16384) {
+    v1::ConsoleOutput o;
+    o.set_data(replay.substr(off, 16384));
+    o.set_replay(true);
+    ok = stream->Write(o);
+  }
+  std::atomic<bool> input_done = false;
+  std::thread input([&] {
+    v1::ConsoleInput in = first;
+    do {
+      if (!in.data().empty() && in.data().size() <= 65536) (void)h->Call(Type::kConsoleInput, in.data());
+    } while (stream->Read(&in));
+    input_done = true;
+  });
+  while (ok && !ctx->IsCancelled()) {
+    std::string data;
+    bool closed;
+    {
+      absl::MutexLock l(&sink->mu);
+      sink->mu.AwaitWithTimeout(absl::Condition(
+                                    +[](ConsoleSink* s) { return !s->data.empty() || s->closed; },
+                                    sink.get()),
+                                kPoll);
+      data.swap(sink->data);
+      closed = sink->closed;
+    }
+    if (!data.empty()) {
+      v1::ConsoleOutput o;
+      o.set_data(std::move(data));
+      ok = stream->Write(o);
+    } else if (closed || Stopped(h->Snapshot().state())) {
+      break;  // the VM is done and everything it printed has been sent
+    }
+  }
+  h->DetachConsole(sink);
+  if (!input_done) ctx->TryCancel();  // unblocks the input thread's Read
+  input.join();
+  return grpc::Status::OK;
+}
+
+grpc::Status VmServiceImpl::GetMetrics(grpc::ServerContext*, const v1::VmRef* ref,
+                                       v1::GetMetricsResponse* out) {
+  absl::StatusOr<std::shared_ptr<VmHandle>> h = Find(ref->vm_id());
+  if (!h.ok()) return ToGrpc(h.status());
+  absl::StatusOr<Reply> r = (*h)->Call(Type::kGetStats);
+  if (!r.ok()) return ToGrpc(r.status());
+  if (!r->status.ok()) return ToGrpc(r->status);
+  absl::StatusOr<Counters> c = DecodeCounters(r->body);
+  if (!c.ok()) return ToGrpc(absl::InternalError(absl::StrCat("VM process: ", c.status().message())));
+  for (const auto& [k, v] : *c) (*out->mutable_counters())[k] = v;
+  int pid = (*h)->Snapshot().pid();
+  if (pid > 0) (*out->mutable_counters())["vmm_rss_kib"] = ProcStatusKib(pid, "VmRSS");
+  return grpc::Status::OK;
+}
+
+}  // namespace kindling::control

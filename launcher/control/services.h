@@ -1,0 +1,79 @@
+// The kindling.v1 service implementations behind `kindling serve`.
+//
+//   VmServiceImpl vms(options, &host);
+//   HostServiceImpl host(options.kvm_device);
+//   builder.RegisterService(&vms);
+#ifndef KINDLING_LAUNCHER_CONTROL_SERVICES_H_
+#define KINDLING_LAUNCHER_CONTROL_SERVICES_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "kindling/v1/host.grpc.pb.h"
+#include "kindling/v1/vm.grpc.pb.h"
+#include "launcher/control/vm_handle.h"
+
+namespace kindling::control {
+
+struct ServiceOptions {
+  std::string state_dir = "/run/kindling";
+  std::string vm_binary;  // the `kindling` program that runs VM processes
+  std::string kvm_device = "/dev/kvm";
+};
+
+class HostServiceImpl final : public v1::HostService::Service {
+ public:
+  explicit HostServiceImpl(std::string kvm_device);
+  grpc::Status GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*,
+                           v1::HostInfo* out) override;
+  // What CreateVm checks against: read once at start.
+  const v1::HostInfo& info() const { return info_; }
+
+ private:
+  v1::HostInfo info_;
+};
+
+class VmServiceImpl final : public v1::VmService::Service {
+ public:
+  VmServiceImpl(ServiceOptions options, const HostServiceImpl* host);
+  // Finds the VM processes a previous daemon left running.
+  void Recover();
+  // Ends every VM process (--stop-vms-on-exit).
+  void StopAll();
+
+  grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*, v1::Vm*) override;
+  grpc::Status StartVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status PauseVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status ResumeVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status ShutdownVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status KillVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status DeleteVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status GetVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
+                       v1::ListVmsResponse*) override;
+  grpc::Status WatchEvents(grpc::ServerContext*, const v1::WatchEventsRequest*,
+                           grpc::ServerWriter<v1::Event>*) override;
+  grpc::Status AttachConsole(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::ConsoleOutput, v1::ConsoleInput>*) override;
+  grpc::Status GetMetrics(grpc::ServerContext*, const v1::VmRef*,
+                          v1::GetMetricsResponse*) override;
+
+ private:
+  absl::StatusOr<std::shared_ptr<VmHandle>> Find(const std::string& vm_id);
+  absl::StatusOr<v1::Vm> Create(const v1::CreateVmRequest& req);
+  absl::StatusOr<v1::Vm> Lifecycle(const std::string& vm_id, Type command);
+
+  const ServiceOptions options_;
+  const HostServiceImpl* const host_;
+  EventHub hub_;
+  absl::Mutex mu_;
+  // A null entry is an id being created.
+  std::map<std::string, std::shared_ptr<VmHandle>> vms_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kindling::control
+
+#endif  // KINDLING_LAUNCHER_CONTROL_SERVICES_H_

@@ -1,0 +1,303 @@
+#include "launcher/control/vm_process.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "launcher/cli.h"
+#include "launcher/control/socket.h"
+#include "launcher/control/wire.h"
+#include "launcher/microvm.h"
+#include "kindling/status_macros.h"
+
+namespace kindling::control {
+namespace {
+
+using vcpu::VcpuRunner;
+
+constexpr size_t kConsoleRing = 64 * 1024;
+constexpr int kSendTimeoutMs = 2000;
+constexpr int kKilledStatus = 137;
+
+struct Conn {
+  explicit Conn(UniqueFd f) : fd(std::move(f)) { SetSendTimeout(fd.get(), kSendTimeoutMs); }
+  UniqueFd fd;
+  absl::Mutex send_mu;
+  bool broken = false;
+  void Send(const Message& m) {
+    absl::MutexLock l(&send_mu);
+    if (!broken && !SendPacket(fd.get(), Encode(m)).ok()) {
+      broken = true;
+      ::shutdown(fd.get(), SHUT_RDWR);  // its reader thread sees EOF
+    }
+  }
+};
+
+class VmProcess {
+ public:
+  absl::Status Init(const std::string& dir, RunOptions opts);
+  [[noreturn]] void Serve();
+
+ private:
+  void OnConsole(uint8_t b);
+  void Publish(Message m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_);
+  void SetState(control::VmState st, int code, std::string detail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SenderLoop();
+  void ReadLoop(std::shared_ptr<Conn> c);
+  absl::Status Handle(const Message& m, std::string& body);
+  absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunVm();
+  [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
+
+  UniqueFd listener_;
+  absl::Mutex mu_;  // lifecycle; taken before out_mu_
+  std::unique_ptr<MicroVm> vm_ ABSL_GUARDED_BY(mu_);
+  StateEvent state_ ABSL_GUARDED_BY(mu_);
+  Counters final_stats_ ABSL_GUARDED_BY(mu_);
+  std::thread run_thread_;
+  absl::Mutex out_mu_;  // what goes to the connections
+  std::deque<Message> outbox_ ABSL_GUARDED_BY(out_mu_);
+  std::string ring_ ABSL_GUARDED_BY(out_mu_);  // console bytes already sent
+  StateEvent published_ ABSL_GUARDED_BY(out_mu_);
+  std::vector<std::shared_ptr<Conn>> conns_ ABSL_GUARDED_BY(out_mu_);
+};
+
+void VmProcess::OnConsole(uint8_t b) {
+  absl::MutexLock l(&out_mu_);
+  if (!outbox_.empty() && outbox_.back().type == Type::kConsoleOutput &&
+      outbox_.back().payload.size() < kMaxPayload) {
+    outbox_.back().payload.push_back(static_cast<char>(b));
+  } else {
+    outbox_.push_back({Type::kConsoleOutput, 0, std::string(1, static_cast<char>(b))});
+  }
+}
+
+void VmProcess::Publish(Message m) { outbox_.push_back(std::move(m)); }
+
+void VmProcess::SetState(control::VmState st, int code, std::string detail) {
+  state_ = {st, code, std::move(detail)};
+  absl::MutexLock l(&out_mu_);
+  Publish({Type::kState, 0, EncodeState(state_)});
+}
+
+// The one thread that sends events, in the order they happened. What it
+// takes from the outbox enters ring_/published_ at the same moment, so a
+// connection that arrives later gets it by replay, never twice.
+void VmProcess::SenderLoop() {
+  for (;;) {
+    std::deque<Message> batch;
+    std::vector<std::shared_ptr<Conn>> conns;
+    {
+      absl::MutexLock l(&out_mu_);
+      out_mu_.Await(absl::Condition(
+          +[](std::deque<Message>* q) { return !q->empty(); }, &outbox_));
+      batch.swap(outbox_);
+      for (const Message& m : batch) {
+        if (m.type == Type::kConsoleOutput) {
+          ring_ += m.payload;
+          if (ring_.size() > kConsoleRing) ring_.erase(0, ring_.size() - kConsoleRing);
+        } else if (m.type == Type::kState) {
+          published_ = *DecodeState(m.payload);
+        }
+      }
+      conns = conns_;
+    }
+    for (const Message& m : batch) {
+      for (const auto& c : conns) c->Send(m);
+    }
+  }
+}
+
+absl::Status VmProcess::Start() {
+  if (state_.state != control::VmState::kCreated) {
+    return absl::FailedPreconditionError("the VM has already been started");
+  }
+  SetState(control::VmState::kRunning, 0, "");
+  run_thread_ = std::thread(&VmProcess::RunVm, this);
+  return absl::OkStatus();
+}
+
+void VmProcess::RunVm() {
+  MicroVm* vm;
+  {
+    absl::MutexLock l(&mu_);
+    vm = vm_.get();
+  }
+  VcpuRunner::Outcome out = vm->Run();
+  auto stats = vm->ReadStats();
+  std::unique_ptr<MicroVm> dead;
+  {
+    absl::MutexLock l(&mu_);
+    if (stats.ok()) final_stats_ = Counters(stats->begin(), stats->end());
+    SetState(control::VmState::kStopped, ExitStatusOf(out), out.detail);
+    dead = std::move(vm_);
+  }
+  dead.reset();  // guest RAM goes back to the host now; the console stays
+}
+
+absl::Status VmProcess::Handle(const Message& m, std::string& body) {
+  absl::MutexLock l(&mu_);
+  bool live = state_.state == control::VmState::kRunning ||
+              state_.state == control::VmState::kPaused;
+  switch (m.type) {
+    case Type::kStart:
+      RETURN_IF_ERROR(Start());
+      break;
+    case Type::kPause:
+    case Type::kResume: {
+      bool pause = m.type == Type::kPause;
+      auto want = pause ? control::VmState::kRunning : control::VmState::kPaused;
+      if (state_.state != want) {
+        return absl::FailedPreconditionError(
+            pause ? "only a running VM can be paused" : "only a paused VM can be resumed");
+      }
+      pause ? vm_->Pause() : vm_->Resume();
+      SetState(pause ? control::VmState::kPaused : control::VmState::kRunning, 0, "");
+      break;
+    }
+    case Type::kKill:
+      if (!live) return absl::FailedPreconditionError("the VM is not running");
+      vm_->Stop({VcpuRunner::StopReason::kRequested, kKilledStatus, "killed through the API"});
+      if (state_.state == control::VmState::kPaused) vm_->Resume();
+      break;
+    case Type::kPowerButton:
+      return absl::UnimplementedError(
+          "no ACPI power button yet: the guest cannot be asked to power off (use KillVm)");
+    case Type::kConsoleInput:
+      if (!vm_) return absl::FailedPreconditionError("the VM is not running");
+      vm_->SendConsoleInput(m.payload);
+      break;
+    case Type::kGetStats: {
+      if (!vm_) {  // stopped: what the vCPUs counted until then
+        body = EncodeCounters(final_stats_);
+        return absl::OkStatus();
+      }
+      ASSIGN_OR_RETURN(auto stats, vm_->ReadStats());
+      body = EncodeCounters(Counters(stats.begin(), stats.end()));
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InvalidArgumentError("not a command");
+  }
+  body = EncodeState(state_);
+  return absl::OkStatus();
+}
+
+void VmProcess::Quit(const std::shared_ptr<Conn>& c, uint32_t seq) {
+  {
+    absl::MutexLock l(&mu_);
+    if (vm_) vm_->Stop({VcpuRunner::StopReason::kRequested, kKilledStatus, "VM deleted"});
+    if (vm_ && state_.state == control::VmState::kPaused) vm_->Resume();
+  }
+  if (run_thread_.joinable()) run_thread_.join();
+  c->Send({Type::kReply, seq, EncodeReply(absl::OkStatus())});
+  ::_exit(0);
+}
+
+void VmProcess::ReadLoop(std::shared_ptr<Conn> c) {
+  std::string pkt;
+  for (;;) {
+    absl::StatusOr<bool> open = RecvPacket(c->fd.get(), pkt);
+    if (!open.ok() || !*open) break;
+    absl::StatusOr<Message> m = Decode(pkt);
+    if (!m.ok() || !IsCommand(m->type)) {
+      std::fprintf(stderr, "kindling vm-process: dropping a connection: %s\n",
+                   m.ok() ? "an event where a command belongs"
+                          : std::string(m.status().message()).c_str());
+      break;
+    }
+    if (m->type == Type::kQuit) Quit(c, m->seq);
+    std::string body;
+    absl::Status s = Handle(*m, body);
+    c->Send({Type::kReply, m->seq, EncodeReply(s, body)});
+  }
+  absl::MutexLock l(&out_mu_);
+  std::erase(conns_, c);
+}
+
+void VmProcess::Serve() {
+  std::thread(&VmProcess::SenderLoop, this).detach();
+  for (;;) {
+    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    auto c = std::make_shared<Conn>(UniqueFd(fd));
+    {
+      // Under out_mu_ the sender cannot take anything new: the state and
+      // console replayed here are exactly what was sent before.
+      absl::MutexLock l(&out_mu_);
+      c->Send({Type::kState, 0, EncodeState(published_)});
+      for (size_t off = 0; off < ring_.size(); off += kMaxPayload) {
+        c->Send({Type::kConsoleReplay, 0, ring_.substr(off, kMaxPayload)});
+      }
+      conns_.push_back(c);
+    }
+    std::thread(&VmProcess::ReadLoop, this, c).detach();
+  }
+}
+
+absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
+  opts.vm.collect_stats = true;
+  opts.vm.console_output = [this](uint8_t b) { OnConsole(b); };
+  ASSIGN_OR_RETURN(listener_, ListenSeqpacket(dir + "/control.sock"));
+  ASSIGN_OR_RETURN(auto vm, MicroVm::Create(opts.vm));
+  absl::MutexLock l(&mu_);
+  vm_ = std::move(vm);
+  state_ = {control::VmState::kCreated, 0, ""};
+  absl::MutexLock o(&out_mu_);
+  published_ = state_;
+  std::ofstream(dir + "/pid") << ::getpid() << "\n";
+  return absl::OkStatus();
+}
+
+void Report(int fd, const std::string& text) {
+  if (fd < 0) return;
+  (void)!::write(fd, text.data(), text.size());
+  ::close(fd);
+}
+
+}  // namespace
+
+int VmProcessMain(const std::vector<std::string>& args) {
+  std::string dir;
+  int ready_fd = -1;
+  size_t i = 0;
+  for (; i < args.size() && args[i] != "--"; ++i) {
+    if (args[i] == "--dir" && i + 1 < args.size()) {
+      dir = args[++i];
+    } else if (args[i] == "--ready-fd" && i + 1 < args.size() &&
+               absl::SimpleAtoi(args[i + 1], &ready_fd)) {
+      ++i;
+    } else {
+      std::fprintf(stderr, "kindling vm-process: unexpected '%s'\n", args[i].c_str());
+      return 2;
+    }
+  }
+  auto opts = ParseRunFlags({args.begin() + std::min(i + 1, args.size()), args.end()});
+  if (dir.empty() || !opts.ok()) {
+    std::string why = dir.empty() ? "--dir is required" : std::string(opts.status().message());
+    Report(ready_fd, absl::StrCat("error ", static_cast<int>(absl::StatusCode::kInvalidArgument),
+                                  " ", why));
+    std::fprintf(stderr, "kindling vm-process: %s\n", why.c_str());
+    return 2;
+  }
+  static VmProcess* process = new VmProcess();  // lives until _exit
+  absl::Status s = process->Init(dir, *std::move(opts));
+  if (!s.ok()) {
+    Report(ready_fd, absl::StrCat("error ", static_cast<int>(s.code()), " ", s.message()));
+    std::fprintf(stderr, "kindling vm-process: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  Report(ready_fd, "ok");
+  process->Serve();
+}
+
+}  // namespace kindling::control

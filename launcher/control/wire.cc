@@ -1,0 +1,139 @@
+#include "launcher/control/wire.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kindling::control {
+namespace {
+
+constexpr size_t kMaxCounterName = 128;
+constexpr size_t kMaxText = 4096;
+
+void PutLe(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+}
+
+uint64_t GetLe(std::string_view in, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(in[i])} << (8 * i);
+  return v;
+}
+
+bool KnownType(uint8_t t) {
+  return (t >= 1 && t <= 8) || (t >= 0x80 && t <= 0x83);
+}
+
+}  // namespace
+
+bool IsCommand(Type t) { return static_cast<uint8_t>(t) < 0x80; }
+
+std::string Encode(const Message& m) {
+  std::string out;
+  out.reserve(kHeader + m.payload.size());
+  out.push_back(static_cast<char>(m.type));
+  PutLe(out, m.seq, 4);
+  out.append(m.payload, 0, kMaxPayload);
+  return out;
+}
+
+absl::StatusOr<Message> Decode(std::string_view packet) {
+  if (packet.size() < kHeader) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("control packet of ", packet.size(), " bytes: shorter than its ",
+                     kHeader, "-byte header"));
+  }
+  if (packet.size() > kMaxPacket) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "control packet of ", packet.size(), " bytes: over the ", kMaxPacket, " limit"));
+  }
+  uint8_t t = static_cast<uint8_t>(packet[0]);
+  if (!KnownType(t)) {
+    return absl::InvalidArgumentError(absl::StrCat("control packet: unknown type ", t));
+  }
+  Message m{static_cast<Type>(t), static_cast<uint32_t>(GetLe(packet.substr(1), 4)),
+            std::string(packet.substr(kHeader))};
+  if (IsCommand(m.type) && m.seq == 0) {
+    return absl::InvalidArgumentError("control packet: a command with sequence number 0");
+  }
+  return m;
+}
+
+std::string EncodeState(const StateEvent& s) {
+  std::string out;
+  out.push_back(static_cast<char>(s.state));
+  PutLe(out, static_cast<uint32_t>(s.exit_code), 4);
+  out.append(s.detail, 0, kMaxText);
+  return out;
+}
+
+absl::StatusOr<StateEvent> DecodeState(std::string_view p) {
+  if (p.size() < 5) return absl::InvalidArgumentError("state event: shorter than 5 bytes");
+  uint8_t st = static_cast<uint8_t>(p[0]);
+  if (st < 1 || st > 5) {
+    return absl::InvalidArgumentError(absl::StrCat("state event: unknown state ", st));
+  }
+  if (p.size() - 5 > kMaxText) {
+    return absl::InvalidArgumentError("state event: detail over 4096 bytes");
+  }
+  return StateEvent{static_cast<VmState>(st),
+                    static_cast<int32_t>(static_cast<uint32_t>(GetLe(p.substr(1), 4))),
+                    std::string(p.substr(5))};
+}
+
+std::string EncodeReply(const absl::Status& s, std::string_view body) {
+  std::string out;
+  out.push_back(static_cast<char>(s.code()));
+  std::string msg(s.message().substr(0, kMaxText));
+  PutLe(out, msg.size(), 2);
+  out += msg;
+  out.append(body.substr(0, kMaxPayload - out.size()));
+  return out;
+}
+
+absl::StatusOr<Reply> DecodeReply(std::string_view p) {
+  if (p.size() < 3) return absl::InvalidArgumentError("reply: shorter than 3 bytes");
+  uint8_t code = static_cast<uint8_t>(p[0]);
+  if (code > static_cast<uint8_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::InvalidArgumentError(absl::StrCat("reply: unknown status code ", code));
+  }
+  size_t len = GetLe(p.substr(1), 2);
+  if (len > kMaxText || len > p.size() - 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reply: message length ", len, " runs past the packet"));
+  }
+  Reply r;
+  r.status = absl::Status(static_cast<absl::StatusCode>(code),
+                          absl::string_view(p.data() + 3, len));
+  r.body = std::string(p.substr(3 + len));
+  return r;
+}
+
+std::string EncodeCounters(const Counters& c) {
+  std::string out;
+  for (const auto& [name, value] : c) {
+    if (name.size() > kMaxCounterName || out.size() + 10 + name.size() > kMaxPayload) continue;
+    PutLe(out, name.size(), 2);
+    out += name;
+    PutLe(out, value, 8);
+  }
+  return out;
+}
+
+absl::StatusOr<Counters> DecodeCounters(std::string_view p) {
+  Counters out;
+  while (!p.empty()) {
+    if (p.size() < 2) return absl::InvalidArgumentError("counters: truncated name length");
+    size_t len = GetLe(p, 2);
+    if (len == 0 || len > kMaxCounterName) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("counters: name length ", len, " (1 to ", kMaxCounterName, ")"));
+    }
+    if (p.size() < 2 + len + 8) return absl::InvalidArgumentError("counters: truncated entry");
+    out.emplace_back(std::string(p.substr(2, len)), GetLe(p.substr(2 + len), 8));
+    p.remove_prefix(2 + len + 8);
+  }
+  return out;
+}
+
+}  // namespace kindling::control

@@ -1,0 +1,94 @@
+// The private protocol between the daemon (kindling-ctl serve) and one VM
+// process (kindling vm-process), over a SOCK_SEQPACKET Unix socket: one
+// packet is one message, so there is no framing to get wrong.
+//
+//   packet  = type:u8 seq:u32le payload
+//   commands (daemon -> VM): seq > 0; the VM answers each with kReply{seq}
+//   events   (VM -> daemon): seq = 0, any time
+//
+// Both sides treat the other as untrusted (a guest that escaped into the
+// VM process must not take the daemon with it): every decoder bounds what
+// it reads and returns an error naming what was wrong.
+//
+//   std::string pkt = control::Encode({control::Type::kStart, 7, ""});
+//   ASSIGN_OR_RETURN(control::Message m, control::Decode(pkt));
+#ifndef KINDLING_LAUNCHER_CONTROL_WIRE_H_
+#define KINDLING_LAUNCHER_CONTROL_WIRE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kindling::control {
+
+// The largest packet either side sends or accepts.
+inline constexpr size_t kMaxPacket = 64 * 1024;
+inline constexpr size_t kHeader = 5;
+inline constexpr size_t kMaxPayload = kMaxPacket - kHeader;
+
+enum class Type : uint8_t {
+  // Commands.
+  kStart = 1,
+  kPause = 2,
+  kResume = 3,
+  kKill = 4,          // stop the guest now (exit status 137)
+  kPowerButton = 5,   // ask the guest to power off
+  kConsoleInput = 6,  // payload: bytes for the guest console
+  kGetStats = 7,      // reply payload: EncodeCounters
+  kQuit = 8,          // kill the guest if it runs, then end the process
+  // Events and replies.
+  kReply = 0x80,          // payload: EncodeReply
+  kState = 0x81,          // payload: EncodeState
+  kConsoleOutput = 0x82,  // payload: console bytes
+  kConsoleReplay = 0x83,  // payload: console bytes printed before this connection
+};
+
+struct Message {
+  Type type = Type::kReply;
+  uint32_t seq = 0;
+  std::string payload;
+};
+
+std::string Encode(const Message& m);
+absl::StatusOr<Message> Decode(std::string_view packet);
+bool IsCommand(Type t);
+
+// The VM's state as the VM process sees it (values match kindling.v1.VmState).
+enum class VmState : uint8_t {
+  kCreated = 1,
+  kRunning = 2,
+  kPaused = 3,
+  kStopped = 4,
+  kFailed = 5,
+};
+
+struct StateEvent {
+  VmState state = VmState::kCreated;
+  int32_t exit_code = 0;  // meaningful once kStopped
+  std::string detail;     // why it stopped or failed
+};
+
+std::string EncodeState(const StateEvent& s);
+absl::StatusOr<StateEvent> DecodeState(std::string_view payload);
+
+// A command's result: an absl status code and its message.
+std::string EncodeReply(const absl::Status& s, std::string_view body = {});
+struct Reply {
+  absl::Status status;
+  std::string body;
+};
+absl::StatusOr<Reply> DecodeReply(std::string_view payload);
+
+// name/value counters: u16le name length, name, u64le value; repeated.
+using Counters = std::vector<std::pair<std::string, uint64_t>>;
+std::string EncodeCounters(const Counters& c);
+absl::StatusOr<Counters> DecodeCounters(std::string_view payload);
+
+}  // namespace kindling::control
+
+#endif  // KINDLING_LAUNCHER_CONTROL_WIRE_H_

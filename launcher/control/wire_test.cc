@@ -1,0 +1,70 @@
+#include "launcher/control/wire.h"
+
+#include <sys/socket.h>
+
+#include <catch2/catch.hpp>
+
+#include "launcher/control/socket.h"
+
+using namespace kindling::control;
+
+TEST_CASE("a command round-trips with its sequence number") {
+  auto m = Decode(Encode({Type::kConsoleInput, 42, "ls\n"}));
+  REQUIRE(m.ok());
+  CHECK(m->type == Type::kConsoleInput);
+  CHECK(m->seq == 42);
+  CHECK(m->payload == "ls\n");
+}
+
+TEST_CASE("bad packets are refused with what was wrong") {
+  CHECK(Decode("abc").status().message().find("shorter than its 5-byte header") !=
+        std::string::npos);
+  CHECK(Decode(std::string("\x42\0\0\0\0", 5)).status().message().find("unknown type 66") !=
+        std::string::npos);
+  CHECK(Decode(std::string("\x01\0\0\0\0", 5)).status().message().find("sequence number 0") !=
+        std::string::npos);
+  CHECK(!Decode(std::string(kMaxPacket + 1, '\x82')).ok());
+}
+
+TEST_CASE("state events, replies and counters round-trip and are bounded") {
+  auto st = DecodeState(EncodeState({VmState::kStopped, -3, "guest wrote 253"}));
+  REQUIRE(st.ok());
+  CHECK(st->state == VmState::kStopped);
+  CHECK(st->exit_code == -3);
+  CHECK(st->detail == "guest wrote 253");
+  CHECK(!DecodeState(std::string("\x09\0\0\0\0", 5)).ok());
+
+  auto r = DecodeReply(EncodeReply(absl::FailedPreconditionError("not running"), "xyz"));
+  REQUIRE(r.ok());
+  CHECK(r->status.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(r->status.message() == "not running");
+  CHECK(r->body == "xyz");
+  CHECK(!DecodeReply(std::string("\x09\xff\x00", 3)).ok());  // length past the end
+  CHECK(!DecodeReply(std::string("\x63\x00\x00", 3)).ok());  // code 99
+
+  auto c = DecodeCounters(EncodeCounters({{"exits", 7}, {"halt_exits", 1ULL << 40}}));
+  REQUIRE(c.ok());
+  REQUIRE(c->size() == 2);
+  CHECK((*c)[1] == std::pair<std::string, uint64_t>{"halt_exits", 1ULL << 40});
+  CHECK(!DecodeCounters(std::string("\x05\x00" "abc", 5)).ok());
+  CHECK(!DecodeCounters(std::string("\x00\x00", 2)).ok());
+}
+
+TEST_CASE("one packet is one message over a seqpacket pair") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  REQUIRE(SendPacket(a.get(), Encode({Type::kStart, 1, ""})).ok());
+  REQUIRE(SendPacket(a.get(), Encode({Type::kConsoleOutput, 0, "hi"})).ok());
+  std::string pkt;
+  REQUIRE(*RecvPacket(b.get(), pkt));
+  CHECK(Decode(pkt)->type == Type::kStart);
+  REQUIRE(*RecvPacket(b.get(), pkt));
+  CHECK(Decode(pkt)->payload == "hi");
+  REQUIRE(SendPacket(a.get(), std::string(kMaxPacket + 10, 'x')).ok());
+  CHECK(!RecvPacket(b.get(), pkt).ok());  // oversized: an error, not a truncated message
+  a.reset();
+  auto eof = RecvPacket(b.get(), pkt);
+  REQUIRE(eof.ok());
+  CHECK(!*eof);
+}
