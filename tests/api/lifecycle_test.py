@@ -1,0 +1,281 @@
+"""kindling.v1 end to end, from Python (Debian's python3-grpcio, stubs from
+protoc + grpc_python_plugin): a real client in another language drives
+`kindling serve` over its unix socket.
+
+Checks: health and reflection are served; GetHostInfo; the validation table
+(each bad request gets its code and a message naming the field); a guest's
+whole life (create -> start -> events -> console replay -> exit status ->
+delete); pause/resume stops and restarts the guest's output; a VM process
+killed with -9 becomes an event while another VM keeps running; a daemon
+killed with -9 and started again finds the running VM and its console.
+
+Usage: lifecycle_test.py KINDLING HELLO_ELF TICKER_ELF PYTHON_STUBS_DIR
+"""
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+KINDLING, HELLO, TICKER, STUBS = sys.argv[1:5]
+sys.path.insert(0, STUBS)
+
+import grpc  # noqa: E402
+from kindling.v1 import host_pb2, host_pb2_grpc, vm_pb2, vm_pb2_grpc  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def config(kernel, **kw):
+    c = vm_pb2.VmConfig(kernel=kernel, vcpus=1, memory_mib=64,
+                        irqchip=vm_pb2.IRQCHIP_FULL, console=vm_pb2.CONSOLE_SERIAL,
+                        transport=vm_pb2.TRANSPORT_MMIO, virtqueue=vm_pb2.VIRTQUEUE_SPLIT)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+class Daemon:
+    def __init__(self, tmp):
+        self.sock = os.path.join(tmp, "kindling.sock")
+        self.state = os.path.join(tmp, "state")
+        self.log = open(os.path.join(tmp, "serve.log"), "a")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [KINDLING, "serve", "--listen", "unix:" + self.sock, "--state-dir", self.state],
+            stdout=self.log, stderr=self.log)
+        self.channel = grpc.insecure_channel("unix:" + self.sock)
+        grpc.channel_ready_future(self.channel).result(timeout=20)
+        self.vms = vm_pb2_grpc.VmServiceStub(self.channel)
+        self.host = host_pb2_grpc.HostServiceStub(self.channel)
+
+    def kill9(self):
+        self.channel.close()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def expect_error(call, code, text, what):
+    try:
+        call()
+    except grpc.RpcError as e:
+        ok = e.code() == code and text in e.details()
+        check(ok, f"{what}: {code.name} '{text}' (got {e.code().name} '{e.details()}')")
+        return
+    check(False, f"{what}: expected {code.name}, the call succeeded")
+
+
+class Events:
+    """Collects WatchEvents in a thread."""
+
+    def __init__(self, stub):
+        self.q = queue.Queue()
+        self.stream = stub.WatchEvents(vm_pb2.WatchEventsRequest())
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            for e in self.stream:
+                self.q.put(e)
+        except grpc.RpcError:
+            pass
+
+    def wait(self, pred, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                e = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if pred(e):
+                return e
+        return None
+
+    def close(self):
+        self.stream.cancel()
+
+
+def console(stub, vm_id, seconds=None):
+    """Everything AttachConsole sends (until the VM is done, or `seconds`)."""
+    def inputs():
+        yield vm_pb2.ConsoleInput(vm_id=vm_id)
+    stream = stub.AttachConsole(inputs(), timeout=seconds) if seconds else stub.AttachConsole(inputs())
+    out = b""
+    try:
+        for msg in stream:
+            out += msg.data
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return out.decode(errors="replace")
+
+
+def raw_health(channel):
+    check_call = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                     request_serializer=lambda _: b"",
+                                     response_deserializer=lambda b: b)
+    return check_call(None, timeout=5)
+
+
+def raw_reflection(channel):
+    call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=lambda b: b,
+                                 response_deserializer=lambda b: b)
+    return b"".join(call(iter([b"\x3a\x00"]), timeout=5))  # list_services: ""
+
+
+def validation(d):
+    vms = d.vms
+    E = grpc.StatusCode
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, memory_mib=0))),
+                 E.INVALID_ARGUMENT, "config.memory_mib: 0 is below the minimum of 8", "memory 0")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, vcpus=0))),
+                 E.INVALID_ARGUMENT, "config.vcpus: 0 is below the minimum of 1", "vcpus 0")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, vcpus=300))),
+                 E.INVALID_ARGUMENT, "config.vcpus: 300 is above the maximum of 254", "vcpus 300")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(
+        config=config(HELLO, irqchip=vm_pb2.IRQCHIP_UNSPECIFIED))),
+        E.INVALID_ARGUMENT, "config.irqchip: unspecified", "irqchip unspecified")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(""))),
+                 E.INVALID_ARGUMENT, "config.kernel: required", "no kernel")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO), vm_id="../x")),
+                 E.INVALID_ARGUMENT, "vm_id", "vm_id with a slash")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(
+        config=config(HELLO, memory_mib=1 << 19))),
+        E.RESOURCE_EXHAUSTED, "more than this host's", "memory above the host's")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(
+        config=config(HELLO, cpu_template="{not json"))),
+        E.INVALID_ARGUMENT, "config.cpu_template", "cpu template that is not JSON")
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config("/nonexistent/vmlinux"))),
+                 E.NOT_FOUND, "/nonexistent/vmlinux", "missing kernel")
+    expect_error(lambda: vms.GetVm(vm_pb2.VmRef(vm_id="nope")), E.NOT_FOUND, "no VM 'nope'",
+                 "unknown vm_id")
+    vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO), vm_id="dup"))
+    expect_error(lambda: vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO), vm_id="dup")),
+                 E.ALREADY_EXISTS, "'dup' exists", "duplicate vm_id")
+    expect_error(lambda: vms.PauseVm(vm_pb2.VmRef(vm_id="dup")), E.FAILED_PRECONDITION,
+                 "'dup' is VM_STATE_CREATED", "pause a created VM")
+    vms.DeleteVm(vm_pb2.VmRef(vm_id="dup"))
+    check(not os.path.exists(os.path.join(d.state, "vms", "dup")), "delete removes the state")
+
+
+def hello_life(d):
+    ev = Events(d.vms)
+    vm = d.vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, cmdline="console=ttyS0 api-test")))
+    check(len(vm.vm_id) == 16 and vm.state == vm_pb2.VM_STATE_CREATED and vm.pid > 0,
+          f"CreateVm assigns an id and the VM is CREATED with a process ({vm.vm_id}, pid {vm.pid})")
+    started = d.vms.StartVm(vm_pb2.VmRef(vm_id=vm.vm_id))
+    check(started.state in (vm_pb2.VM_STATE_RUNNING, vm_pb2.VM_STATE_STOPPED), "StartVm runs it")
+    exited = ev.wait(lambda e: e.vm_id == vm.vm_id and e.HasField("guest_exited"))
+    check(exited is not None and exited.guest_exited.exit_status.code == 0,
+          "guest-exit event with status 0")
+    got = d.vms.GetVm(vm_pb2.VmRef(vm_id=vm.vm_id))
+    check(got.state == vm_pb2.VM_STATE_STOPPED and got.exit_status.code == 0 and
+          "debug-exit" in got.exit_status.detail, f"GetVm: STOPPED, exit 0 ({got.exit_status.detail})")
+    text = console(d.vms, vm.vm_id)  # attached after the guest ended: all replayed
+    check("cmdline: console=ttyS0 api-test" in text and "hello: ok" in text,
+          "console attached after the exit replays the whole boot")
+    m = d.vms.GetMetrics(vm_pb2.VmRef(vm_id=vm.vm_id))
+    check(m.counters.get("exits", 0) > 0, f"metrics of a stopped VM: {m.counters.get('exits')} exits")
+    d.vms.DeleteVm(vm_pb2.VmRef(vm_id=vm.vm_id))
+    ids = [v.vm_id for v in d.vms.ListVms(vm_pb2.ListVmsRequest()).vms]
+    check(vm.vm_id not in ids, "DeleteVm forgets it")
+    ev.close()
+
+
+def ticks(d, vm_id, seconds):
+    return console(d.vms, vm_id, seconds).count("ticker: tick")
+
+
+def pause_resume_kill(d):
+    cfg = config(TICKER, cmdline="console=ttyS0 forever")
+    for name in ("t1", "t2"):
+        d.vms.CreateVm(vm_pb2.CreateVmRequest(config=cfg, vm_id=name))
+        d.vms.StartVm(vm_pb2.VmRef(vm_id=name))
+    time.sleep(1.0)
+    d.vms.PauseVm(vm_pb2.VmRef(vm_id="t1"))
+    a = ticks(d, "t1", 0.5)
+    time.sleep(1.0)
+    b = ticks(d, "t1", 0.5)
+    check(a > 0 and a == b, f"paused: the console stays at {a} ticks (then {b})")
+    d.vms.ResumeVm(vm_pb2.VmRef(vm_id="t1"))
+    deadline = time.time() + 20
+    c = b
+    while c <= b and time.time() < deadline:
+        c = ticks(d, "t1", 0.5)
+    check(c > b, f"resumed: the guest's counter goes on ({b} -> {c} ticks)")
+
+    ev = Events(d.vms)
+    pid = d.vms.GetVm(vm_pb2.VmRef(vm_id="t1")).pid
+    os.kill(pid, signal.SIGKILL)
+    died = ev.wait(lambda e: e.vm_id == "t1" and e.HasField("process_died"))
+    check(died is not None and "signal 9" in died.process_died.detail,
+          f"kill -9 of a VM process is an event ({died.process_died.detail if died else None})")
+    check(d.vms.GetVm(vm_pb2.VmRef(vm_id="t1")).state == vm_pb2.VM_STATE_FAILED, "and it is FAILED")
+    n1 = ticks(d, "t2", 0.3)
+    time.sleep(1.5)
+    n2 = ticks(d, "t2", 0.3)
+    check(d.vms.GetVm(vm_pb2.VmRef(vm_id="t2")).state == vm_pb2.VM_STATE_RUNNING and n2 > n1,
+          f"the other VM keeps running ({n1} -> {n2} ticks)")
+    ev.close()
+    d.vms.DeleteVm(vm_pb2.VmRef(vm_id="t1"))
+
+
+def daemon_restart(d):
+    before = ticks(d, "t2", 0.3)
+    pid = d.vms.GetVm(vm_pb2.VmRef(vm_id="t2")).pid
+    d.kill9()
+    time.sleep(0.5)
+    check(os.path.exists(f"/proc/{pid}"), "the VM process outlives a daemon killed with -9")
+    d.start()
+    vms = {v.vm_id: v for v in d.vms.ListVms(vm_pb2.ListVmsRequest()).vms}
+    check("t2" in vms and vms["t2"].state == vm_pb2.VM_STATE_RUNNING,
+          f"a restarted daemon lists the running VM ({list(vms)})")
+    after = ticks(d, "t2", 0.5)
+    check(after >= before > 0, f"its console still attaches and replays ({before} -> {after} ticks)")
+    killed = d.vms.KillVm(vm_pb2.VmRef(vm_id="t2"))
+    check(killed.state == vm_pb2.VM_STATE_STOPPED and killed.exit_status.code == 137,
+          f"KillVm: STOPPED with 137 ({killed.exit_status.code})")
+    d.vms.DeleteVm(vm_pb2.VmRef(vm_id="t2"))
+    check(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+          "DeleteVm ends the VM process")
+
+
+def main():
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("SKIP: no usable /dev/kvm")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="kindling-api-") as tmp:
+        d = Daemon(tmp)
+        d.start()
+        try:
+            check(raw_health(d.channel) == b"\x08\x01", "grpc.health.v1 says SERVING")
+            check(b"kindling.v1.VmService" in raw_reflection(d.channel), "reflection lists VmService")
+            info = d.host.GetHostInfo(host_pb2.GetHostInfoRequest())
+            check(info.kvm_usable and info.kvm_api_version == 12 and len(info.supported_cpuid) > 0,
+                  f"GetHostInfo: KVM usable, API 12, {len(info.supported_cpuid)} CPUID leaves")
+            validation(d)
+            hello_life(d)
+            pause_resume_kill(d)
+            daemon_restart(d)
+        finally:
+            d.kill9()
+            for line in open(os.path.join(tmp, "serve.log")):
+                print("serve.log: " + line.rstrip())
+    print(f"{len(failures)} failures")
+    return 1 if failures else 0
+
+
+sys.exit(main())
