@@ -1,0 +1,22 @@
+// libFuzzer: a packet on the daemon <-> VM process socket, from either
+// side (a VM process a guest took over is hostile to the daemon).
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "launcher/control/wire.h"
+
+using namespace kindling::control;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  auto m = Decode(in);
+  if (m.ok()) {
+    if (Encode(*m) != in) std::abort();  // one encoding per message
+    (void)DecodeState(m->payload);
+    (void)DecodeReply(m->payload);
+    (void)DecodeCounters(m->payload);
+  }
+  if (auto c = DecodeCounters(in); c.ok() && EncodeCounters(*c) != in) std::abort();
+  return 0;
+}

@@ -1,0 +1,3 @@
+
+
+/boot/vmlinuz (€@px€vm-1
