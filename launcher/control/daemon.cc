@@ -169,6 +169,7 @@ int ServeMain(const std::vector<std::string>& args) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old);
   if (!server) return Fail(absl::StrCat("cannot listen on ", f->listen));
+  if (f->listen.rfind("unix:", 0) == 0) ::chmod(f->listen.substr(5).c_str(), 0600);
   std::fprintf(stderr, "kindling serve: listening on %s (state in %s, KVM %s)\n",
                f->listen.c_str(), f->service.state_dir.c_str(),
                host.info().kvm_usable() ? "usable" : host.info().kvm_error().c_str());

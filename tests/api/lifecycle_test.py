@@ -136,6 +136,40 @@ def raw_reflection(channel):
     return b"".join(call(iter([b"\x3a\x00"]), timeout=5))  # list_services: ""
 
 
+def daemon_guards(d, tmp):
+    mode = os.stat(d.sock).st_mode & 0o777
+    check(mode == 0o600, f"the socket is mode 0600 ({oct(mode)})")
+    second = subprocess.run([KINDLING, "serve", "--listen", "unix:" + d.sock,
+                             "--state-dir", os.path.join(tmp, "other")],
+                            capture_output=True, text=True, timeout=20)
+    check(second.returncode != 0 and "another kindling daemon is listening" in second.stderr,
+          f"a second daemon on a live socket is refused ({second.stderr.strip()})")
+    tcp = subprocess.run([KINDLING, "serve", "--listen", "tcp:127.0.0.1:0",
+                          "--state-dir", os.path.join(tmp, "other")],
+                         capture_output=True, text=True, timeout=20)
+    check(tcp.returncode != 0 and "mutual TLS" in tcp.stderr,
+          f"tcp without TLS is refused ({tcp.stderr.strip()})")
+    # A host without a usable /dev/kvm: the daemon serves, says why, refuses VMs.
+    nokvm = os.path.join(tmp, "nokvm.sock")
+    proc = subprocess.Popen([KINDLING, "serve", "--listen", "unix:" + nokvm, "--state-dir",
+                             os.path.join(tmp, "nokvm"), "--kvm-device", "/nonexistent/kvm"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ch = grpc.insecure_channel("unix:" + nokvm)
+        grpc.channel_ready_future(ch).result(timeout=20)
+        check(raw_health(ch) == b"\x08\x01", "without KVM: health still SERVING")
+        info = host_pb2_grpc.HostServiceStub(ch).GetHostInfo(host_pb2.GetHostInfoRequest())
+        check(not info.kvm_usable and "/nonexistent/kvm" in info.kvm_error,
+              f"without KVM: GetHostInfo says why ({info.kvm_error})")
+        expect_error(lambda: vm_pb2_grpc.VmServiceStub(ch).CreateVm(
+            vm_pb2.CreateVmRequest(config=config(HELLO))),
+            grpc.StatusCode.FAILED_PRECONDITION, "/nonexistent/kvm", "without KVM: CreateVm")
+        ch.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def validation(d):
     vms = d.vms
     E = grpc.StatusCode
@@ -266,6 +300,7 @@ def main():
             info = d.host.GetHostInfo(host_pb2.GetHostInfoRequest())
             check(info.kvm_usable and info.kvm_api_version == 12 and len(info.supported_cpuid) > 0,
                   f"GetHostInfo: KVM usable, API 12, {len(info.supported_cpuid)} CPUID leaves")
+            daemon_guards(d, tmp)
             validation(d)
             hello_life(d)
             pause_resume_kill(d)
