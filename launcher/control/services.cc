@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "kindling/status_macros.h"
 #include "launcher/control/config.h"
 #include "launcher/version.h"
@@ -234,7 +235,7 @@ grpc::Status VmServiceImpl::DeleteVm(grpc::ServerContext*, const v1::VmRef* ref,
     vms_.erase(ref->vm_id());
   }
   (void)(*h)->Call(Type::kQuit);  // a process already gone is fine
-  (*h)->WaitForState(Stopped, absl::Seconds(5));
+  (*h)->WaitGone(absl::Seconds(5));
   *out = (*h)->Snapshot();
   std::error_code ec;
   fs::remove_all((*h)->dir(), ec);
@@ -324,12 +325,16 @@ grpc::Status VmServiceImpl::AttachConsole(
       v1::ConsoleOutput o;
       o.set_data(std::move(data));
       ok = stream->Write(o);
-    } else if (closed || Stopped(h->Snapshot().state())) {
+    } else if (closed) {
       break;  // the VM is done and everything it printed has been sent
     }
   }
   h->DetachConsole(sink);
-  if (!input_done) ctx->TryCancel();  // unblocks the input thread's Read
+  // The sync API cannot end the stream while the input thread is in Read:
+  // a client that has closed its side (or does within a second) gets OK,
+  // one that keeps it open is cancelled.
+  for (int i = 0; i < 50 && !input_done; ++i) absl::SleepFor(absl::Milliseconds(20));
+  if (!input_done) ctx->TryCancel();
   input.join();
   return grpc::Status::OK;
 }

@@ -116,7 +116,16 @@ absl::StatusOr<std::shared_ptr<VmHandle>> VmHandle::Spawn(const SpawnArgs& a, Ev
   posix_spawnattr_init(&attr);
   // Its own session: a daemon killed with -9 (or its terminal's SIGINT)
   // does not take the VM with it.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+  // and the daemon's blocked SIGINT/SIGTERM and ignored SIGPIPE are not
+  // passed on: a VM process starts as `kindling run` would.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
   int err = ::posix_spawn(&pid, a.vm_binary.c_str(), &fa, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -216,6 +225,15 @@ void VmHandle::OnState(const StateEvent& s) {
       exit_.set_detail(s.detail);
     }
   }
+  if (to == v1::VM_STATE_STOPPED || to == v1::VM_STATE_FAILED) {
+    // Console bytes come before the state change on the VM process's one
+    // ordered stream: readers have everything and may end now.
+    absl::MutexLock l(&mu_);
+    for (const auto& sink : sinks_) {
+      absl::MutexLock q(&sink->mu);
+      sink->closed = true;
+    }
+  }
   v1::Event e = NewEvent(id_);
   e.mutable_state_changed()->set_from(from);
   e.mutable_state_changed()->set_to(to);
@@ -307,11 +325,8 @@ absl::StatusOr<Reply> VmHandle::Call(Type t, std::string payload) {
   }
   if (!sent.ok()) return absl::UnavailableError(absl::StrCat("VM ", id_, ": ", sent.message()));
   if (!r) return absl::DeadlineExceededError(absl::StrCat("VM ", id_, ": no answer in 10 s"));
-  // A lifecycle command's reply carries the state it left the VM in.
-  if (r->status.ok() && !r->body.empty() && t != Type::kGetStats) {
-    absl::StatusOr<StateEvent> st = DecodeState(r->body);
-    if (st.ok()) OnState(*st);
-  }
+  // The VM process sends the state change a command caused before the
+  // command's reply, on the same stream: the state is current here.
   return *r;
 }
 
@@ -339,10 +354,15 @@ bool VmHandle::WaitForState(bool (*done)(v1::VmState), absl::Duration timeout) {
       absl::Condition(+[](Arg* a) { return a->done(*a->state); }, &arg), timeout);
 }
 
+bool VmHandle::WaitGone(absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&gone_), timeout);
+}
+
 std::string VmHandle::AttachConsole(const std::shared_ptr<ConsoleSink>& sink) {
   absl::MutexLock l(&mu_);
   sinks_.insert(sink);
-  if (gone_) {
+  if (gone_ || state_ == v1::VM_STATE_STOPPED || state_ == v1::VM_STATE_FAILED) {
     absl::MutexLock q(&sink->mu);
     sink->closed = true;
   }

@@ -49,7 +49,8 @@ class EventHub {
 struct ConsoleSink {
   absl::Mutex mu;
   std::string data ABSL_GUARDED_BY(mu);
-  bool closed ABSL_GUARDED_BY(mu) = false;  // the VM process went away
+  // The VM stopped or its process went away: nothing more will come.
+  bool closed ABSL_GUARDED_BY(mu) = false;
 };
 
 struct SpawnArgs {
@@ -74,6 +75,9 @@ class VmHandle {
   v1::Vm Snapshot();
   // Waits until the state satisfies `done`; false on timeout.
   bool WaitForState(bool (*done)(v1::VmState), absl::Duration timeout);
+  // Waits until the VM process's socket has closed (it has exited); false
+  // on timeout.
+  bool WaitGone(absl::Duration timeout);
   // Registers a console reader; returns what the console printed so far.
   std::string AttachConsole(const std::shared_ptr<ConsoleSink>& sink);
   void DetachConsole(const std::shared_ptr<ConsoleSink>& sink);

@@ -48,12 +48,13 @@ class VmProcess {
 
  private:
   void OnConsole(uint8_t b);
-  void Publish(Message m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_);
+  void Publish(Message m, std::shared_ptr<Conn> only = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_);
   void SetState(control::VmState st, int code, std::string detail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SenderLoop();
   void ReadLoop(std::shared_ptr<Conn> c);
-  absl::Status Handle(const Message& m, std::string& body);
+  absl::Status Handle(const Message& m, std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunVm();
   [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
@@ -65,7 +66,14 @@ class VmProcess {
   Counters final_stats_ ABSL_GUARDED_BY(mu_);
   std::thread run_thread_;
   absl::Mutex out_mu_;  // what goes to the connections
-  std::deque<Message> outbox_ ABSL_GUARDED_BY(out_mu_);
+  // Events for every connection, and replies for one (`only`), in the
+  // order they happened: a reply never overtakes the state change its
+  // command caused.
+  struct Outgoing {
+    Message m;
+    std::shared_ptr<Conn> only;
+  };
+  std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(out_mu_);
   std::string ring_ ABSL_GUARDED_BY(out_mu_);  // console bytes already sent
   StateEvent published_ ABSL_GUARDED_BY(out_mu_);
   std::vector<std::shared_ptr<Conn>> conns_ ABSL_GUARDED_BY(out_mu_);
@@ -73,15 +81,17 @@ class VmProcess {
 
 void VmProcess::OnConsole(uint8_t b) {
   absl::MutexLock l(&out_mu_);
-  if (!outbox_.empty() && outbox_.back().type == Type::kConsoleOutput &&
-      outbox_.back().payload.size() < kMaxPayload) {
-    outbox_.back().payload.push_back(static_cast<char>(b));
+  if (!outbox_.empty() && outbox_.back().m.type == Type::kConsoleOutput &&
+      outbox_.back().m.payload.size() < kMaxPayload) {
+    outbox_.back().m.payload.push_back(static_cast<char>(b));
   } else {
-    outbox_.push_back({Type::kConsoleOutput, 0, std::string(1, static_cast<char>(b))});
+    outbox_.push_back({{Type::kConsoleOutput, 0, std::string(1, static_cast<char>(b))}, nullptr});
   }
 }
 
-void VmProcess::Publish(Message m) { outbox_.push_back(std::move(m)); }
+void VmProcess::Publish(Message m, std::shared_ptr<Conn> only) {
+  outbox_.push_back({std::move(m), std::move(only)});
+}
 
 void VmProcess::SetState(control::VmState st, int code, std::string detail) {
   state_ = {st, code, std::move(detail)};
@@ -94,14 +104,15 @@ void VmProcess::SetState(control::VmState st, int code, std::string detail) {
 // connection that arrives later gets it by replay, never twice.
 void VmProcess::SenderLoop() {
   for (;;) {
-    std::deque<Message> batch;
+    std::deque<Outgoing> batch;
     std::vector<std::shared_ptr<Conn>> conns;
     {
       absl::MutexLock l(&out_mu_);
       out_mu_.Await(absl::Condition(
-          +[](std::deque<Message>* q) { return !q->empty(); }, &outbox_));
+          +[](std::deque<Outgoing>* q) { return !q->empty(); }, &outbox_));
       batch.swap(outbox_);
-      for (const Message& m : batch) {
+      for (const Outgoing& o : batch) {
+        const Message& m = o.m;
         if (m.type == Type::kConsoleOutput) {
           ring_ += m.payload;
           if (ring_.size() > kConsoleRing) ring_.erase(0, ring_.size() - kConsoleRing);
@@ -111,8 +122,12 @@ void VmProcess::SenderLoop() {
       }
       conns = conns_;
     }
-    for (const Message& m : batch) {
-      for (const auto& c : conns) c->Send(m);
+    for (const Outgoing& o : batch) {
+      if (o.only) {
+        o.only->Send(o.m);
+        continue;
+      }
+      for (const auto& c : conns) c->Send(o.m);
     }
   }
 }
@@ -145,7 +160,6 @@ void VmProcess::RunVm() {
 }
 
 absl::Status VmProcess::Handle(const Message& m, std::string& body) {
-  absl::MutexLock l(&mu_);
   bool live = state_.state == control::VmState::kRunning ||
               state_.state == control::VmState::kPaused;
   switch (m.type) {
@@ -188,7 +202,6 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
     default:
       return absl::InvalidArgumentError("not a command");
   }
-  body = EncodeState(state_);
   return absl::OkStatus();
 }
 
@@ -217,8 +230,10 @@ void VmProcess::ReadLoop(std::shared_ptr<Conn> c) {
     }
     if (m->type == Type::kQuit) Quit(c, m->seq);
     std::string body;
+    absl::MutexLock l(&mu_);
     absl::Status s = Handle(*m, body);
-    c->Send({Type::kReply, m->seq, EncodeReply(s, body)});
+    absl::MutexLock o(&out_mu_);
+    Publish({Type::kReply, m->seq, EncodeReply(s, body)}, c);
   }
   absl::MutexLock l(&out_mu_);
   std::erase(conns_, c);

@@ -6,6 +6,10 @@
 //   commands (daemon -> VM): seq > 0; the VM answers each with kReply{seq}
 //   events   (VM -> daemon): seq = 0, any time
 //
+// Order: the VM process sends everything on one ordered stream, so the
+// state change a command causes arrives before that command's reply, and
+// console bytes before the state change that follows them.
+//
 // Both sides treat the other as untrusted (a guest that escaped into the
 // VM process must not take the daemon with it): every decoder bounds what
 // it reads and returns an error naming what was wrong.
