@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <cstdlib>
 #include <thread>
 
@@ -23,6 +25,7 @@ namespace {
 constexpr char kDetach = 0x1d;  // Ctrl-]
 
 constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output json] ...
+       kindling VERB --socket tcp:HOST:PORT --tls-cert F --tls-key F --tls-ca F ...
 
   create [--id ID] RUN_FLAGS...   a VM from `kindling run` flags; prints its id
   start|pause|resume|shutdown|kill|delete|get ID
@@ -37,6 +40,7 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
 
 struct Common {
   std::string socket;
+  std::string tls_cert, tls_key, tls_ca;  // for tcp: (mutual TLS)
   bool json = false;
   std::vector<std::string> rest;
 };
@@ -48,6 +52,12 @@ Common ParseCommon(const std::vector<std::string>& args) {
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--socket" && i + 1 < args.size()) {
       c.socket = args[++i];
+    } else if (args[i] == "--tls-cert" && i + 1 < args.size()) {
+      c.tls_cert = args[++i];
+    } else if (args[i] == "--tls-key" && i + 1 < args.size()) {
+      c.tls_key = args[++i];
+    } else if (args[i] == "--tls-ca" && i + 1 < args.size()) {
+      c.tls_ca = args[++i];
     } else if (args[i] == "--output" && i + 1 < args.size() && args[i + 1] == "json") {
       c.json = true;
       ++i;
@@ -90,6 +100,14 @@ int RpcError(const grpc::Status& s) {
                absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())).c_str(),
                s.error_message().c_str());
   return 1;
+}
+
+bool ReadFile(const std::string& path, std::string& out) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  out = s.str();
+  return !path.empty() && static_cast<bool>(in);
 }
 
 int Usage(const std::string& why) {
@@ -275,7 +293,17 @@ int ClientMain(const std::vector<std::string>& args) {
       return 0;
     }
   }
-  std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(c.socket, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  std::string target = c.socket;
+  if (target.rfind("tcp:", 0) == 0) {
+    target = target.substr(4);
+    grpc::SslCredentialsOptions o;
+    bool ok = ReadFile(c.tls_ca, o.pem_root_certs) && ReadFile(c.tls_key, o.pem_private_key) &&
+              ReadFile(c.tls_cert, o.pem_cert_chain);
+    if (!ok) return Usage("--socket tcp: needs readable --tls-cert, --tls-key and --tls-ca");
+    creds = grpc::SslCredentials(o);
+  }
+  std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(target, creds);
   if (verb == "host") return Host(ch, c);
   auto stub = v1::VmService::NewStub(ch);
   if (verb == "create") return Create(*stub, c);

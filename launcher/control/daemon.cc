@@ -162,13 +162,16 @@ int ServeMain(const std::vector<std::string>& args) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(f->listen, *creds);
+  // gRPC's address syntax: unix:PATH as ours, HOST:PORT without "tcp:".
+  std::string address = f->listen.rfind("tcp:", 0) == 0 ? f->listen.substr(4) : f->listen;
+  int port = 0;
+  builder.AddListeningPort(address, *creds, &port);
   builder.RegisterService(&host);
   builder.RegisterService(&vms);
   mode_t old = ::umask(0077);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old);
-  if (!server) return Fail(absl::StrCat("cannot listen on ", f->listen));
+  if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", f->listen));
   if (f->listen.rfind("unix:", 0) == 0) ::chmod(f->listen.substr(5).c_str(), 0600);
   std::fprintf(stderr, "kindling serve: listening on %s (state in %s, KVM %s)\n",
                f->listen.c_str(), f->service.state_dir.c_str(),

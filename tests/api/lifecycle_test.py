@@ -13,6 +13,7 @@ Usage: lifecycle_test.py KINDLING HELLO_ELF TICKER_ELF PYTHON_STUBS_DIR
 """
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -170,6 +171,65 @@ def daemon_guards(d, tmp):
         proc.wait()
 
 
+def make_pki(tmp):
+    """A CA, a server certificate for 127.0.0.1, a client certificate it
+    signed, and a client certificate from another CA."""
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), cwd=tmp, check=True, capture_output=True)
+    for ca in ("ca", "rogue"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca}",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
+    with open(os.path.join(tmp, "san.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ca in (("server", "ca"), ("client", "ca"), ("intruder", "rogue")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", f"{name}.crt")
+
+
+def tls(tmp):
+    if not shutil.which("openssl"):
+        print("SKIP: tls: openssl is not installed")
+        return
+    make_pki(tmp)
+    p = lambda n: os.path.join(tmp, n)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([KINDLING, "serve", "--listen", f"tcp:127.0.0.1:{port}",
+                             "--tls-cert", p("server.crt"), "--tls-key", p("server.key"),
+                             "--tls-ca", p("ca.crt"), "--state-dir", p("tls-state")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def call(cert):
+            creds = grpc.ssl_channel_credentials(
+                open(p("ca.crt"), "rb").read(),
+                open(p(cert + ".key"), "rb").read() if cert else None,
+                open(p(cert + ".crt"), "rb").read() if cert else None)
+            ch = grpc.secure_channel(f"127.0.0.1:{port}", creds)
+            try:
+                return host_pb2_grpc.HostServiceStub(ch).GetHostInfo(
+                    host_pb2.GetHostInfoRequest(), timeout=5, wait_for_ready=cert == "client")
+            finally:
+                ch.close()
+        check(call("client").version != "", "tcp + mutual TLS: a client with a CA-signed certificate is served")
+        for cert, what in ((None, "no client certificate"), ("intruder", "a certificate from another CA")):
+            try:
+                call(cert)
+                check(False, f"tcp + mutual TLS: {what} must be refused")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.UNAVAILABLE, f"tcp + mutual TLS: {what} is refused ({e.code().name})")
+        cli = subprocess.run([KINDLING, "host", "--socket", f"tcp:127.0.0.1:{port}",
+                              "--tls-cert", p("client.crt"), "--tls-key", p("client.key"),
+                              "--tls-ca", p("ca.crt")], capture_output=True, text=True, timeout=20)
+        check(cli.returncode == 0 and "kvm" in cli.stdout, "the CLI speaks mutual TLS over tcp:")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def validation(d):
     vms = d.vms
     E = grpc.StatusCode
@@ -313,6 +373,7 @@ def main():
             check(info.kvm_usable and info.kvm_api_version == 12 and len(info.supported_cpuid) > 0,
                   f"GetHostInfo: KVM usable, API 12, {len(info.supported_cpuid)} CPUID leaves")
             daemon_guards(d, tmp)
+            tls(tmp)
             validation(d)
             hello_life(d)
             pause_resume_kill(d)
