@@ -11,7 +11,7 @@ PACKAGES=(
   liburing-dev zlib1g-dev libzstd-dev
   qemu-system-x86 qemu-utils seabios python3-libvhdi libvhdi-utils
   busybox-static cpio file acpica-tools
-  fio
+  fio prometheus
 )
 
 missing=()

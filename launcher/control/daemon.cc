@@ -28,6 +28,7 @@ struct ServeFlags {
   ServiceOptions service;
   bool stop_vms_on_exit = false;
   std::string tls_cert, tls_key, tls_ca;
+  std::string metrics_listen;
 };
 
 constexpr char kUsage[] = R"(usage: kindling serve [options]
@@ -41,6 +42,8 @@ daemon finds them again under --state-dir.
                           (mutual TLS: clients need a certificate the CA signed)
   --state-dir DIR         VM processes' sockets, configs and logs (default /run/kindling)
   --stop-vms-on-exit      end every VM when the daemon gets SIGTERM/SIGINT
+  --metrics-listen HOST:PORT  Prometheus metrics (text format) at
+                          http://HOST:PORT/metrics; port 0 picks one (logged)
 )";
 
 int Fail(const std::string& msg) {
@@ -124,6 +127,7 @@ absl::StatusOr<ServeFlags> ParseServeFlags(const std::vector<std::string>& args)
     else if (a == "--tls-cert") s = value(f.tls_cert);
     else if (a == "--tls-key") s = value(f.tls_key);
     else if (a == "--tls-ca") s = value(f.tls_ca);
+    else if (a == "--metrics-listen") s = value(f.metrics_listen);
     else if (a == "--kvm-device") s = value(f.service.kvm_device);
     else if (a == "--vm-binary") s = value(f.service.vm_binary);
     else if (a == "--stop-vms-on-exit") f.stop_vms_on_exit = true;
@@ -176,6 +180,13 @@ int ServeMain(const std::vector<std::string>& args) {
   std::fprintf(stderr, "kindling serve: listening on %s (state in %s, KVM %s)\n",
                f->listen.c_str(), f->service.state_dir.c_str(),
                host.info().kvm_usable() ? "usable" : host.info().kvm_error().c_str());
+  MetricsServer metrics;
+  if (!f->metrics_listen.empty()) {
+    absl::Status s = metrics.Start(f->metrics_listen, [&vms] { return vms.CollectMetrics(); });
+    if (!s.ok()) return Fail(std::string(s.message()));
+    std::fprintf(stderr, "kindling serve: metrics on http://%s:%d/metrics\n",
+                 f->metrics_listen.substr(0, f->metrics_listen.rfind(':')).c_str(), metrics.port());
+  }
   int sig = 0;
   sigwait(&stop, &sig);
   std::fprintf(stderr, "kindling serve: signal %d: stopping%s\n", sig,

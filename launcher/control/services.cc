@@ -4,13 +4,18 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "kindling/status_macros.h"
@@ -43,6 +48,19 @@ uint64_t ProcStatusKib(int pid, const std::string& key) {
     in.ignore(1 << 12, '\n');
   }
   return 0;
+}
+
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::vector<std::string> f = absl::StrSplit(text.substr(paren + 2), ' ');
+  uint64_t utime = 0, stime = 0;  // fields 14 and 15, 12th and 13th after ')'
+  if (f.size() < 13 || !absl::SimpleAtoi(f[11], &utime) || !absl::SimpleAtoi(f[12], &stime)) {
+    return 0;
+  }
+  return static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
 }
 
 std::string CpuModel() {
@@ -142,6 +160,35 @@ void VmServiceImpl::StopAll() {
   for (auto& [id, h] : vms) {
     if (h) (void)h->Call(Type::kQuit);
   }
+}
+
+std::vector<VmMetrics> VmServiceImpl::CollectMetrics() {
+  std::vector<std::shared_ptr<VmHandle>> handles;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, h] : vms_) {
+      if (h) handles.push_back(h);
+    }
+  }
+  std::vector<VmMetrics> out;
+  for (const auto& h : handles) {
+    v1::Vm vm = h->Snapshot();
+    VmMetrics m;
+    m.vm_id = vm.vm_id();
+    m.state = absl::AsciiStrToLower(v1::VmState_Name(vm.state()).substr(9));
+    if (absl::StatusOr<Reply> r = h->Call(Type::kGetStats); r.ok() && r->status.ok()) {
+      if (absl::StatusOr<Counters> c = DecodeCounters(r->body); c.ok()) {
+        m.kvm.insert(c->begin(), c->end());
+      }
+    }
+    if (vm.pid() > 0) {
+      m.has_process = true;
+      m.rss_bytes = ProcStatusKib(vm.pid(), "VmRSS") * 1024;
+      m.cpu_seconds = ProcessCpuSeconds(vm.pid());
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
 }
 
 absl::StatusOr<std::shared_ptr<VmHandle>> VmServiceImpl::Find(const std::string& vm_id) {

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kindling/v1/host.grpc.pb.h"
 #include "kindling/v1/vm.grpc.pb.h"
+#include "launcher/control/metrics.h"
 #include "launcher/control/vm_handle.h"
 
 namespace kindling::control {
@@ -42,6 +43,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   void Recover();
   // Ends every VM process (--stop-vms-on-exit).
   void StopAll();
+  // For --metrics-listen: every VM's state, KVM statistics, CPU and memory.
+  std::vector<VmMetrics> CollectMetrics();
 
   grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*, v1::Vm*) override;
   grpc::Status StartVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;

@@ -54,8 +54,13 @@ class Daemon:
         self.proc = None
 
     def start(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.metrics_port = s.getsockname()[1]
+        s.close()
         self.proc = subprocess.Popen(
-            [KINDLING, "serve", "--listen", "unix:" + self.sock, "--state-dir", self.state],
+            [KINDLING, "serve", "--listen", "unix:" + self.sock, "--state-dir", self.state,
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}"],
             stdout=self.log, stderr=self.log)
         self.channel = grpc.insecure_channel("unix:" + self.sock)
         grpc.channel_ready_future(self.channel).result(timeout=20)
@@ -340,6 +345,31 @@ def process_ended(pid):
     return False
 
 
+def metrics(d):
+    """Prometheus text from --metrics-listen, checked by Debian's promtool."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=10).read().decode()
+    check('kindling_vm_info{vm_id="t2",state="running"} 1' in text, "metrics: the running VM is listed")
+    exits = [l for l in text.splitlines() if l.startswith('kindling_vm_exits_total{vm_id="t2"}')]
+    check(exits and int(exits[0].split()[-1]) > 0, f"metrics: its exits ({exits})")
+    check('kindling_vm_resident_memory_bytes{vm_id="t2"}' in text and
+          'kindling_vm_cpu_seconds_total{vm_id="t2"}' in text, "metrics: its memory and CPU time")
+    promtool = shutil.which("promtool")
+    if not promtool:
+        print("SKIP: promtool (Debian's prometheus) is not installed: metrics not linted")
+        if os.environ.get("CI") == "true":
+            check(False, "promtool is installed by tools/setup.sh")
+        return
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    check(r.returncode == 0, f"promtool check metrics: {(r.stdout + r.stderr).strip() or 'clean'}")
+    r404 = None
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/other", timeout=10)
+    except urllib.error.HTTPError as e:
+        r404 = e.code
+    check(r404 == 404, f"metrics: another path is 404 ({r404})")
+
+
 def daemon_restart(d):
     before = ticks(d, "t2", 0.3)
     pid = d.vms.GetVm(vm_pb2.VmRef(vm_id="t2")).pid
@@ -377,6 +407,7 @@ def main():
             validation(d)
             hello_life(d)
             pause_resume_kill(d)
+            metrics(d)
             daemon_restart(d)
         finally:
             d.kill9()
