@@ -246,7 +246,8 @@ absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
   VirtioEnv env{memory_.get(), vm_.get(), &mmio_, &pio_, ioapic_,
                 [output](std::string_view bytes) {
                   for (char c : bytes) output(static_cast<uint8_t>(c));
-                }};
+                },
+                config.on_device_failure, config.on_balloon_stats};
   ASSIGN_OR_RETURN(virtio_, VirtioDevices::Create(virtio_plan_, config.virtio, env));
   return absl::OkStatus();
 }

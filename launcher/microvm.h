@@ -47,6 +47,10 @@ struct VmConfig {
   bool hugepages = false;
   // Where guest console bytes go (default: stdout, unbuffered).
   std::function<void(uint8_t)> console_output;
+  // Device events (see VirtioEnv); default: the device's reason is logged
+  // on stderr only.
+  virtio::Transport::FailureListener on_device_failure;
+  std::function<void(const std::vector<virtio::BalloonStat>&)> on_balloon_stats;
   std::string kvm_device = "/dev/kvm";
   // Open each vCPU's KVM stats fd (ReadStats); off by default, it costs
   // start-up time.

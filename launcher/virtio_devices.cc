@@ -191,6 +191,7 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
       o.deflate_on_oom = b.deflate_on_oom;
       o.stats_interval_s = b.stats_interval_s;
       o.free_page_reporting = b.free_page_reporting;
+      o.on_stats = env.on_balloon_stats;
       balloon_ = std::make_shared<virtio::Balloon>(*shared, o);
       balloon_->SetTarget(b.amount_mib);
       return std::shared_ptr<virtio::VirtioDevice>(balloon_);
@@ -228,6 +229,7 @@ absl::Status VirtioDevices::AddPci(const VirtioSlot& slot,
   RETURN_IF_ERROR(mapper->Attach(t));
   RETURN_IF_ERROR(pci_->Add(t).status());
   bar_mappers_.push_back(std::move(mapper));
+  t->SetFailureListener(env.on_device_failure);
   transports_.push_back(std::move(t));
   return absl::OkStatus();
 }
@@ -253,6 +255,7 @@ absl::Status VirtioDevices::AddMmio(const VirtioSlot& slot,
   ASSIGN_OR_RETURN(std::vector<vm_memory::UniqueFd> notify,
                    virtio::WireMmioNotify(*env.vm, loop, t, slot.base));
   for (auto& fd : notify) fds_.push_back(std::move(fd));
+  t->SetFailureListener(env.on_device_failure);
   transports_.push_back(std::move(t));
   return absl::OkStatus();
 }

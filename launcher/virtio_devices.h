@@ -117,6 +117,10 @@ struct VirtioEnv {
   vcpu::Bus* pio;
   std::shared_ptr<vcpu::Ioapic> ioapic;  // split irqchip; null with full
   std::function<void(std::string_view)> console_output;
+  // A device entered DEVICE_NEEDS_RESET (device name, reason); may be empty.
+  virtio::Transport::FailureListener on_device_failure;
+  // The balloon driver sent statistics; may be empty.
+  std::function<void(const std::vector<virtio::BalloonStat>&)> on_balloon_stats;
 };
 
 class VirtioDevices {

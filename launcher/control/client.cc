@@ -149,9 +149,13 @@ std::string Describe(const v1::Event& e) {
   } else if (e.has_process_died()) {
     what = "process died: " + e.process_died().detail();
   } else if (e.has_device_needs_reset()) {
-    what = "device needs reset: " + e.device_needs_reset().device();
+    what = absl::StrCat("device needs reset: ", e.device_needs_reset().device(), ": ",
+                        e.device_needs_reset().reason());
   } else {
+    std::map<std::string, uint64_t> sorted(e.balloon_stats().stats().begin(),
+                                           e.balloon_stats().stats().end());
     what = "balloon stats";
+    for (const auto& [k, v] : sorted) absl::StrAppend(&what, " ", k, "=", v);
   }
   return absl::StrCat(absl::FormatTime("%H:%M:%E3S", absl::FromUnixNanos(e.time_unix_ns()),
                                        absl::LocalTimeZone()),

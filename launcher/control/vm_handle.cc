@@ -207,6 +207,19 @@ void VmHandle::ReadLoop() {
       if (s.ok()) OnState(*s);
     } else if (m->type == Type::kConsoleOutput || m->type == Type::kConsoleReplay) {
       OnConsole(m->payload);
+    } else if (m->type == Type::kDeviceNeedsReset) {
+      if (absl::StatusOr<DeviceReset> d = DecodeDeviceReset(m->payload); d.ok()) {
+        v1::Event e = NewEvent(id_);
+        e.mutable_device_needs_reset()->set_device(d->device);
+        e.mutable_device_needs_reset()->set_reason(d->reason);
+        hub_->Publish(e);
+      }
+    } else if (m->type == Type::kBalloonStats) {
+      if (absl::StatusOr<Counters> c = DecodeCounters(m->payload); c.ok()) {
+        v1::Event e = NewEvent(id_);
+        for (const auto& [k, v] : *c) (*e.mutable_balloon_stats()->mutable_stats())[k] = v;
+        hub_->Publish(e);
+      }
     }
   }
   OnGone(why);

@@ -262,6 +262,20 @@ void VmProcess::Serve() {
 absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
   opts.vm.collect_stats = true;
   opts.vm.console_output = [this](uint8_t b) { OnConsole(b); };
+  opts.vm.on_device_failure = [this](std::string_view device, std::string_view why) {
+    std::fprintf(stderr, "kindling vm-process: %.*s needs reset: %.*s\n",
+                 static_cast<int>(device.size()), device.data(), static_cast<int>(why.size()),
+                 why.data());
+    absl::MutexLock l(&out_mu_);
+    Publish({Type::kDeviceNeedsReset, 0,
+             EncodeDeviceReset({std::string(device), std::string(why)})});
+  };
+  opts.vm.on_balloon_stats = [this](const std::vector<virtio::BalloonStat>& stats) {
+    Counters c;
+    for (const virtio::BalloonStat& s : stats) c.emplace_back(virtio::BalloonStatName(s.tag), s.val);
+    absl::MutexLock l(&out_mu_);
+    Publish({Type::kBalloonStats, 0, EncodeCounters(c)});
+  };
   ASSIGN_OR_RETURN(listener_, ListenSeqpacket(dir + "/control.sock"));
   ASSIGN_OR_RETURN(auto vm, MicroVm::Create(opts.vm));
   absl::MutexLock l(&mu_);

@@ -21,7 +21,7 @@ uint64_t GetLe(std::string_view in, int bytes) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 8) || (t >= 0x80 && t <= 0x83);
+  return (t >= 1 && t <= 8) || (t >= 0x80 && t <= 0x85);
 }
 
 }  // namespace
@@ -107,6 +107,27 @@ absl::StatusOr<Reply> DecodeReply(std::string_view p) {
                           absl::string_view(p.data() + 3, len));
   r.body = std::string(p.substr(3 + len));
   return r;
+}
+
+std::string EncodeDeviceReset(const DeviceReset& d) {
+  std::string out;
+  std::string name = d.device.substr(0, kMaxCounterName);
+  PutLe(out, name.size(), 2);
+  out += name;
+  out.append(d.reason, 0, kMaxText);
+  return out;
+}
+
+absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view p) {
+  if (p.size() < 2) return absl::InvalidArgumentError("device reset: truncated name length");
+  size_t len = GetLe(p, 2);
+  if (len == 0 || len > kMaxCounterName || len > p.size() - 2) {
+    return absl::InvalidArgumentError(absl::StrCat("device reset: name length ", len));
+  }
+  if (p.size() - 2 - len > kMaxText) {
+    return absl::InvalidArgumentError("device reset: reason over 4096 bytes");
+  }
+  return DeviceReset{std::string(p.substr(2, len)), std::string(p.substr(2 + len))};
 }
 
 std::string EncodeCounters(const Counters& c) {

@@ -50,6 +50,8 @@ enum class Type : uint8_t {
   kState = 0x81,          // payload: EncodeState
   kConsoleOutput = 0x82,  // payload: console bytes
   kConsoleReplay = 0x83,  // payload: console bytes printed before this connection
+  kDeviceNeedsReset = 0x84,  // payload: EncodeDeviceReset
+  kBalloonStats = 0x85,      // payload: EncodeCounters (stat name -> value)
 };
 
 struct Message {
@@ -87,6 +89,14 @@ struct Reply {
   std::string body;
 };
 absl::StatusOr<Reply> DecodeReply(std::string_view payload);
+
+// A device that entered DEVICE_NEEDS_RESET: u16le name length, name, reason.
+struct DeviceReset {
+  std::string device;
+  std::string reason;
+};
+std::string EncodeDeviceReset(const DeviceReset& d);
+absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view payload);
 
 // name/value counters: u16le name length, name, u64le value; repeated.
 using Counters = std::vector<std::pair<std::string, uint64_t>>;

@@ -10,6 +10,7 @@ killed with -9 becomes an event while another VM keeps running; a daemon
 killed with -9 and started again finds the running VM and its console.
 
 Usage: lifecycle_test.py KINDLING HELLO_ELF TICKER_ELF PYTHON_STUBS_DIR
+                         VIRTIO_HOSTILE_ELF VIRTIO_BALLOON_ELF
 """
 import os
 import queue
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 
-KINDLING, HELLO, TICKER, STUBS = sys.argv[1:5]
+KINDLING, HELLO, TICKER, STUBS, HOSTILE, BALLOON = sys.argv[1:7]
 sys.path.insert(0, STUBS)
 
 import grpc  # noqa: E402
@@ -294,6 +295,38 @@ def hello_life(d):
     ev.close()
 
 
+def device_events(d, tmp):
+    """WatchEvents carries a device entering needs-reset (a guest feeding
+    virtio-blk a looping descriptor chain) and balloon statistics."""
+    disk = os.path.join(tmp, "hostile.img")
+    with open(disk, "wb") as f:
+        f.truncate(4 << 20)
+    ev = Events(d.vms)
+    cfg = config(HOSTILE, cmdline="console=ttyS0 hostile.cases=loop")
+    cfg.disks.add(path=disk, format="raw")
+    d.vms.CreateVm(vm_pb2.CreateVmRequest(config=cfg, vm_id="hostile"))
+    d.vms.StartVm(vm_pb2.VmRef(vm_id="hostile"))
+    e = ev.wait(lambda e: e.vm_id == "hostile" and e.HasField("device_needs_reset"))
+    check(e is not None and e.device_needs_reset.device.startswith("virtio-blk") and
+          "longer than the queue size" in e.device_needs_reset.reason,
+          f"event: the disk needs reset ({e.device_needs_reset.device + ': ' + e.device_needs_reset.reason if e else None})")
+    done = ev.wait(lambda e: e.vm_id == "hostile" and e.HasField("guest_exited"))
+    check(done is not None and done.guest_exited.exit_status.code == 0, "the hostile guest recovered and exited 0")
+    d.vms.DeleteVm(vm_pb2.VmRef(vm_id="hostile"))
+
+    cfg = config(BALLOON, memory_mib=256, cmdline="console=ttyS0 balloon.touch_mib=16 balloon.hold_ms=1500")
+    cfg.balloon.amount_mib = 0
+    cfg.balloon.stats_interval_s = 1
+    d.vms.CreateVm(vm_pb2.CreateVmRequest(config=cfg, vm_id="balloon"))
+    d.vms.StartVm(vm_pb2.VmRef(vm_id="balloon"))
+    e = ev.wait(lambda e: e.vm_id == "balloon" and e.HasField("balloon_stats"))
+    check(e is not None and len(e.balloon_stats.stats) > 0,
+          f"event: balloon statistics ({dict(e.balloon_stats.stats) if e else None})")
+    ev.wait(lambda e: e.vm_id == "balloon" and e.HasField("guest_exited"))
+    d.vms.DeleteVm(vm_pb2.VmRef(vm_id="balloon"))
+    ev.close()
+
+
 def ticks(d, vm_id, seconds):
     return console(d.vms, vm_id, seconds).count("ticker: tick")
 
@@ -406,6 +439,7 @@ def main():
             tls(tmp)
             validation(d)
             hello_life(d)
+            device_events(d, tmp)
             pause_resume_kill(d)
             metrics(d)
             daemon_restart(d)

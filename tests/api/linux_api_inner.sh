@@ -1,5 +1,6 @@
 # Runs inside tools/nested-kvm's L1 (busybox sh): Debian's stock kernel
-# booted through `kindling serve` and the CLI. Prints what the test checks.
+# booted through `kindling serve` and the CLI. Prints what the test checks;
+# on a hang, where the guest's console stopped and what the daemon says.
 ./kindling serve --listen unix:/tmp/k.sock --state-dir /tmp/state 2>serve.log &
 i=0
 while [ ! -S /tmp/k.sock ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
@@ -7,8 +8,19 @@ export KINDLING_SOCKET=/tmp/k.sock
 ./kindling create --id linux --kernel kernel --initrd initrd.gz --memory 256 \
   --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7" || { cat serve.log; exit 1; }
 ./kindling start linux >/dev/null || exit 1
-./kindling console linux </dev/null >console.txt
-echo "console status $?"
+# Each CLI call execs kindling and kindling-ctl, which is slow under TCG:
+# wait on one console stream (it ends when the guest stops), bounded.
+timeout 150 ./kindling console linux </dev/null >console.txt
+status=$?
+echo "console status $status"
+if [ $status -ne 0 ]; then
+  echo "linux_api: the console did not end (the guest did not stop?); it ends with:"
+  tail -n 25 console.txt
+  ./kindling get linux
+  ./kindling metrics linux
+  cat serve.log /tmp/state/vms/linux/vm.log
+  exit 1
+fi
 grep -E '^kindling-linux: ' console.txt
 ./kindling get linux
 ./kindling metrics linux | grep -E '^(exits|halt_exits) '

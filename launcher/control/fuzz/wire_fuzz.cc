@@ -16,6 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)DecodeState(m->payload);
     (void)DecodeReply(m->payload);
     (void)DecodeCounters(m->payload);
+    if (auto d = DecodeDeviceReset(m->payload); d.ok() && EncodeDeviceReset(*d) != m->payload) {
+      std::abort();
+    }
   }
   if (auto c = DecodeCounters(in); c.ok() && EncodeCounters(*c) != in) std::abort();
   return 0;

@@ -30,6 +30,15 @@ static_assert(sizeof(RawStat) == 10);
 
 }  // namespace
 
+std::string BalloonStatName(uint16_t tag) {
+  static constexpr const char* kNames[] = {
+      "swap-in",     "swap-out",         "major-faults", "minor-faults",
+      "free-memory", "total-memory",     "available-memory", "disk-caches",
+      "hugetlb-allocations", "hugetlb-failures"};
+  if (tag < sizeof(kNames) / sizeof(kNames[0])) return kNames[tag];
+  return absl::StrCat("tag-", tag);
+}
+
 Balloon::Balloon(EventLoop& loop, BalloonOptions options) : loop_(loop), options_(options) {}
 
 Balloon::~Balloon() {
@@ -219,6 +228,7 @@ absl::Status Balloon::ReceiveStats() {
                         for (const RawStat& s : raw) stats_[s.tag] = s.val;
                         ++stats_updates_;
                       }
+                      if (options_.on_stats) options_.on_stats(stats());
                       // The driver keeps one buffer with us; a second one
                       // means it gave up on the first, which goes back.
                       if (stats_head_) RETURN_IF_ERROR(q.PushUsed(*stats_head_, 0));

@@ -146,6 +146,7 @@ void Transport::Fail(const absl::Status& why) {
   status_.fetch_or(kStatusNeedsReset);
   config_generation_.fetch_add(1);
   if (status_.load() & kStatusDriverOk) interrupt().SignalConfig();
+  if (on_failure_) on_failure_(device_->name(), std::string(why.message()));
 }
 
 std::string Transport::failure() const {

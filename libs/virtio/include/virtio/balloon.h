@@ -27,6 +27,8 @@
 #include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <map>
 #include <memory>
 #include <optional>
@@ -59,11 +61,17 @@ struct BalloonStat {
   uint64_t val;
 };
 
+// The spec's name for a statistics tag (5.5.6.3: "swap-in", "free-memory",
+// ...), or "tag-N" for one it does not define.
+std::string BalloonStatName(uint16_t tag);
+
 struct BalloonOptions {
   bool deflate_on_oom = false;
   bool stats = true;                // offer STATS_VQ
   uint32_t stats_interval_s = 0;    // 0: only on RequestStats
   bool free_page_reporting = true;  // offer REPORTING
+  // Called on the loop thread with every stats buffer the driver sends.
+  std::function<void(const std::vector<BalloonStat>&)> on_stats;
 };
 
 struct BalloonCounters {

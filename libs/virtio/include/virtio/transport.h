@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +65,10 @@ class Transport {
   void Fail(const absl::Status& why);
   // The reason the device is in needs-reset, "" if it is not.
   std::string failure() const;
+  // Called once (on the loop thread) when the device enters needs-reset,
+  // with the device's name and the reason; set before the driver starts.
+  using FailureListener = std::function<void(std::string_view device, std::string_view why)>;
+  void SetFailureListener(FailureListener listener) { on_failure_ = std::move(listener); }
 
  protected:
   // How the transport raises interrupts (set by the concrete transport).
@@ -90,6 +95,7 @@ class Transport {
   std::atomic<uint8_t> config_generation_{0};
   std::atomic<uint64_t> pending_{0};  // queues notified, not yet processed
   bool active_ = false;               // loop thread only
+  FailureListener on_failure_;
 };
 
 }  // namespace virtio
