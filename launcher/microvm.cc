@@ -30,6 +30,13 @@ constexpr uint64_t kTssAddress = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
 constexpr uint32_t kSerialIrq = 4;
 
+void WriteStdout(uint8_t b) {
+  while (::write(STDOUT_FILENO, &b, 1) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
 uint64_t HostMemoryMib() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -40,13 +47,6 @@ uint64_t HostMemoryMib() {
   }
   return 0;
 }
-
-void WriteStdout(uint8_t b) {
-  while (::write(STDOUT_FILENO, &b, 1) < 0 && errno == EINTR) {
-  }
-}
-
-}  // namespace
 
 absl::Status ValidateConfig(const VmConfig& config) {
   if (config.kernel.empty()) return absl::InvalidArgumentError("--kernel is required");

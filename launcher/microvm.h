@@ -59,6 +59,9 @@ struct VmConfig {
   VirtioConfig virtio;
 };
 
+// This host's RAM in MiB (MemTotal), 0 if /proc/meminfo cannot be read.
+uint64_t HostMemoryMib();
+
 // Checks a config without touching KVM: sizes, paths, template syntax.
 absl::Status ValidateConfig(const VmConfig& config);
 

@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "kindling/status_macros.h"
 #include "launcher/control/config.h"
+#include "launcher/microvm.h"
 #include "launcher/version.h"
 #include "vcpu/kvm.h"
 
@@ -118,13 +119,7 @@ bool Stopped(v1::VmState s) { return s == v1::VM_STATE_STOPPED || s == v1::VM_ST
 HostServiceImpl::HostServiceImpl(std::string kvm_device) {
   info_.set_version(KINDLING_VERSION);
   info_.set_cpu_model(CpuModel());
-  std::ifstream mem("/proc/meminfo");
-  std::string k;
-  uint64_t kib = 0;
-  while (mem >> k >> kib) {
-    if (k == "MemTotal:") info_.set_memory_mib(kib / 1024);
-    mem.ignore(1 << 10, '\n');
-  }
+  info_.set_memory_mib(HostMemoryMib());
   FillKvm(kvm_device, info_);
 }
 
