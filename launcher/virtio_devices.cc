@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "block/backend.h"
 #include "block/image.h"
 #include "kindling/status_macros.h"
 #include "virtio/block.h"
@@ -16,6 +17,12 @@
 #include "virtio/rng.h"
 
 namespace kindling {
+namespace {
+
+// Thread-pool workers per disk, beside its io_uring.
+constexpr unsigned kDiskPoolThreads = 4;
+
+}  // namespace
 
 absl::Status ValidateVirtio(const VirtioConfig& config) {
   size_t count = config.disks.size() + config.nets.size() + config.rng + config.console +
@@ -130,18 +137,22 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
   switch (slot.kind) {
     case VirtioKind::kBlock: {
       const DiskConfig& disk = config.disks[slot.index];
-      block::OpenOptions o;
-      o.read_only = disk.read_only;
-      o.format = disk.format;
-      absl::StatusOr<std::unique_ptr<block::Image>> img = block::OpenImage(disk.path, o);
-      if (!img.ok()) {
-        return absl::Status(img.status().code(),
-                            absl::StrCat("--disk ", disk.path, ": ", img.status().message()));
+      block::BackendOptions o;
+      o.open.read_only = disk.read_only;
+      o.open.format = disk.format;
+      // The ring serves what maps; a few workers serve the rest (allocating
+      // writes, flushes), so a VM does not start 16 threads per disk.
+      o.threads = kDiskPoolThreads;
+      absl::StatusOr<std::unique_ptr<block::BlockBackend>> backend =
+          block::OpenBackend(disk.path, o);
+      if (!backend.ok()) {
+        return absl::Status(backend.status().code(), absl::StrCat("--disk ", disk.path, ": ",
+                                                                  backend.status().message()));
       }
-      // Disk I/O blocks its thread: each disk gets a loop of its own.
+      // Parsing and completions only: the I/O runs on the backend.
       own_loop(absl::StrCat("virtio-blk", slot.index));
       return std::make_shared<virtio::Block>(
-          std::move(*img),
+          std::move(*backend),
           virtio::BlockOptions{disk.read_only, absl::StrCat("kindling", slot.index)});
     }
     case VirtioKind::kNet: {

@@ -2,6 +2,9 @@
 #ifndef KINDLING_BLOCK_SRC_BACKEND_INTERNAL_H_
 #define KINDLING_BLOCK_SRC_BACKEND_INTERNAL_H_
 
+#include <atomic>
+#include <optional>
+
 #include "block/backend.h"
 
 namespace block {
@@ -11,8 +14,16 @@ namespace block {
 // set (for reads and writes: the iovecs' total).
 absl::Status ValidateRequest(const Image& image, const Request& req);
 
-// Runs `req` synchronously on `image`.
-absl::Status ExecuteOnImage(Image& image, const Request& req);
+// Whether RWF_NOWAIT works, per direction; cleared for good once the file
+// system refuses it (EOPNOTSUPP).
+struct NoWaitSupport {
+  std::atomic<bool> reads{true};
+  std::atomic<bool> writes{true};
+};
+
+// TryWithoutBlocking over `image`.
+std::optional<absl::Status> TryImageWithoutBlocking(Image& image, const Request& req,
+                                                    NoWaitSupport& nowait);
 
 }  // namespace block
 

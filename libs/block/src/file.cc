@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <utility>
@@ -75,6 +77,9 @@ File File::FromFd(int fd, std::string name, bool read_only) {
   f.fd_ = fd;
   f.read_only_ = read_only;
   f.name_ = std::move(name);
+  struct statfs fs;
+  f.memory_backed_ = ::fstatfs(fd, &fs) == 0 &&
+                     (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
   return f;
 }
 
@@ -87,6 +92,7 @@ File& File::operator=(File&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     direct_fd_ = std::exchange(other.direct_fd_, -1);
     read_only_ = other.read_only_;
+    memory_backed_ = other.memory_backed_;
     name_ = std::move(other.name_);
   }
   return *this;

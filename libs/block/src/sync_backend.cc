@@ -24,6 +24,11 @@ Request Request::WriteV(uint64_t offset, std::vector<iovec> iov) {
   r.type = RequestType::kWrite;
   return r;
 }
+std::optional<absl::Status> BlockBackend::TryWithoutBlocking(const Request& req) {
+  (void)req;
+  return std::nullopt;
+}
+
 Request Request::Flush() {
   Request r;
   r.type = RequestType::kFlush;

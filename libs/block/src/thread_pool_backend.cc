@@ -22,7 +22,15 @@ class ThreadPoolBackend : public BlockBackend {
   uint64_t size() const override { return image_->size(); }
   Capabilities capabilities() const override { return image_->capabilities(); }
   std::string_view engine() const override { return "threads"; }
-  BackendStats stats() const override { return {.pool_requests = submitted_.load()}; }
+  BackendStats stats() const override {
+    return {.pool_requests = submitted_.load(), .inline_requests = inline_.load()};
+  }
+
+  std::optional<absl::Status> TryWithoutBlocking(const Request& req) override {
+    std::optional<absl::Status> s = TryImageWithoutBlocking(*image_, req, nowait_);
+    if (s) inline_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  }
 
   void Submit(Request req, Completion done) override {
     submitted_.fetch_add(1, std::memory_order_relaxed);
@@ -35,6 +43,8 @@ class ThreadPoolBackend : public BlockBackend {
   std::unique_ptr<Image> image_;
   boost::asio::thread_pool pool_;
   std::atomic<uint64_t> submitted_{0};
+  std::atomic<uint64_t> inline_{0};
+  NoWaitSupport nowait_;
 };
 
 }  // namespace

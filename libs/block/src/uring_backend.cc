@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_format.h"
@@ -86,7 +87,15 @@ class UringBackend : public BlockBackend {
   std::string_view engine() const override { return "io_uring"; }
   BackendStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    BackendStats s = stats_;
+    s.inline_requests = inline_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  std::optional<absl::Status> TryWithoutBlocking(const Request& req) override {
+    std::optional<absl::Status> s = TryImageWithoutBlocking(*image_, req, nowait_);
+    if (s) inline_.fetch_add(1, std::memory_order_relaxed);
+    return s;
   }
 
   void Submit(Request req, Completion done) override {
@@ -290,6 +299,8 @@ class UringBackend : public BlockBackend {
   std::deque<std::unique_ptr<Op>> pending_;
   bool unsubmitted_ = false;  // SQEs filled on the reaper thread, not yet submitted
   BackendStats stats_;
+  std::atomic<uint64_t> inline_{0};
+  NoWaitSupport nowait_;
   std::thread reaper_;
 };
 

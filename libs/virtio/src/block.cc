@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,6 +26,8 @@ struct DiscardSegment {
 static_assert(sizeof(DiscardSegment) == 16);
 
 constexpr uint32_t kUnmap = 1;
+// Plan's answer when the request needs I/O (not a status byte value).
+constexpr uint8_t kRun = 0xff;
 
 // struct virtio_blk_config up to write_zeroes_may_unmap (spec 5.2.4).
 struct __attribute__((packed)) BlkConfig {
@@ -54,9 +57,52 @@ static_assert(sizeof(BlkConfig) == 60);
 
 }  // namespace
 
+
+// One guest request between parsing and its return to the driver.
+struct Block::Op {
+  uint16_t queue = 0;
+  uint16_t head = 0;
+  uint8_t* status = nullptr;  // host address of the chain's status byte
+  uint32_t written = 0;       // bytes the device writes into the chain
+  uint32_t type = 0;
+  uint64_t sector = 0;
+  std::vector<block::Request> requests;  // independent; run concurrently
+  bool flush_after = false;              // write-through: flush once they are done
+  // Filled by the completions.
+  size_t remaining = 0;
+  uint8_t result = kBlkSOk;
+};
+
+// What the backend's completion thread shares with the loop.
+struct Block::Shared {
+  absl::Mutex mu;
+  size_t in_flight ABSL_GUARDED_BY(mu) = 0;  // ops submitted and not completed
+  std::vector<std::unique_ptr<Op>> done ABSL_GUARDED_BY(mu);
+  bool finish_posted ABSL_GUARDED_BY(mu) = false;
+  // ActivateContext::post while the device is active; empty otherwise.
+  std::function<void(std::function<absl::Status()>)> post ABSL_GUARDED_BY(mu);
+};
+
 Block::Block(std::unique_ptr<block::Image> image, BlockOptions options)
-    : image_(std::move(image)), options_(std::move(options)) {
+    : image_(std::move(image)), size_(image_->size()), options_(std::move(options)) {
   if (options_.serial.size() > kBlkIdBytes) options_.serial.resize(kBlkIdBytes);
+}
+
+Block::Block(std::unique_ptr<block::BlockBackend> backend, BlockOptions options)
+    : backend_(std::move(backend)),
+      size_(backend_->size()),
+      options_(std::move(options)),
+      shared_(std::make_shared<Shared>()) {
+  if (options_.serial.size() > kBlkIdBytes) options_.serial.resize(kBlkIdBytes);
+}
+
+Block::~Block() {
+  if (shared_) {
+    absl::MutexLock l(&shared_->mu);
+    shared_->post = nullptr;  // the loop may be gone already
+  }
+  // The backend waits for its callbacks; chains they queued are dropped.
+  backend_.reset();
 }
 
 std::string Block::name() const {
@@ -86,10 +132,41 @@ void Block::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
 }
 
 absl::Status Block::Activate(const ActivateContext& ctx) {
+  if (backend_ && !ctx.post) {
+    return absl::FailedPreconditionError(
+        "virtio-blk over a BlockBackend needs ActivateContext::post for its completions");
+  }
   ctx_ = ctx;
   // A driver that cannot flush gets write-through (spec 5.2.6.2).
   write_through_ = !(ctx.features & Bit(kBlkFFlush));
+  if (shared_) {
+    absl::MutexLock l(&shared_->mu);
+    shared_->post = ctx.post;
+  }
   return absl::OkStatus();
+}
+
+void Block::Reset() {
+  WaitIdle();
+  if (shared_) {
+    absl::MutexLock l(&shared_->mu);
+    shared_->done.clear();  // their queues are being reset
+    shared_->post = nullptr;
+  }
+  ctx_ = {};
+}
+
+size_t Block::in_flight() const {
+  if (!shared_) return 0;
+  absl::MutexLock l(&shared_->mu);
+  return shared_->in_flight;
+}
+
+void Block::WaitIdle() {
+  if (!shared_) return;
+  absl::MutexLock l(&shared_->mu);
+  shared_->mu.Await(absl::Condition(
+      +[](size_t* n) { return *n == 0; }, &shared_->in_flight));
 }
 
 absl::Status Block::ProcessQueue(uint16_t index) {
@@ -107,20 +184,27 @@ absl::StatusOr<uint32_t> Block::Serve(const DescriptorChain& chain) {
   ASSIGN_OR_RETURN(RequestHeader h, in.ReadObj<RequestHeader>());
   uint64_t data_in = in.remaining();          // driver -> device
   uint64_t data_out = out.remaining() - 1;    // device -> driver, before status
-  uint8_t status = Execute(h.type, h.sector, in, out, data_in, data_out);
+  auto op = std::make_unique<Op>();
+  op->head = chain.head;
+  op->type = h.type;
+  op->sector = h.sector;
+  uint8_t status = Plan(h.type, h.sector, in, out, data_in, data_out, *op);
   // The status byte is the chain's last writable byte.
   uint64_t skip = out.remaining() - 1;
   if (skip > 0) {
-    // The request wrote less than the driver offered (e.g. an error).
+    // The request writes less than the driver offered (e.g. an error).
     RETURN_IF_ERROR(out.TakeIovecs(skip).status());
   }
-  RETURN_IF_ERROR(out.WriteObj(status));
-  return static_cast<uint32_t>(std::min<uint64_t>(out.written(), UINT32_MAX));
-}
-
-uint8_t Block::Persist(uint8_t status) {
-  if (status != kBlkSOk || !write_through_) return status;
-  return image_->Flush().ok() ? kBlkSOk : kBlkSIoErr;
+  ASSIGN_OR_RETURN(std::vector<iovec> status_iov, out.TakeIovecs(1));
+  op->status = static_cast<uint8_t*>(status_iov.front().iov_base);
+  op->written = static_cast<uint32_t>(std::min<uint64_t>(out.written(), UINT32_MAX));
+  if (status == kRun) status = backend_ ? TryInline(*op) : RunSync(*op);
+  if (status != kRun) {
+    *op->status = status;
+    return op->written;
+  }
+  Submit(std::move(op));
+  return kKeepChain;
 }
 
 bool Block::InRange(uint64_t sector, uint64_t bytes) const {
@@ -128,17 +212,18 @@ bool Block::InRange(uint64_t sector, uint64_t bytes) const {
   return sector <= cap && bytes / kSectorSize <= cap - sector && bytes % kSectorSize == 0;
 }
 
-uint8_t Block::Execute(uint32_t type, uint64_t sector, ChainReader& in, ChainWriter& out,
-                       uint64_t data_in, uint64_t data_out) {
+uint8_t Block::Plan(uint32_t type, uint64_t sector, ChainReader& in, ChainWriter& out,
+                    uint64_t data_in, uint64_t data_out, Op& op) {
   switch (type) {
     case kBlkTIn:
-      return ReadWrite(false, sector, in, out, data_out);
+      return PlanReadWrite(false, sector, in, out, data_out, op);
     case kBlkTOut:
       if (options_.read_only) return kBlkSIoErr;
-      return Persist(ReadWrite(true, sector, in, out, data_in));
+      op.flush_after = write_through_;
+      return PlanReadWrite(true, sector, in, out, data_in, op);
     case kBlkTFlush:
-      if (!image_->Flush().ok()) return kBlkSIoErr;
-      return kBlkSOk;
+      op.requests.push_back(block::Request::Flush());
+      return kRun;
     case kBlkTGetId: {
       if (data_out < kBlkIdBytes) return kBlkSIoErr;
       uint8_t id[kBlkIdBytes] = {};
@@ -148,29 +233,26 @@ uint8_t Block::Execute(uint32_t type, uint64_t sector, ChainReader& in, ChainWri
     case kBlkTDiscard:
     case kBlkTWriteZeroes:
       if (options_.read_only) return kBlkSIoErr;
-      return Persist(DiscardOrZero(type == kBlkTWriteZeroes, in, data_in));
+      op.flush_after = write_through_;
+      return PlanDiscardOrZero(type == kBlkTWriteZeroes, in, data_in, op);
     default:
       return kBlkSUnsupp;
   }
 }
 
-uint8_t Block::ReadWrite(bool write, uint64_t sector, ChainReader& in, ChainWriter& out,
-                         uint64_t len) {
+uint8_t Block::PlanReadWrite(bool write, uint64_t sector, ChainReader& in, ChainWriter& out,
+                             uint64_t len, Op& op) {
   if (!InRange(sector, len)) return kBlkSIoErr;
   if (len == 0) return kBlkSOk;
   absl::StatusOr<std::vector<iovec>> iov = write ? in.TakeIovecs(len) : out.TakeIovecs(len);
   if (!iov.ok()) return kBlkSIoErr;
   uint64_t offset = sector * kSectorSize;
-  absl::Status s = write ? image_->WriteV(offset, *iov) : image_->ReadV(offset, *iov);
-  if (!s.ok()) {
-    absl::FPrintF(stderr, "kindling: %s: %s at sector %d: %s\n", name(),
-                  write ? "write" : "read", sector, s.message());
-    return kBlkSIoErr;
-  }
-  return kBlkSOk;
+  op.requests.push_back(write ? block::Request::WriteV(offset, std::move(*iov))
+                              : block::Request::ReadV(offset, std::move(*iov)));
+  return kRun;
 }
 
-uint8_t Block::DiscardOrZero(bool zero, ChainReader& in, uint64_t len) {
+uint8_t Block::PlanDiscardOrZero(bool zero, ChainReader& in, uint64_t len, Op& op) {
   if (len == 0 || len % sizeof(DiscardSegment) != 0 ||
       len / sizeof(DiscardSegment) > kMaxDiscardSegments) {
     return kBlkSIoErr;
@@ -183,10 +265,109 @@ uint8_t Block::DiscardOrZero(bool zero, ChainReader& in, uint64_t len) {
     uint64_t bytes = uint64_t{seg->num_sectors} * kSectorSize;
     if (!InRange(seg->sector, bytes)) return kBlkSIoErr;
     uint64_t offset = seg->sector * kSectorSize;
-    absl::Status s = zero ? image_->WriteZeroes(offset, bytes) : image_->Discard(offset, bytes);
-    if (!s.ok()) return kBlkSIoErr;
+    op.requests.push_back(zero ? block::Request::WriteZeroes(offset, bytes)
+                               : block::Request::Discard(offset, bytes));
+  }
+  return kRun;
+}
+
+
+void Block::Report(const Op& op, const absl::Status& s) const {
+  absl::FPrintF(stderr, "kindling: %s: request type %d at sector %d: %s\n", name(), op.type,
+                op.sector, s.message());
+}
+
+uint8_t Block::RunSync(const Op& op) {
+  for (const block::Request& r : op.requests) {
+    absl::Status s = block::ExecuteOnImage(*image_, r);
+    if (!s.ok()) {
+      Report(op, s);
+      return kBlkSIoErr;
+    }
+  }
+  if (op.flush_after && !image_->Flush().ok()) return kBlkSIoErr;
+  return kBlkSOk;
+}
+
+uint8_t Block::TryInline(const Op& op) {
+  // Write-through and multi-segment requests always take the backend.
+  if (op.flush_after || op.requests.size() != 1) return kRun;
+  std::optional<absl::Status> s = backend_->TryWithoutBlocking(op.requests.front());
+  if (!s) return kRun;
+  if (!s->ok()) {
+    Report(op, *s);
+    return kBlkSIoErr;
   }
   return kBlkSOk;
+}
+
+void Block::Submit(std::unique_ptr<Op> op) {
+  {
+    absl::MutexLock l(&shared_->mu);
+    ++shared_->in_flight;
+  }
+  op->remaining = op->requests.size();
+  std::vector<block::Request> requests = std::move(op->requests);
+  // One shared owner for the op until its last request completes.
+  auto owner = std::make_shared<std::unique_ptr<Op>>(std::move(op));
+  auto mu = std::make_shared<absl::Mutex>();
+  for (block::Request& r : requests) {
+    backend_->Submit(std::move(r), [this, owner, mu](absl::Status s) {
+      std::unique_ptr<Op> finished;
+      {
+        absl::MutexLock l(mu.get());
+        Op& o = **owner;
+        if (!s.ok() && o.result == kBlkSOk) {
+          Report(o, s);
+          o.result = kBlkSIoErr;
+        }
+        if (--o.remaining == 0) finished = std::move(*owner);
+      }
+      if (finished) AfterRequests(std::move(finished));
+    });
+  }
+}
+
+void Block::AfterRequests(std::unique_ptr<Op> op) {
+  if (!op->flush_after || op->result != kBlkSOk) {
+    Completed(std::move(op));
+    return;
+  }
+  op->flush_after = false;
+  auto owner = std::make_shared<std::unique_ptr<Op>>(std::move(op));
+  backend_->Submit(block::Request::Flush(), [this, owner](absl::Status s) {
+    if (!s.ok()) (*owner)->result = kBlkSIoErr;
+    Completed(std::move(*owner));
+  });
+}
+
+void Block::Completed(std::unique_ptr<Op> op) {
+  // Posting under the lock: once Reset saw nothing in flight, nothing
+  // posts for the old activation any more.
+  absl::MutexLock l(&shared_->mu);
+  shared_->done.push_back(std::move(op));
+  --shared_->in_flight;
+  if (shared_->finish_posted || !shared_->post) return;
+  shared_->finish_posted = true;
+  shared_->post([this] { return FinishCompleted(); });
+}
+
+absl::Status Block::FinishCompleted() {
+  std::vector<std::unique_ptr<Op>> done;
+  {
+    absl::MutexLock l(&shared_->mu);
+    done.swap(shared_->done);
+    shared_->finish_posted = false;
+  }
+  if (done.empty() || ctx_.queues.empty()) return absl::OkStatus();
+  Queue& q = ctx_.queues[0];
+  if (!q.active()) return absl::OkStatus();
+  for (const std::unique_ptr<Op>& op : done) {
+    *op->status = op->result;
+    RETURN_IF_ERROR(q.PushUsed(op->head, op->written));
+  }
+  if (q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(0);
+  return absl::OkStatus();
 }
 
 }  // namespace virtio

@@ -85,7 +85,8 @@ void Transport::Activate() {
     }
   }
   ActivateContext ctx{&memory_, queues_, &interrupt(), features,
-                      [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); }};
+                      [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); },
+                      [this](std::function<absl::Status()> fn) { PostToDevice(std::move(fn)); }};
   absl::Status s = device_->Activate(ctx);
   if (!s.ok()) {
     Fail(s);
@@ -128,6 +129,13 @@ void Transport::ProcessPending() {
       return;
     }
   }
+}
+
+void Transport::PostToDevice(std::function<absl::Status()> fn) {
+  loop_.Post([this, fn = std::move(fn)] {
+    absl::Status s = fn();
+    if (!s.ok()) Fail(s);
+  });
 }
 
 void Transport::ConfigChanged() {

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,7 @@ using Completion = std::function<void(absl::Status)>;
 struct BackendStats {
   uint64_t direct_requests = 0;  // mapped: the ring did the I/O (or none needed)
   uint64_t pool_requests = 0;    // ran on the thread pool over the Image
+  uint64_t inline_requests = 0;  // done by TryWithoutBlocking
 };
 
 class BlockBackend {
@@ -68,6 +70,14 @@ class BlockBackend {
   // "io_uring" or "threads".
   virtual std::string_view engine() const = 0;
   virtual void Submit(Request req, Completion done) = 0;
+  // Runs a read or write at once, on the caller's thread, when that cannot
+  // block: the image maps it to host extents whose pages are in the page
+  // cache (preadv2/pwritev2 with RWF_NOWAIT). Returns its status then, or
+  // nullopt when it would block, does not map or is not a read or write:
+  // Submit it instead (a write tried in part is simply written again).
+  // Calls no completion. A device whose data is mostly cached saves the
+  // hand-off to another thread and back.
+  virtual std::optional<absl::Status> TryWithoutBlocking(const Request& req);
   virtual BackendStats stats() const = 0;
 };
 
@@ -96,6 +106,9 @@ std::unique_ptr<BlockBackend> CreateThreadPoolBackend(
 // available (NBD: always the thread pool), the thread pool otherwise.
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(
     const std::string& path, const BackendOptions& options);
+
+// Runs `req` synchronously on `image` (what the thread-pool engine does).
+absl::Status ExecuteOnImage(Image& image, const Request& req);
 
 // Blocking calls over a BlockBackend, for tools and tests.
 class SyncBackend {

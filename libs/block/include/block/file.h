@@ -68,12 +68,15 @@ class File {
   int direct_fd() const { return direct_fd_ >= 0 ? direct_fd_ : fd_; }
   bool direct() const { return direct_fd_ >= 0; }
   bool read_only() const { return read_only_; }
+  // On tmpfs or ramfs: its I/O never waits for a disk.
+  bool memory_backed() const { return memory_backed_; }
   const std::string& name() const { return name_; }
 
  private:
   int fd_ = -1;
   int direct_fd_ = -1;
   bool read_only_ = false;
+  bool memory_backed_ = false;
   std::string name_;
 };
 

@@ -43,6 +43,10 @@ struct ActivateContext {
   // new target): bumps config_generation and raises a configuration
   // interrupt. Loop thread; may be empty in tests.
   std::function<void()> config_changed;
+  // Runs fn later on the loop thread; callable from any thread (e.g. an
+  // I/O completion). An error fn returns breaks the device, like one from
+  // ProcessQueue. May be empty in tests of synchronous devices.
+  std::function<void(std::function<absl::Status()> fn)> post;
 };
 
 class VirtioDevice {

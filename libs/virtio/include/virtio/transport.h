@@ -61,6 +61,9 @@ class Transport {
   // The device changed its configuration space: bumps config_generation
   // and, once the driver is up, raises a configuration interrupt.
   void ConfigChanged();
+  // Runs fn on the loop; an error it returns breaks the device
+  // (ActivateContext::post).
+  void PostToDevice(std::function<absl::Status()> fn);
   // Marks the device broken (from the loop thread).
   void Fail(const absl::Status& why);
   // The reason the device is in needs-reset, "" if it is not.
