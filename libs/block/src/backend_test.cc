@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <cstring>
 #include <mutex>
 #include <condition_variable>
@@ -106,10 +107,10 @@ TEST_CASE("thread-pool backend runs the same workload") {
   Exercise(**b, false);
 }
 
-TEST_CASE("backends do cached reads and buffered writes at once, the rest they leave to Submit") {
-  TempDir dir;
-  const std::string path = dir.Path("disk.raw");
-  REQUIRE(RawImage::Create(path, 1 << 20).ok());
+// Opens `path` on each engine in turn (SKIP for io_uring where the kernel
+// has none) and hands the backend to `test`.
+void ForEachEngine(const std::string& path, bool read_only,
+                   const std::function<void(BlockBackend&)>& test) {
   for (Engine e : {Engine::kThreads, Engine::kIoUring}) {
     if (e == Engine::kIoUring && !IoUringAvailable()) {
       kindling_test::PrintSkip("io_uring is not available: its engine not run");
@@ -117,70 +118,63 @@ TEST_CASE("backends do cached reads and buffered writes at once, the rest they l
     }
     BackendOptions opts;
     opts.engine = e;
+    opts.open.read_only = read_only;
     auto b = OpenBackend(path, opts);
     REQUIRE(b.ok());
+    test(**b);
+  }
+}
+
+TEST_CASE("backends do cached reads and buffered writes at once, the rest they leave to Submit") {
+  TempDir dir;
+  const std::string path = dir.Path("disk.raw");
+  REQUIRE(RawImage::Create(path, 1 << 20).ok());
+  ForEachEngine(path, false, [](BlockBackend& b) {
     std::vector<char> data(8192, 'k'), back(8192, 0);
     // A buffered write into an allocated raw file goes straight to the page
     // cache (RWF_NOWAIT, or plain where ext4 refuses NOWAIT writes).
     std::optional<absl::Status> w =
-        (*b)->TryWithoutBlocking(Request::Write(4096, data.data(), data.size()));
+        b.TryWithoutBlocking(Request::Write(4096, data.data(), data.size()));
     REQUIRE(w.has_value());
     REQUIRE(w->ok());
     // The page was just written: it is cached, the read cannot block.
     std::optional<absl::Status> r =
-        (*b)->TryWithoutBlocking(Request::Read(4096, back.data(), back.size()));
+        b.TryWithoutBlocking(Request::Read(4096, back.data(), back.size()));
     REQUIRE(r.has_value());
     REQUIRE(r->ok());
     REQUIRE(back == data);
-    REQUIRE((*b)->stats().inline_requests == 2);
+    REQUIRE(b.stats().inline_requests == 2);
     // Not reads or writes, or bad ones: Submit's to run and report.
-    REQUIRE_FALSE((*b)->TryWithoutBlocking(Request::Flush()).has_value());
-    REQUIRE_FALSE((*b)->TryWithoutBlocking(Request::Discard(0, 4096)).has_value());
+    REQUIRE_FALSE(b.TryWithoutBlocking(Request::Flush()).has_value());
+    REQUIRE_FALSE(b.TryWithoutBlocking(Request::Discard(0, 4096)).has_value());
     REQUIRE_FALSE(
-        (*b)->TryWithoutBlocking(Request::Read((1 << 20) - 256, back.data(), 512)).has_value());
-    REQUIRE((*b)->stats().inline_requests == 2);
-  }
+        b.TryWithoutBlocking(Request::Read((1 << 20) - 256, back.data(), 512)).has_value());
+    REQUIRE(b.stats().inline_requests == 2);
+  });
 }
 
 TEST_CASE("backends reject requests outside the disk, in the callback") {
   TempDir dir;
   const std::string path = dir.Path("disk.raw");
   REQUIRE(RawImage::Create(path, 1 << 20).ok());
-  for (Engine e : {Engine::kThreads, Engine::kIoUring}) {
-    if (e == Engine::kIoUring && !IoUringAvailable()) {
-      kindling_test::PrintSkip("io_uring is not available: its engine not run");
-      continue;
-    }
-    BackendOptions opts;
-    opts.engine = e;
-    auto b = OpenBackend(path, opts);
-    REQUIRE(b.ok());
-    SyncBackend sync(**b);
+  ForEachEngine(path, false, [](BlockBackend& b) {
+    SyncBackend sync(b);
     char buf[512];
     absl::Status s = sync.Read((1 << 20) - 256, buf, sizeof buf);
     REQUIRE(absl::IsOutOfRange(s));
     REQUIRE(absl::IsOutOfRange(sync.Discard(1 << 20, 1)));
     REQUIRE(absl::IsOutOfRange(sync.Write(~0ULL - 10, buf, sizeof buf)));
-  }
+  });
 }
 
 TEST_CASE("read-only backends refuse writes") {
   TempDir dir;
   const std::string path = dir.Path("disk.raw");
   REQUIRE(RawImage::Create(path, 1 << 20).ok());
-  for (Engine e : {Engine::kThreads, Engine::kIoUring}) {
-    if (e == Engine::kIoUring && !IoUringAvailable()) {
-      kindling_test::PrintSkip("io_uring is not available: its engine not run");
-      continue;
-    }
-    BackendOptions opts;
-    opts.engine = e;
-    opts.open.read_only = true;
-    auto b = OpenBackend(path, opts);
-    REQUIRE(b.ok());
-    REQUIRE((*b)->capabilities().read_only);
-    SyncBackend sync(**b);
+  ForEachEngine(path, true, [](BlockBackend& b) {
+    REQUIRE(b.capabilities().read_only);
+    SyncBackend sync(b);
     char buf[512] = {};
     REQUIRE_FALSE(sync.Write(0, buf, sizeof buf).ok());
-  }
+  });
 }
