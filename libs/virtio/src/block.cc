@@ -69,8 +69,9 @@ struct Block::Op {
   std::vector<block::Request> requests;  // independent; run concurrently
   bool flush_after = false;              // write-through: flush once they are done
   // Filled by the completions.
-  size_t remaining = 0;
-  uint8_t result = kBlkSOk;
+  absl::Mutex mu;
+  size_t remaining ABSL_GUARDED_BY(mu) = 0;
+  uint8_t result = kBlkSOk;  // under mu until the last request completed
 };
 
 // What the backend's completion thread shares with the loop.
@@ -92,7 +93,7 @@ Block::Block(std::unique_ptr<block::BlockBackend> backend, BlockOptions options)
     : backend_(std::move(backend)),
       size_(backend_->size()),
       options_(std::move(options)),
-      shared_(std::make_shared<Shared>()) {
+      shared_(std::make_unique<Shared>()) {
   if (options_.serial.size() > kBlkIdBytes) options_.serial.resize(kBlkIdBytes);
 }
 
@@ -306,17 +307,19 @@ void Block::Submit(std::unique_ptr<Op> op) {
     absl::MutexLock l(&shared_->mu);
     ++shared_->in_flight;
   }
-  op->remaining = op->requests.size();
+  {
+    absl::MutexLock l(&op->mu);
+    op->remaining = op->requests.size();
+  }
   std::vector<block::Request> requests = std::move(op->requests);
   // One shared owner for the op until its last request completes.
   auto owner = std::make_shared<std::unique_ptr<Op>>(std::move(op));
-  auto mu = std::make_shared<absl::Mutex>();
   for (block::Request& r : requests) {
-    backend_->Submit(std::move(r), [this, owner, mu](absl::Status s) {
+    backend_->Submit(std::move(r), [this, owner](absl::Status s) {
       std::unique_ptr<Op> finished;
       {
-        absl::MutexLock l(mu.get());
         Op& o = **owner;
+        absl::MutexLock l(&o.mu);
         if (!s.ok() && o.result == kBlkSOk) {
           Report(o, s);
           o.result = kBlkSIoErr;

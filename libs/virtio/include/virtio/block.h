@@ -120,7 +120,7 @@ class Block : public VirtioDevice {
   BlockOptions options_;
   ActivateContext ctx_;
   bool write_through_ = false;
-  std::shared_ptr<Shared> shared_;  // what completions touch off the loop
+  std::unique_ptr<Shared> shared_;  // what completions touch off the loop
 };
 
 }  // namespace virtio
