@@ -35,7 +35,7 @@ bool Cycle(v1::VmService::Stub& stub, const std::string& kernel, const std::stri
   c->set_kernel(kernel);
   c->set_vcpus(1);
   c->set_memory_mib(128);
-  c->set_irqchip(v1::IRQCHIP_FULL);
+  c->set_irqchip(v1::IRQCHIP_SPLIT);
   c->set_console(v1::CONSOLE_SERIAL);
   c->set_transport(v1::TRANSPORT_MMIO);
   c->set_virtqueue(v1::VIRTQUEUE_SPLIT);

@@ -169,7 +169,8 @@ guest), and exits with the guest's status.
   --pv-eoi on|off        paravirtual end-of-interrupt (default on)
   --kvmclock on|off      --steal-time on|off   --pv-unhalt on|off
   --pv-tlb-flush on|off  --pv-send-ipi on|off  (all default on)
-  --irqchip full|split   in-kernel LAPIC+IOAPIC+PIC, or LAPIC only (default full)
+  --irqchip split|full   LAPIC in KVM and the IOAPIC in kindling (default split),
+                         or LAPIC+IOAPIC+PIC+PIT all in KVM
   --boot-protocol pvh|linux  entry for an ELF with a PVH note (default pvh)
   --hugepages            back guest RAM with 2 MiB hugepages
   --stats                print KVM exit statistics to stderr when the VM stops

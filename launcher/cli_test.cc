@@ -13,7 +13,7 @@ bool Mentions(const absl::Status& s, const std::string& t) {
 TEST_CASE("run flags fill the VM config") {
   auto o = ParseRunFlags({"--kernel", "k.elf", "--initrd=rd.img", "--cmdline",
                           "console=ttyS0 a=b", "--cpus", "4", "--memory=512",
-                          "--pv-eoi", "off", "--irqchip", "split", "--stats",
+                          "--pv-eoi", "off", "--irqchip", "full", "--stats",
                           "--cpu-template", "t.json"});
   REQUIRE(o.ok());
   REQUIRE(o->vm.kernel == "k.elf");
@@ -23,10 +23,19 @@ TEST_CASE("run flags fill the VM config") {
   REQUIRE(o->vm.memory_mib == 512);
   REQUIRE_FALSE(o->vm.pv.pv_eoi);
   REQUIRE(o->vm.pv.kvmclock);
-  REQUIRE(o->vm.irqchip == vcpu::IrqchipMode::kSplit);
+  REQUIRE(o->vm.irqchip == vcpu::IrqchipMode::kFull);
   REQUIRE(o->print_stats);
   REQUIRE(o->vm.collect_stats);
   REQUIRE(o->vm.cpu_template == "t.json");
+}
+
+TEST_CASE("the split irqchip is the default; --irqchip full asks for the in-kernel one") {
+  auto o = ParseRunFlags({"--kernel", "k"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.irqchip == vcpu::IrqchipMode::kSplit);
+  o = ParseRunFlags({"--kernel", "k", "--irqchip", "full"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.irqchip == vcpu::IrqchipMode::kFull);
 }
 
 TEST_CASE("PV-EOI is on by default") {

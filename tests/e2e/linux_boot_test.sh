@@ -33,16 +33,19 @@ else
   echo "linux_boot_test: no vmlinux (tools/nested-kvm could not fetch one): bzImage cases only"
 fi
 
-# kernel:protocol:cpus:irqchip. The bzImage with 1 and 2 vCPUs on the full
-# in-kernel irqchip and 2 on the split one (userspace IOAPIC delivering the
-# UART's IRQ 4 as an MSI); the vmlinux through PVH and the 64-bit protocol.
-variants=(bzimage:linux:1:full bzimage:linux:2:full bzimage:linux:2:split)
-[[ -n $vmlinux ]] && variants+=(vmlinux:pvh:2:full vmlinux:linux:1:full)
+# kernel:protocol:cpus:irqchip. The bzImage with 1 and 2 vCPUs on the
+# default irqchip (split: the userspace IOAPIC delivers the UART's IRQ 4 as
+# an MSI, no PIC, no PIT) and 2 on the full in-kernel one (--irqchip full);
+# the vmlinux through PVH (default irqchip) and the 64-bit protocol (full).
+variants=(bzimage:linux:1:default bzimage:linux:2:default bzimage:linux:2:full)
+[[ -n $vmlinux ]] && variants+=(vmlinux:pvh:2:default vmlinux:linux:1:full)
 for variant in "${variants[@]}"; do
   IFS=: read -r which protocol cpus irqchip <<<"$variant"
   image=$kernel
   [[ $which == vmlinux ]] && image=$vmlinux
-  opts=(--initrd initrd.gz --cpus "$cpus" --memory 256 --irqchip "$irqchip"
+  irq_opts=()
+  [[ $irqchip != default ]] && irq_opts=(--irqchip "$irqchip")
+  opts=(--initrd initrd.gz --cpus "$cpus" --memory 256 "${irq_opts[@]}"
         --boot-protocol "$protocol" --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7")
   if [[ -n $nested ]]; then
     # L1 gets as many vCPUs as L2. Two-vCPU boots with `quiet` hung
