@@ -29,6 +29,10 @@ constexpr uint64_t kMaxInitrdBytes = 2ULL << 30;
 constexpr uint64_t kTssAddress = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddress = 0xfffbc000;
 constexpr uint32_t kSerialIrq = 4;
+// ACPI power management (hardware-reduced): the GED's GSI (ISA IRQ 3, the
+// unused COM2 line) and the sleep control/status ports.
+constexpr uint8_t kGedIrq = 3;
+constexpr uint16_t kAcpiSleepPort = 0x3c0;
 
 void WriteStdout(uint8_t b) {
   while (::write(STDOUT_FILENO, &b, 1) < 0 && errno == EINTR) {
@@ -156,6 +160,7 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   platform.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, kSerialIrq});
   platform.dsdt_devices = virtio_plan_.DsdtDevices();
   platform.pci_ecam = virtio_plan_.Ecam();
+  platform.power = AcpiPowerDescription{kGedIrq, kAcpiSleepPort};
   if (platform.pci_ecam) {
     boot.reserved.push_back({platform.pci_ecam->base, virtio::kPciEcamSizePerBus,
                              E820Type::kReserved});
@@ -212,20 +217,16 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
 
 absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
   auto output = config.console_output ? config.console_output : WriteStdout;
-  vcpu::Vm* vm = vm_.get();
-  std::function<void()> serial_irq = [vm] { (void)vm->PulseIrq(kSerialIrq); };
   if (config.irqchip == vcpu::IrqchipMode::kSplit) {
     // The IOAPIC lives here; it delivers through KVM as MSIs.
+    vcpu::Vm* vm = vm_.get();
     ioapic_ = std::make_shared<vcpu::Ioapic>(
         config.cpus, [vm](uint64_t address, uint32_t data) {
           (void)vm->SignalMsi(address, data);
         });
     RETURN_IF_ERROR(mmio_.Insert(ioapic_, vcpu::boot::kIoapicAddress, 0x20, "ioapic"));
-    serial_irq = [ioapic = ioapic_] {
-      ioapic->SetIrq(kSerialIrq, true);
-      ioapic->SetIrq(kSerialIrq, false);
-    };
   }
+  std::function<void()> serial_irq = EdgeIrq(kSerialIrq);
   serial_ = std::make_shared<vcpu::Serial>(output, serial_irq);
   RETURN_IF_ERROR(pio_.Insert(serial_, 0x3f8, 8, "serial ttyS0"));
   RETURN_IF_ERROR(pio_.Insert(std::make_shared<vcpu::I8042>([this] {
@@ -243,6 +244,12 @@ absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
                                                    " to the debug-exit port")});
                               }),
                               0xf4, 1, "debug-exit"));
+  power_button_ = EdgeIrq(kGedIrq);
+  RETURN_IF_ERROR(pio_.Insert(std::make_shared<vcpu::AcpiSleep>([this] {
+                                Stop({VcpuRunner::StopReason::kShutdown, 0,
+                                      "guest powered off (ACPI S5)"});
+                              }),
+                              kAcpiSleepPort, 2, "acpi-sleep"));
   VirtioEnv env{memory_.get(), vm_.get(), &mmio_, &pio_, ioapic_,
                 [output](std::string_view bytes) {
                   for (char c : bytes) output(static_cast<uint8_t>(c));
@@ -251,6 +258,18 @@ absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
   ASSIGN_OR_RETURN(virtio_, VirtioDevices::Create(virtio_plan_, config.virtio, env));
   return absl::OkStatus();
 }
+
+std::function<void()> MicroVm::EdgeIrq(uint32_t gsi) {
+  if (ioapic_) {
+    return [ioapic = ioapic_, gsi] {
+      ioapic->SetIrq(gsi, true);
+      ioapic->SetIrq(gsi, false);
+    };
+  }
+  return [vm = vm_.get(), gsi] { (void)vm->PulseIrq(gsi); };
+}
+
+void MicroVm::PressPowerButton() { power_button_(); }
 
 VcpuRunner::Outcome MicroVm::Run() {
   absl::Status s = runner_->Start();

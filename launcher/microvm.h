@@ -90,6 +90,10 @@ class MicroVm {
   // Loads a saved state into this VM before Run(): the VM must have been
   // created with the same config, and guest RAM restored by the caller.
   absl::Status RestoreMachineState(const MachineState& state);
+  // Presses the ACPI power button: the guest sees a Notify on \_SB.PWRB
+  // through the GED's interrupt and decides (Linux with acpid or systemd
+  // powers off, which stops the VM with status 0). Safe from any thread.
+  void PressPowerButton();
   // Bytes for the guest's console (the virtio console when there is one,
   // else the serial port); returns how many were queued.
   size_t SendConsoleInput(std::string_view bytes);
@@ -107,6 +111,8 @@ class MicroVm {
   absl::Status LoadGuest(const VmConfig& config);
   absl::Status SetUpVcpus(const VmConfig& config);
   absl::Status SetUpDevices(const VmConfig& config);
+  // A rising edge on `gsi`: through the userspace IOAPIC (split) or KVM.
+  std::function<void()> EdgeIrq(uint32_t gsi);
 
   std::unique_ptr<vcpu::Kvm> kvm_;
   std::unique_ptr<vm_memory::GuestMemory> memory_;
@@ -117,6 +123,7 @@ class MicroVm {
   vcpu::Bus mmio_;
   std::shared_ptr<vcpu::Serial> serial_;
   std::shared_ptr<vcpu::Ioapic> ioapic_;  // split irqchip only
+  std::function<void()> power_button_;
   VirtioPlan virtio_plan_;
   std::unique_ptr<VirtioDevices> virtio_;
   std::unique_ptr<vcpu::VcpuRunner> runner_;

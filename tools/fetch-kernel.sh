@@ -18,9 +18,10 @@ modules=0
 if [[ ${1:-} == --modules ]]; then modules=1; shift; fi
 cache=${1:-/var/cache/kindling}
 # The drivers a stock kernel needs for kindling's devices, by module name.
+# button + evdev: the ACPI power button as /dev/input/event* (ShutdownVm).
 WANTED=(virtio_mmio virtio_pci virtio_blk virtio_console virtio_rng virtio_net virtio_balloon
-        vmw_vsock_virtio_transport)
-LAYOUT=kindling-modules-2
+        vmw_vsock_virtio_transport button evdev)
+LAYOUT=kindling-modules-3
 mkdir -p "$cache"
 existing=$(ls "$cache"/vmlinuz-*-cloud-amd64 2>/dev/null | head -n1 || true)
 if [[ -n $existing ]] && { ((!modules)) ||

@@ -8,7 +8,10 @@
 # --bin PATH     copies a (static) program to /bin/.
 # The default /init mounts /proc and /sys, prints the kernel version and
 # the CPUs it found, runs /bin/sh on the console if one is attached, and
-# reboots (kindling exits 0 on the guest's reboot). Needs busybox-static
+# reboots (kindling exits 0 on the guest's reboot), or powers off with
+# `kindling.poweroff` on the kernel command line, or waits for the ACPI
+# power button and then powers off with `kindling.powerbutton` (needs
+# --modules with button and evdev). Needs busybox-static
 # and cpio (tools/setup.sh installs them).
 set -euo pipefail
 moddir="" bins=()
@@ -56,6 +59,32 @@ echo "kindling-linux: $(uname -sr) up, $(grep -c ^processor /proc/cpuinfo) cpus,
 if grep -q kindling.shell /proc/cmdline; then
   echo "kindling-linux: starting a shell (exit to reboot)"
   setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+fi
+if grep -q kindling.powerbutton /proc/cmdline; then
+  # The ACPI power button (--modules with button and evdev): wait for a
+  # press, then power off, as acpid or systemd-logind would.
+  for m in $(cat /lib/modules/order 2>/dev/null); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+  dev="" i=0
+  while [ -z "$dev" ] && [ $i -lt 100 ]; do
+    for e in /sys/class/input/event*; do
+      grep -q "Power Button" "$e/device/name" 2>/dev/null && dev=/dev/input/${e##*/}
+    done
+    [ -z "$dev" ] && sleep 0.1
+    i=$((i + 1))
+  done
+  if [ -n "$dev" ]; then
+    echo "kindling-linux: waiting for the power button ($dev)"
+    if dd if="$dev" bs=24 count=1 of=/dev/null 2>/dev/null; then
+      echo "kindling-linux: power button pressed, powering off"
+      poweroff -f
+    fi
+    echo "kindling-linux: cannot read $dev"
+  fi
+  echo "kindling-linux: no power button input device"
+fi
+if grep -q kindling.poweroff /proc/cmdline; then
+  echo "kindling-linux: ok, powering off"
+  poweroff -f  # ACPI S5 through the FADT's sleep control register
 fi
 echo "kindling-linux: ok, rebooting"
 reboot -f

@@ -184,8 +184,12 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       if (state_.state == control::VmState::kPaused) vm_->Resume();
       break;
     case Type::kPowerButton:
-      return absl::UnimplementedError(
-          "no ACPI power button yet: the guest cannot be asked to power off (use KillVm)");
+      if (state_.state != control::VmState::kRunning) {
+        return absl::FailedPreconditionError(
+            "only a running VM can be shut down (a paused guest cannot see the power button)");
+      }
+      vm_->PressPowerButton();
+      break;
     case Type::kConsoleInput:
       if (!vm_) return absl::FailedPreconditionError("the VM is not running");
       vm_->SendConsoleInput(m.payload);

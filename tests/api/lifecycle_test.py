@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-KINDLING, HELLO, TICKER, STUBS, HOSTILE, BALLOON = sys.argv[1:7]
+KINDLING, HELLO, TICKER, STUBS, HOSTILE, BALLOON, POWER_BUTTON = sys.argv[1:8]
 sys.path.insert(0, STUBS)
 
 import grpc  # noqa: E402
@@ -295,6 +295,40 @@ def hello_life(d):
     ev.close()
 
 
+def power_button(d):
+    """ShutdownVm presses the ACPI power button; a guest that acts on it
+    powers off through the FADT's sleep control register (S5), and the VM
+    stops with status 0. Under both irqchips (the GED's GSI is delivered by
+    the userspace IOAPIC or by KVM's)."""
+    E = grpc.StatusCode
+    for irqchip in (vm_pb2.IRQCHIP_SPLIT, vm_pb2.IRQCHIP_FULL):
+        name = vm_pb2.Irqchip.Name(irqchip)
+        ev = Events(d.vms)
+        vm = d.vms.CreateVm(vm_pb2.CreateVmRequest(config=config(POWER_BUTTON, irqchip=irqchip)))
+        ref = vm_pb2.VmRef(vm_id=vm.vm_id)
+        expect_error(lambda: d.vms.ShutdownVm(ref), E.FAILED_PRECONDITION, "only a running VM",
+                     f"{name}: ShutdownVm of a VM not started yet")
+        d.vms.StartVm(ref)
+        deadline = time.time() + 30
+        while "power_button: waiting" not in console(d.vms, vm.vm_id, 0.3) and time.time() < deadline:
+            pass
+        d.vms.PauseVm(ref)
+        expect_error(lambda: d.vms.ShutdownVm(ref), E.FAILED_PRECONDITION, "only a running VM",
+                     f"{name}: ShutdownVm of a paused VM")
+        d.vms.ResumeVm(ref)
+        d.vms.ShutdownVm(ref)
+        exited = ev.wait(lambda e: e.vm_id == vm.vm_id and e.HasField("guest_exited"))
+        got = d.vms.GetVm(ref)
+        text = console(d.vms, vm.vm_id)
+        check(exited is not None and got.state == vm_pb2.VM_STATE_STOPPED and
+              got.exit_status.code == 0 and "ACPI S5" in got.exit_status.detail and
+              "power_button: pressed" in text,
+              f"{name}: ShutdownVm -> the guest saw the button and powered off "
+              f"({got.exit_status.code} {got.exit_status.detail!r}; console ends {text[-300:]!r})")
+        ev.close()
+        d.vms.DeleteVm(ref)
+
+
 def device_events(d, tmp):
     """WatchEvents carries a device entering needs-reset (a guest feeding
     virtio-blk a looping descriptor chain) and balloon statistics."""
@@ -439,6 +473,7 @@ def main():
             tls(tmp)
             validation(d)
             hello_life(d)
+            power_button(d)
             device_events(d, tmp)
             pause_resume_kill(d)
             metrics(d)

@@ -6,11 +6,20 @@ i=0
 while [ ! -S /tmp/k.sock ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
 export KINDLING_SOCKET=/tmp/k.sock
 ./kindling create --id linux --kernel kernel --initrd initrd.gz --memory 256 \
-  --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7" || { cat serve.log; exit 1; }
+  --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7 kindling.powerbutton" ||
+  { cat serve.log; exit 1; }
 ./kindling start linux >/dev/null || exit 1
 # Each CLI call execs kindling and kindling-ctl, which is slow under TCG:
-# wait on one console stream (it ends when the guest stops), bounded.
-timeout 150 ./kindling console linux </dev/null >console.txt
+# one console stream (it ends when the guest stops), bounded; the power
+# button once the guest's init waits for it.
+timeout 150 ./kindling console linux </dev/null >console.txt &
+console=$!
+i=0
+while ! grep -q "waiting for the power button" console.txt && [ $i -lt 1200 ]; do
+  sleep 0.1; i=$((i + 1))
+done
+./kindling shutdown linux >/dev/null && echo "shutdown accepted"
+wait $console
 status=$?
 echo "console status $status"
 if [ $status -ne 0 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's stock kernel through `kindling serve`: create -> start -> console
-# (streamed until the guest reboots) -> STOPPED with exit 0 -> delete, all
+# (streamed) -> shutdown (the ACPI power button; the guest's init waits for
+# it on /dev/input and powers off) -> STOPPED with exit 0 -> delete, all
 # with the CLI. Stock kernels need hardware KVM (kvm_pvm cannot run their
 # ring 0), so without it the daemon runs inside tools/nested-kvm.
 # Usage: linux_api_test.sh KINDLING KINDLING_CTL INNER_SCRIPT
@@ -9,12 +10,13 @@ kindling=$1 ctl=$2 inner=$3
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d "${TEST_TMPDIR:-/tmp}/linuxapi.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-if ! kernel=$("$root/tools/fetch-kernel.sh" 2>"$tmp/fetch.err"); then
+if ! out=$("$root/tools/fetch-kernel.sh" --modules 2>"$tmp/fetch.err"); then
   echo "SKIP: cannot download Debian's cloud kernel: $(tail -n1 "$tmp/fetch.err")"
   [[ ${CI:-} == true ]] && exit 1
   exit 0
 fi
-"$root/tools/make-initramfs.sh" "$tmp/initrd.gz" >/dev/null || exit 1
+kernel=$(sed -n 1p <<<"$out") moddir=$(sed -n 2p <<<"$out")
+"$root/tools/make-initramfs.sh" --modules "$moddir" "$tmp/initrd.gz" >/dev/null || exit 1
 if grep -qE 'vmx|svm' /proc/cpuinfo && [[ -c /dev/kvm ]]; then
   mkdir "$tmp/w" && cp "$kindling" "$ctl" "$kernel" "$inner" "$tmp/w/" &&
     mv "$tmp/w/$(basename "$kernel")" "$tmp/w/kernel" && cp "$tmp/initrd.gz" "$tmp/w/"
@@ -39,7 +41,10 @@ expect() {
 }
 expect '^console status 0$' "the console stream ends with the guest, status 0"
 expect '^kindling-linux: Linux .* up, 1 cpus' "the stock kernel reached userspace, seen through the console"
-expect '^linux +STOPPED +[0-9]+ +0 \(' "get: STOPPED with exit status 0 after the guest's reboot"
+expect '^kindling-linux: waiting for the power button' "the guest's button driver and evdev found the ACPI power button"
+expect '^shutdown accepted$' "shutdown of the running VM is accepted"
+expect '^kindling-linux: power button pressed' "the guest saw the press"
+expect '^linux +STOPPED +[0-9]+ +0 \(.*ACPI S5' "get: STOPPED with exit status 0 after the guest powered off (ACPI S5)"
 expect '^exits +[1-9]' "metrics: KVM exits counted"
 expect '^deleted$' "delete"
 exit $fail

@@ -33,20 +33,22 @@ else
   echo "linux_boot_test: no vmlinux (tools/nested-kvm could not fetch one): bzImage cases only"
 fi
 
-# kernel:protocol:cpus:irqchip. The bzImage with 1 and 2 vCPUs on the
+# kernel:protocol:cpus:irqchip:end. The bzImage with 1 and 2 vCPUs on the
 # default irqchip (split: the userspace IOAPIC delivers the UART's IRQ 4 as
 # an MSI, no PIC, no PIT) and 2 on the full in-kernel one (--irqchip full);
 # the vmlinux through PVH (default irqchip) and the 64-bit protocol (full).
-variants=(bzimage:linux:1:default bzimage:linux:2:default bzimage:linux:2:full)
-[[ -n $vmlinux ]] && variants+=(vmlinux:pvh:2:default vmlinux:linux:1:full)
+# The guest ends by rebooting (i8042) or by powering off (ACPI S5).
+variants=(bzimage:linux:1:default:reboot bzimage:linux:2:default:poweroff
+          bzimage:linux:2:full:poweroff)
+[[ -n $vmlinux ]] && variants+=(vmlinux:pvh:2:default:reboot vmlinux:linux:1:full:reboot)
 for variant in "${variants[@]}"; do
-  IFS=: read -r which protocol cpus irqchip <<<"$variant"
+  IFS=: read -r which protocol cpus irqchip end <<<"$variant"
   image=$kernel
   [[ $which == vmlinux ]] && image=$vmlinux
   irq_opts=()
   [[ $irqchip != default ]] && irq_opts=(--irqchip "$irqchip")
   opts=(--initrd initrd.gz --cpus "$cpus" --memory 256 "${irq_opts[@]}"
-        --boot-protocol "$protocol" --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7")
+        --boot-protocol "$protocol" --cmdline "console=ttyS0 reboot=k panic=-1 pci=off loglevel=7 kindling.$end")
   if [[ -n $nested ]]; then
     # L1 gets as many vCPUs as L2. Two-vCPU boots with `quiet` hung
     # before init in about 1 of 6 here (2026-12-04; with 1 or 2 L1
@@ -66,5 +68,10 @@ for variant in "${variants[@]}"; do
   if [[ $status -ne 0 ]]; then echo "FAILED: $variant: exit $status"; exit 1; fi
   grep -qE "^kindling-linux: Linux .* up, $cpus cpus" "$tmp/log" ||
     { echo "FAILED: $variant: no banner from userspace with $cpus cpus"; exit 1; }
+  # Linux powers off only when it found a way (the FADT's sleep control
+  # register and \_S5): otherwise it prints "System halted" and halts.
+  if [[ $end == poweroff ]] && ! grep -q "reboot: Power down" "$tmp/log"; then
+    echo "FAILED: $variant: the guest did not power off (ACPI S5)"; exit 1
+  fi
 done
 echo "linux_boot_test: PASSED"

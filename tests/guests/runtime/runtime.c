@@ -257,6 +257,35 @@ uint32_t kvm_cpuid_base(void) {
              : 0;
 }
 
+// ---- I/O APIC ----
+#define IOAPIC_BASE 0xfec00000ul
+
+static uint32_t ioapic_read(uint32_t reg) {
+  *(volatile uint32_t*)IOAPIC_BASE = reg;
+  return *(volatile uint32_t*)(IOAPIC_BASE + 0x10);
+}
+static void ioapic_write(uint32_t reg, uint32_t v) {
+  *(volatile uint32_t*)IOAPIC_BASE = reg;
+  *(volatile uint32_t*)(IOAPIC_BASE + 0x10) = v;
+}
+
+// The 8259s (when the VMM has them) would deliver ISA IRQs as well, at
+// vector base 0 (not programmed) through LINT0's ExtINT: mask them, as an
+// OS that uses the I/O APIC does. Without a PIC the ports go nowhere.
+static void mask_pic(void) {
+  outb(0x21, 0xff);
+  outb(0xa1, 0xff);
+}
+
+void ioapic_route(int irq, int vector) {
+  mask_pic();
+  uint32_t max_entry = (ioapic_read(1) >> 16) & 0xff;
+  if (irq < 0 || (uint32_t)irq > max_entry)
+    fail("ioapic: irq %d beyond the IOAPIC's %u pins", irq, max_entry + 1);
+  ioapic_write(0x10 + 2 * irq + 1, lapic_id() << 24);
+  ioapic_write(0x10 + 2 * irq, (uint32_t)vector);
+}
+
 // ---- local APIC ----
 void lapic_enable(void) {
   lapic_write(LAPIC_SVR, lapic_read(LAPIC_SVR) | 0x100 | SPURIOUS_VECTOR);

@@ -174,6 +174,9 @@ static inline void lapic_eoi(void) { lapic_write(LAPIC_EOI, 0); }
 static inline uint32_t lapic_id(void) { return lapic_read(LAPIC_ID) >> 24; }
 // Software-enables the APIC (SVR) with the spurious vector 0xff.
 void lapic_enable(void);
+// I/O APIC pin `irq` -> `vector`: fixed delivery to this CPU, active high,
+// edge triggered, unmasked (fails the test if the pin does not exist).
+void ioapic_route(int irq, int vector);
 // Sends an IPI (ICR low word `lo`, e.g. vector | delivery mode) to an
 // APIC ID and waits (bounded) for delivery. Returns 0 on success.
 int lapic_send_ipi(uint32_t apic_id, uint32_t lo);

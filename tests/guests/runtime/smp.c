@@ -14,14 +14,6 @@ static uint32_t aps_started;
 static uint64_t tramp;
 
 // ---- ACPI ----
-struct __attribute__((packed)) acpi_header {
-  char signature[4];
-  uint32_t length;
-  uint8_t revision, checksum;
-  char oem_id[6], oem_table_id[8];
-  uint32_t oem_revision, creator_id, creator_revision;
-};
-
 static int checksum_ok(const void* p, uint32_t len) {
   const uint8_t* b = p;
   uint8_t sum = 0;
@@ -41,7 +33,7 @@ static const uint8_t* find_rsdp(void) {
   return 0;
 }
 
-static const struct acpi_header* table_at(uint64_t paddr) {
+const struct acpi_header* acpi_table_at(uint64_t paddr) {
   if (!paddr || !mapped(paddr, sizeof(struct acpi_header))) return 0;
   const struct acpi_header* h = (const struct acpi_header*)paddr;
   if (h->length < sizeof(*h) || h->length > (1u << 20) ||
@@ -50,7 +42,7 @@ static const struct acpi_header* table_at(uint64_t paddr) {
   return h;
 }
 
-static const struct acpi_header* find_madt(void) {
+const struct acpi_header* acpi_find_table(const char* signature) {
   const uint8_t* rsdp = find_rsdp();
   if (!rsdp) return 0;
   uint8_t revision = rsdp[15];
@@ -58,10 +50,10 @@ static const struct acpi_header* find_madt(void) {
   uint32_t rsdt;
   memcpy(&rsdt, rsdp + 16, 4);
   if (revision >= 2) memcpy(&xsdt, rsdp + 24, 8);
-  const struct acpi_header* root = table_at(xsdt);
+  const struct acpi_header* root = acpi_table_at(xsdt);
   uint32_t entry_size = 8;
   if (!root) {
-    root = table_at(rsdt);
+    root = acpi_table_at(rsdt);
     entry_size = 4;
   }
   if (!root) return 0;
@@ -70,8 +62,8 @@ static const struct acpi_header* find_madt(void) {
   for (uint32_t i = 0; i < n; i++) {
     uint64_t paddr = 0;
     memcpy(&paddr, e + i * entry_size, entry_size);
-    const struct acpi_header* t = table_at(paddr);
-    if (t && !memcmp(t->signature, "APIC", 4)) return t;
+    const struct acpi_header* t = acpi_table_at(paddr);
+    if (t && !memcmp(t->signature, signature, 4)) return t;
   }
   return 0;
 }
@@ -150,7 +142,7 @@ static void parse_mp(const uint8_t* t, struct cpu_list* c) {
 
 int find_cpus(struct cpu_list* c) {
   c->count = 0;
-  const struct acpi_header* madt = find_madt();
+  const struct acpi_header* madt = acpi_find_table("APIC");
   if (madt) {
     parse_madt(madt, c);
     c->source = "acpi-madt";

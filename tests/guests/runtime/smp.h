@@ -13,6 +13,21 @@
 
 #define MAX_CPUS 64
 
+// ---- ACPI ----
+struct __attribute__((packed)) acpi_header {
+  char signature[4];
+  uint32_t length;
+  uint8_t revision, checksum;
+  char oem_id[6], oem_table_id[8];
+  uint32_t oem_revision, creator_id, creator_revision;
+};
+
+// The table at `paddr` if it is mapped and its checksum holds, else 0.
+const struct acpi_header* acpi_table_at(uint64_t paddr);
+// The ACPI table with `signature` ("APIC", "FACP"), through the XSDT (else
+// the RSDT) of the RSDP from the boot info or the BIOS area; 0 if none.
+const struct acpi_header* acpi_find_table(const char* signature);
+
 struct cpu_list {
   uint32_t count;
   uint32_t apic_id[MAX_CPUS];  // sorted ascending

@@ -51,7 +51,6 @@
 #define MSIX_CONFIG_ENTRY 0
 #define MSIX_QUEUE_ENTRY 1
 
-#define IOAPIC_BASE 0xfec00000ul
 #define GIB4 (4ull << 30)
 
 // Allocated by virtio_discover, so that guests without virtio (which link
@@ -206,26 +205,6 @@ const char* virtio_id_name(uint32_t id) {
     case VIRTIO_ID_VSOCK: return "vsock";
     default: return "other";
   }
-}
-
-static uint32_t ioapic_read(uint32_t reg) {
-  *(volatile uint32_t*)IOAPIC_BASE = reg;
-  return *(volatile uint32_t*)(IOAPIC_BASE + 0x10);
-}
-static void ioapic_write(uint32_t reg, uint32_t v) {
-  *(volatile uint32_t*)IOAPIC_BASE = reg;
-  *(volatile uint32_t*)(IOAPIC_BASE + 0x10) = v;
-}
-
-// Pin `irq` -> `vector`: fixed delivery, physical destination (this CPU),
-// active high, edge triggered, unmasked. Edge suits virtio-mmio: the line
-// rises when InterruptStatus becomes non-zero and falls on the ACK.
-static void ioapic_route(int irq, int vector) {
-  uint32_t max_entry = (ioapic_read(1) >> 16) & 0xff;
-  if ((uint32_t)irq > max_entry)
-    fail("virtio: irq %d beyond the IOAPIC's %u pins", irq, max_entry + 1);
-  ioapic_write(0x10 + 2 * irq + 1, lapic_id() << 24);
-  ioapic_write(0x10 + 2 * irq, (uint32_t)vector);
 }
 
 static void virtio_irq(struct irq_frame* f) {

@@ -73,7 +73,8 @@ void PutIoGas(Bytes& b, uint16_t port, uint8_t width_bits) {
   b.Put<uint64_t>(port);
 }
 
-std::vector<uint8_t> BuildFadt(uint64_t dsdt) {
+// FADT (ACPI 6.4, 5.2.9): revision 6, hardware-reduced.
+std::vector<uint8_t> Fadt(uint64_t dsdt, const std::optional<AcpiPowerDescription>& power) {
   Bytes b = Header("FACP", 6);
   b.Put<uint32_t>(0);                         // 36 FIRMWARE_CTRL
   b.Put<uint32_t>(static_cast<uint32_t>(dsdt));  // 40 DSDT
@@ -87,7 +88,12 @@ std::vector<uint8_t> BuildFadt(uint64_t dsdt) {
   b.Put<uint8_t>(0);                          // 131 minor version
   b.Put<uint64_t>(0);                         // 132 X_FIRMWARE_CTRL
   b.Put<uint64_t>(dsdt);                      // 140 X_DSDT
-  b.data().resize(268, 0);                    // X_PM blocks, sleep regs
+  b.data().resize(244, 0);                    // X_PM blocks: none
+  if (power) {
+    PutIoGas(b, power->sleep_port, 8);        // 244 SLEEP_CONTROL_REG
+    PutIoGas(b, power->sleep_port + 1, 8);    // 256 SLEEP_STATUS_REG
+  }
+  b.data().resize(268, 0);
   b.PutString("KINDLING", 8);                 // 268 hypervisor vendor
   return Finish(std::move(b));
 }
@@ -144,27 +150,36 @@ std::vector<uint8_t> NameDword(std::string_view name, uint32_t value) {
   return out;
 }
 
+// Name (_CRS, ResourceTemplate () { resources }): `crs` ends with EndTag.
+std::vector<uint8_t> NameCrs(const std::vector<uint8_t>& crs) {
+  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
+  Append(buffer_body, crs);
+  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
+  Append(name_crs, Package({0x11}, buffer_body));  // BufferOp
+  return name_crs;
+}
+
+// Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }
+void PutEdgeInterrupt(std::vector<uint8_t>& crs, uint32_t gsi) {
+  crs.insert(crs.end(), {0x89, 0x06, 0x00, 0x03, 0x01});
+  for (int i = 0; i < 4; ++i) crs.push_back((gsi >> (8 * i)) & 0xff);
+}
+
 std::vector<uint8_t> DeviceAml(const MmioDeviceDescription& d, size_t index) {
   std::vector<uint8_t> crs;
   // Memory32Fixed(ReadWrite, address, size)
   crs.insert(crs.end(), {0x86, 0x09, 0x00, 0x01});
   for (int i = 0; i < 4; ++i) crs.push_back((d.address >> (8 * i)) & 0xff);
   for (int i = 0; i < 4; ++i) crs.push_back((d.size >> (8 * i)) & 0xff);
-  // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { irq }
-  crs.insert(crs.end(), {0x89, 0x06, 0x00, 0x03, 0x01});
-  for (int i = 0; i < 4; ++i) crs.push_back((d.irq >> (8 * i)) & 0xff);
+  PutEdgeInterrupt(crs, d.irq);
   crs.insert(crs.end(), {0x79, 0x00});  // EndTag
-  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
-  Append(buffer_body, crs);
-  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
-  Append(name_crs, Package({0x11}, buffer_body));  // BufferOp
 
   char seg[5];
   std::snprintf(seg, sizeof(seg), "V%03zX", index % 0x1000);
   std::vector<uint8_t> body(seg, seg + 4);
   Append(body, NameString("_HID", d.hid));
   Append(body, NameDword("_UID", index));
-  Append(body, name_crs);
+  Append(body, NameCrs(crs));
   return Package({0x5b, 0x82}, body);  // DeviceOp
 }
 
@@ -177,15 +192,11 @@ std::vector<uint8_t> IoDeviceAml(const IoDeviceDescription& d) {
                               uint8_t((1u << d.irq) & 0xff),
                               uint8_t((1u << d.irq) >> 8),
                               0x79, 0x00};
-  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
-  Append(buffer_body, crs);
-  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
-  Append(name_crs, Package({0x11}, buffer_body));
   std::string n = (d.name + "____").substr(0, 4);
   std::vector<uint8_t> body(n.begin(), n.end());
   Append(body, NameDword("_HID", EisaId(d.hid)));
   Append(body, NameDword("_UID", 1));
-  Append(body, name_crs);
+  Append(body, NameCrs(crs));
   return Package({0x5b, 0x82}, body);  // DeviceOp
 }
 
@@ -223,10 +234,6 @@ std::vector<uint8_t> PciHostBridgeAml(const PciEcamDescription& e) {
     put32(crs, e.mmio_size);
   }
   crs.insert(crs.end(), {0x79, 0x00});  // EndTag
-  std::vector<uint8_t> buffer_body = {0x0a, static_cast<uint8_t>(crs.size())};
-  Append(buffer_body, crs);
-  std::vector<uint8_t> name_crs = {0x08, '_', 'C', 'R', 'S'};
-  Append(name_crs, Package({0x11}, buffer_body));  // BufferOp
 
   std::vector<uint8_t> body = {'P', 'C', 'I', '0'};
   Append(body, NameDword("_HID", EisaId("PNP0A08")));  // PCI Express root
@@ -234,11 +241,43 @@ std::vector<uint8_t> PciHostBridgeAml(const PciEcamDescription& e) {
   Append(body, NameDword("_UID", 0));
   Append(body, NameDword("_SEG", 0));
   Append(body, NameDword("_BBN", 0));
-  Append(body, name_crs);
+  Append(body, NameCrs(crs));
   return Package({0x5b, 0x82}, body);  // DeviceOp
 }
 
+// \_SB.PWRB (the power button) and \_SB.GED0, whose interrupt notifies it.
+std::vector<uint8_t> PowerButtonAml(const AcpiPowerDescription& p) {
+  std::vector<uint8_t> pwrb = {'P', 'W', 'R', 'B'};
+  Append(pwrb, NameDword("_HID", EisaId("PNP0C0C")));
+  Append(pwrb, NameDword("_UID", 0));
+  std::vector<uint8_t> crs;
+  PutEdgeInterrupt(crs, p.ged_irq);
+  crs.insert(crs.end(), {0x79, 0x00});  // EndTag
+  // Method (_EVT, 1) { Notify (\_SB.PWRB, 0x80) }: the GED driver calls
+  // it with the GSI; there is one event, so the argument is not read.
+  std::vector<uint8_t> evt = {'_', 'E', 'V', 'T', 0x01,  // one argument
+                              0x86, '\\', 0x2f, 0x02,    // Notify, \ two segments
+                              '_', 'S', 'B', '_', 'P', 'W', 'R', 'B', 0x0a, 0x80};
+  std::vector<uint8_t> ged = {'G', 'E', 'D', '0'};
+  Append(ged, NameString("_HID", "ACPI0013"));
+  Append(ged, NameDword("_UID", 0));
+  Append(ged, NameCrs(crs));
+  Append(ged, Package({0x14}, evt));  // MethodOp
+  return Concat(Package({0x5b, 0x82}, pwrb), Package({0x5b, 0x82}, ged));
+}
+
+// Name (\_S5, Package () { 5, 5 }): SLP_TYPa and SLP_TYPb of soft-off.
+std::vector<uint8_t> SoftOffAml() {
+  std::vector<uint8_t> out = {0x08, '\\', '_', 'S', '5', '_'};
+  Append(out, Package({0x12}, {0x02, 0x0a, 0x05, 0x0a, 0x05}));  // PackageOp
+  return out;
+}
+
 }  // namespace
+
+std::vector<uint8_t> BuildFadt(uint64_t dsdt, const PlatformConfig& config) {
+  return Fadt(dsdt, config.power);
+}
 
 uint32_t EisaId(const std::string& id) {
   if (id.size() != 7) return 0;
@@ -258,9 +297,11 @@ uint8_t ChecksumByte(const uint8_t* data, size_t len) {
 
 std::vector<uint8_t> BuildDsdt(const PlatformConfig& config) {
   Bytes b = Header("DSDT", 2);
-  if (!config.dsdt_devices.empty() || !config.io_devices.empty() || config.pci_ecam) {
+  if (!config.dsdt_devices.empty() || !config.io_devices.empty() || config.pci_ecam ||
+      config.power) {
     std::vector<uint8_t> devices;
     if (config.pci_ecam) Append(devices, PciHostBridgeAml(*config.pci_ecam));
+    if (config.power) Append(devices, PowerButtonAml(*config.power));
     for (const IoDeviceDescription& d : config.io_devices) {
       Append(devices, IoDeviceAml(d));
     }
@@ -270,6 +311,7 @@ std::vector<uint8_t> BuildDsdt(const PlatformConfig& config) {
     // Scope (\_SB) { devices }
     b.PutBytes(Package({0x10}, Concat({'\\', '_', 'S', 'B', '_'}, devices)));
   }
+  if (config.power) b.PutBytes(SoftOffAml());
   return Finish(std::move(b));
 }
 
@@ -333,7 +375,7 @@ absl::StatusOr<uint64_t> WriteAcpiTables(vm_memory::GuestMemory& mem,
     return at;
   };
   ASSIGN_OR_RETURN(uint64_t dsdt, place(BuildDsdt(config)));
-  ASSIGN_OR_RETURN(uint64_t fadt, place(BuildFadt(dsdt)));
+  ASSIGN_OR_RETURN(uint64_t fadt, place(BuildFadt(dsdt, config)));
   ASSIGN_OR_RETURN(uint64_t madt, place(BuildMadt(config)));
   Bytes x = Header("XSDT", 1);
   x.Put<uint64_t>(fadt);

@@ -206,6 +206,7 @@ TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
   cfg.io_devices.push_back({"COM1", "PNP0501", 0x3f8, 8, 4});
   cfg.dsdt_devices.push_back({"LNRO0005", 0xd0000000, 0x200, 5});
   cfg.pci_ecam = PciEcamDescription{0xeff00000, 0, 0xc0000000, 0x2ff00000};
+  cfg.power = AcpiPowerDescription{3, 0x3c0};
   auto rsdp = WriteAcpiTables(*mem, cfg);
   REQUIRE(rsdp.ok());
   const char* tmp = std::getenv("TEST_TMPDIR");
@@ -237,4 +238,35 @@ TEST_CASE("ACPI tables disassemble cleanly with iasl (ACPICA)") {
   REQUIRE(std::system(("grep -q 'EisaId (\"PNP0A08\")' " + dir + "/DSDT.dsl").c_str()) == 0);
   REQUIRE(std::system(("grep -q WordBusNumber " + dir + "/DSDT.dsl").c_str()) == 0);
   REQUIRE(std::system(("grep -q DWordMemory " + dir + "/DSDT.dsl").c_str()) == 0);
+  // The power button, the GED that notifies it, and soft-off.
+  REQUIRE(std::system(("grep -q 'EisaId (\"PNP0C0C\")' " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q '\"ACPI0013\"' " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q 'Notify (PWRB, 0x80)\\|Notify (\\\\_SB.PWRB, 0x80)' " + dir +
+                       "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q '_S5' " + dir + "/DSDT.dsl").c_str()) == 0);
+  REQUIRE(std::system(("grep -q 'Sleep Control Register' " + dir + "/FACP.dsl").c_str()) == 0);
+}
+
+TEST_CASE("ACPI power: FADT sleep registers and DSDT power button only when asked") {
+  PlatformConfig cfg;
+  auto plain = BuildFadt(0x1000, cfg);
+  REQUIRE(plain.size() == 276);
+  REQUIRE(At<uint64_t>(plain, 244 + 4) == 0);  // no sleep control register
+  auto plain_dsdt = BuildDsdt(cfg);
+  REQUIRE(std::string(plain_dsdt.begin(), plain_dsdt.end()).find("PWRB") == std::string::npos);
+  cfg.power = AcpiPowerDescription{3, 0x3c0};
+  auto fadt = BuildFadt(0x1000, cfg);
+  REQUIRE(Sum(fadt) == 0);
+  REQUIRE(fadt[244] == 1);                        // system I/O
+  REQUIRE(At<uint64_t>(fadt, 244 + 4) == 0x3c0);  // SLEEP_CONTROL_REG
+  REQUIRE(At<uint64_t>(fadt, 256 + 4) == 0x3c1);  // SLEEP_STATUS_REG
+  auto dsdt = BuildDsdt(cfg);
+  std::string text(dsdt.begin(), dsdt.end());
+  REQUIRE(text.find("ACPI0013") != std::string::npos);
+  // The GED's Interrupt descriptor carries GSI 3.
+  size_t irq = text.find(std::string("\x89\x06\x00\x03\x01", 5));
+  REQUIRE(irq != std::string::npos);
+  REQUIRE(At<uint32_t>(dsdt, irq + 5) == 3);
+  // \_S5 = Package (2) { 5, 5 }
+  REQUIRE(text.find(std::string("_S5_\x12\x06\x02\x0a\x05\x0a\x05", 11)) != std::string::npos);
 }

@@ -73,6 +73,20 @@ void DebugExit::Write(uint64_t offset, std::span<const uint8_t> data) {
   if (offset == 0 && !data.empty() && on_exit_) on_exit_(data[0]);
 }
 
+void AcpiSleep::Read(uint64_t, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0);
+}
+
+// ACPI 6.4, 4.8.3.7: SLP_TYPx in bits 2-4, SLP_EN in bit 5. Other sleep
+// states (S1-S4) are not offered by the DSDT; a guest asking for one
+// anyway is ignored, as hardware without that state would.
+void AcpiSleep::Write(uint64_t offset, std::span<const uint8_t> data) {
+  if (offset != 0 || data.empty()) return;
+  bool enable = data[0] & 0x20;
+  uint8_t type = (data[0] >> 2) & 0x7;
+  if (enable && type == kSoftOffType && power_off_) power_off_();
+}
+
 CmosRtc::CmosRtc(uint64_t ram_bytes, std::function<time_t()> clock)
     : clock_(std::move(clock)) {
   // 0x34/0x35: RAM between 16 MiB and 4 GiB in 64 KiB units;

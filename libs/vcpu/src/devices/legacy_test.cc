@@ -47,6 +47,18 @@ TEST_CASE("Debug exit passes the guest's byte") {
   REQUIRE(got == 42);
 }
 
+TEST_CASE("ACPI sleep control: SLP_TYP 5 with SLP_EN powers off, nothing else does") {
+  int offs = 0;
+  AcpiSleep s([&] { offs++; });
+  Out(s, 0, 5 << 2);  // S5 without SLP_EN: only selects the type
+  Out(s, 0, (1 << 2) | 0x20);  // S1: not offered, ignored
+  Out(s, 1, (5 << 2) | 0x20);  // the status register is not the control one
+  REQUIRE(offs == 0);
+  REQUIRE(In(s, 1) == 0);
+  Out(s, 0, (5 << 2) | 0x20);
+  REQUIRE(offs == 1);
+}
+
 TEST_CASE("CMOS RTC reports the injected time in BCD") {
   // 2026-11-22 03:04:05 UTC, a Sunday.
   CmosRtc rtc(256 << 20, [] { return time_t{1795316645}; });

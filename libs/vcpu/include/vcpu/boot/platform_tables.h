@@ -56,6 +56,18 @@ struct PciEcamDescription {
   uint32_t mmio_size = 0;
 };
 
+// ACPI power management on the hardware-reduced platform: the power button
+// (\_SB.PWRB, PNP0C0C) and a Generic Event Device (\_SB.GED0, ACPI0013)
+// whose rising edge on GSI `ged_irq` runs its _EVT, Notify (PWRB, 0x80):
+// "the power button was pressed". And the FADT's sleep control and status
+// registers at I/O ports `sleep_port` and `sleep_port + 1` with \_S5
+// (SLP_TYP 5), so the guest powers off by writing 5 << 2 | SLP_EN (0x20)
+// to the control port (the AcpiSleep device in vcpu/devices/legacy.h).
+struct AcpiPowerDescription {
+  uint8_t ged_irq = 0;
+  uint16_t sleep_port = 0;
+};
+
 struct PlatformConfig {
   uint32_t num_cpus = 1;
   // Whether the guest has an 8259 PIC (full in-kernel irqchip) — sets the
@@ -64,6 +76,7 @@ struct PlatformConfig {
   std::vector<MmioDeviceDescription> dsdt_devices;
   std::vector<IoDeviceDescription> io_devices;
   std::optional<PciEcamDescription> pci_ecam;  // adds MCFG and \_SB.PCI0
+  std::optional<AcpiPowerDescription> power;   // power button, S5
 };
 
 // Builds the ACPI tables at the RSDP/tables addresses in boot/layout.h and
@@ -80,6 +93,7 @@ uint8_t ChecksumByte(const uint8_t* data, size_t len);
 // first table will live in guest memory.
 std::vector<uint8_t> BuildMadt(const PlatformConfig& config);
 std::vector<uint8_t> BuildDsdt(const PlatformConfig& config);
+std::vector<uint8_t> BuildFadt(uint64_t dsdt, const PlatformConfig& config);
 
 }  // namespace vcpu::boot
 
