@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <cstdlib>
 #include <thread>
 
@@ -18,6 +16,7 @@
 #include "kindling/v1/vm.grpc.pb.h"
 #include "launcher/cli.h"
 #include "launcher/control/config.h"
+#include "launcher/control/tls_files.h"
 
 namespace kindling::control {
 namespace {
@@ -100,14 +99,6 @@ int RpcError(const grpc::Status& s) {
                absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())).c_str(),
                s.error_message().c_str());
   return 1;
-}
-
-bool ReadFile(const std::string& path, std::string& out) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  out = s.str();
-  return !path.empty() && static_cast<bool>(in);
 }
 
 int Usage(const std::string& why) {
@@ -301,10 +292,15 @@ int ClientMain(const std::vector<std::string>& args) {
   std::string target = c.socket;
   if (target.rfind("tcp:", 0) == 0) {
     target = target.substr(4);
+    absl::StatusOr<TlsFiles> pem = ReadTlsFiles(c.tls_cert, c.tls_key, c.tls_ca);
+    if (!pem.ok()) {
+      return Usage(absl::StrCat("--socket tcp: needs --tls-cert, --tls-key and --tls-ca: ",
+                                pem.status().message()));
+    }
     grpc::SslCredentialsOptions o;
-    bool ok = ReadFile(c.tls_ca, o.pem_root_certs) && ReadFile(c.tls_key, o.pem_private_key) &&
-              ReadFile(c.tls_cert, o.pem_cert_chain);
-    if (!ok) return Usage("--socket tcp: needs readable --tls-cert, --tls-key and --tls-ca");
+    o.pem_root_certs = pem->ca;
+    o.pem_private_key = pem->key;
+    o.pem_cert_chain = pem->cert;
     creds = grpc::SslCredentials(o);
   }
   std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(target, creds);

@@ -13,12 +13,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "launcher/control/services.h"
+#include "launcher/control/tls_files.h"
 
 namespace kindling::control {
 namespace {
@@ -49,14 +48,6 @@ daemon finds them again under --state-dir.
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "kindling serve: error: %s\n", msg.c_str());
   return 1;
-}
-
-std::string ReadFile(const std::string& path, bool& ok) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  ok = static_cast<bool>(in);
-  return s.str();
 }
 
 // A unix socket another daemon still answers on is refused; a stale one
@@ -97,14 +88,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   }
   grpc::SslServerCredentialsOptions opts(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  bool ok1, ok2, ok3;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair{ReadFile(f.tls_key, ok1),
-                                                         ReadFile(f.tls_cert, ok2)};
-  opts.pem_root_certs = ReadFile(f.tls_ca, ok3);
-  if (!ok1 || !ok2 || !ok3) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", !ok1 ? f.tls_key : !ok2 ? f.tls_cert : f.tls_ca));
-  }
-  opts.pem_key_cert_pairs.push_back(pair);
+  ASSIGN_OR_RETURN(TlsFiles pem, ReadTlsFiles(f.tls_cert, f.tls_key, f.tls_ca));
+  opts.pem_root_certs = pem.ca;
+  opts.pem_key_cert_pairs.push_back({pem.key, pem.cert});
   return grpc::SslServerCredentials(opts);
 }
 

@@ -112,8 +112,6 @@ void FillKvm(const std::string& device, v1::HostInfo& out) {
   out.set_kvm_usable(all);
 }
 
-bool Stopped(v1::VmState s) { return s == v1::VM_STATE_STOPPED || s == v1::VM_STATE_FAILED; }
-
 }  // namespace
 
 HostServiceImpl::HostServiceImpl(std::string kvm_device) {
@@ -245,7 +243,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Lifecycle(const std::string& vm_id, Type c
                         absl::StrCat("VM '", vm_id, "' is ", v1::VmState_Name(now.state()),
                                      ": ", r.status.message()));
   }
-  if (command == Type::kKill) h->WaitForState(Stopped, absl::Seconds(5));
+  if (command == Type::kKill) h->WaitForState(IsStopped, absl::Seconds(5));
   return h->Snapshot();
 }
 

@@ -233,12 +233,12 @@ void VmHandle::OnState(const StateEvent& s) {
     from = state_;
     if (from == to) return;
     state_ = to;
-    if (to == v1::VM_STATE_STOPPED || to == v1::VM_STATE_FAILED) {
+    if (IsStopped(to)) {
       exit_.set_code(s.exit_code);
       exit_.set_detail(s.detail);
     }
   }
-  if (to == v1::VM_STATE_STOPPED || to == v1::VM_STATE_FAILED) {
+  if (IsStopped(to)) {
     // Console bytes come before the state change on the VM process's one
     // ordered stream: readers have everything and may end now.
     absl::MutexLock l(&mu_);
@@ -349,7 +349,7 @@ v1::Vm VmHandle::Snapshot() {
   vm.set_vm_id(id_);
   vm.set_state(state_);
   *vm.mutable_config() = config_;
-  if (state_ == v1::VM_STATE_STOPPED || state_ == v1::VM_STATE_FAILED) {
+  if (IsStopped(state_)) {
     *vm.mutable_exit_status() = exit_;
   }
   vm.set_pid(pid_);
@@ -375,7 +375,7 @@ bool VmHandle::WaitGone(absl::Duration timeout) {
 std::string VmHandle::AttachConsole(const std::shared_ptr<ConsoleSink>& sink) {
   absl::MutexLock l(&mu_);
   sinks_.insert(sink);
-  if (gone_ || state_ == v1::VM_STATE_STOPPED || state_ == v1::VM_STATE_FAILED) {
+  if (gone_ || IsStopped(state_)) {
     absl::MutexLock q(&sink->mu);
     sink->closed = true;
   }

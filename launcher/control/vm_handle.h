@@ -53,6 +53,11 @@ struct ConsoleSink {
   bool closed ABSL_GUARDED_BY(mu) = false;
 };
 
+// STOPPED or FAILED: the guest no longer runs; only DeleteVm is left.
+inline bool IsStopped(v1::VmState s) {
+  return s == v1::VM_STATE_STOPPED || s == v1::VM_STATE_FAILED;
+}
+
 struct SpawnArgs {
   std::string vm_id;
   std::string dir;         // created by the caller, holds config.pb
