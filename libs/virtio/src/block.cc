@@ -84,18 +84,24 @@ struct Block::Shared {
   std::function<void(std::function<absl::Status()>)> post ABSL_GUARDED_BY(mu);
 };
 
-Block::Block(std::unique_ptr<block::Image> image, BlockOptions options)
-    : image_(std::move(image)), size_(image_->size()), options_(std::move(options)) {
-  if (options_.serial.size() > kBlkIdBytes) options_.serial.resize(kBlkIdBytes);
+namespace {
+
+// GET_ID answers with at most kBlkIdBytes of the serial.
+BlockOptions Trimmed(BlockOptions options) {
+  if (options.serial.size() > kBlkIdBytes) options.serial.resize(kBlkIdBytes);
+  return options;
 }
+
+}  // namespace
+
+Block::Block(std::unique_ptr<block::Image> image, BlockOptions options)
+    : image_(std::move(image)), size_(image_->size()), options_(Trimmed(std::move(options))) {}
 
 Block::Block(std::unique_ptr<block::BlockBackend> backend, BlockOptions options)
     : backend_(std::move(backend)),
       size_(backend_->size()),
-      options_(std::move(options)),
-      shared_(std::make_unique<Shared>()) {
-  if (options_.serial.size() > kBlkIdBytes) options_.serial.resize(kBlkIdBytes);
-}
+      options_(Trimmed(std::move(options))),
+      shared_(std::make_unique<Shared>()) {}
 
 Block::~Block() {
   if (shared_) {

@@ -39,14 +39,15 @@ struct PostedWork {
 // A virtio-blk over a raw file: synchronous (Image) or asynchronous
 // (BlockBackend, io_uring where the kernel has it).
 struct BlockEnv {
-  explicit BlockEnv(bool read_only = false, uint64_t features = 0, bool async = false)
+  explicit BlockEnv(bool read_only = false, uint64_t features = 0, bool async = false,
+                    std::string serial = "kindling-disk-0")
       : env(16, features) {
     path = dir.Path("disk.img");
     block_test::WriteFile(path, block_test::Pattern(kDiskBytes, 7));
     block::OpenOptions o;
     o.format = "raw";
     o.read_only = read_only;
-    BlockOptions options{read_only, "kindling-disk-0"};
+    BlockOptions options{read_only, serial};
     if (async) {
       auto backend = block::OpenBackend(path, {.open = o, .threads = 2});
       REQUIRE(backend.ok());
@@ -145,6 +146,14 @@ TEST_CASE("virtio-blk: GET_ID returns the serial, NUL padded") {
   auto id = b.Guest(b.data_at(), 20);
   REQUIRE(std::string(reinterpret_cast<char*>(id.data()), 15) == "kindling-disk-0");
   REQUIRE(id[15] == 0);
+}
+
+TEST_CASE("virtio-blk: a serial longer than 20 bytes is cut to 20, without a NUL") {
+  BlockEnv b(false, 0, GENERATE(false, true), "0123456789abcdefghijKLMNO");
+  REQUIRE(b.Submit(kBlkTGetId, 0, {{b.data_at(), 24, true}}) == kBlkSOk);
+  auto id = b.Guest(b.data_at(), 21);
+  REQUIRE(std::string(reinterpret_cast<char*>(id.data()), 20) == "0123456789abcdefghij");
+  REQUIRE(b.blk->name() == "virtio-blk 0123456789abcdefghij");
 }
 
 TEST_CASE("virtio-blk: out-of-range, partial-sector and unknown requests fail cleanly") {
