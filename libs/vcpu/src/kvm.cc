@@ -284,6 +284,29 @@ absl::Status Vm::SetClock(const kvm_clock_data& clock) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<kvm_irqchip> Vm::GetIrqchip(uint32_t chip_id) const {
+  kvm_irqchip chip = {};
+  chip.chip_id = chip_id;
+  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_GET_IRQCHIP, &chip);
+  return chip;
+}
+
+absl::Status Vm::SetIrqchip(const kvm_irqchip& chip) {
+  kvm_irqchip c = chip;
+  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_SET_IRQCHIP, &c);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kvm_pit_state2> Vm::GetPit() const {
+  return GetStruct<kvm_pit_state2>(fd_.get(), KVM_GET_PIT2, "KVM_GET_PIT2");
+}
+
+absl::Status Vm::SetPit(const kvm_pit_state2& pit) {
+  kvm_pit_state2 p = pit;
+  KVM_IOCTL_OR_RETURN(fd_.get(), KVM_SET_PIT2, &p);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Vcpu>> Vm::CreateVcpu(uint32_t id) {
   int fd = Ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
   if (fd < 0) {
@@ -423,6 +446,15 @@ absl::Status Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
     return IoctlError("KVM_SET_CPUID2");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<kvm_cpuid_entry2>> Vcpu::GetCpuid() const {
+  abi::FlexArray<abi::Cpuid2Header, kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
+  cpuid.header()->nent = kMaxCpuidEntries;
+  if (Ioctl(fd_.get(), abi::kGetCpuid2, cpuid.header()) < 0) {
+    return IoctlError("KVM_GET_CPUID2");
+  }
+  return cpuid.Take(cpuid.header()->nent);
 }
 
 absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(

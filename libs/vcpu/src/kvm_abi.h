@@ -52,6 +52,7 @@ static_assert(sizeof(kvm_irq_routing_entry) == 48);
 
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, Cpuid2Header);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, Cpuid2Header);
+inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, Cpuid2Header);
 inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
@@ -63,6 +64,7 @@ inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, Xsave);
 // The well-known values, to catch a mistake above.
 static_assert(kGetSupportedCpuid == 0xc008ae05);
 static_assert(kSetCpuid2 == 0x4008ae90);
+static_assert(kGetCpuid2 == 0xc008ae91);
 static_assert(kGetMsrs == 0xc008ae88);
 static_assert(kGetXsave == 0x9000aea4);
 

@@ -104,6 +104,12 @@ class Vm {
                                                     uint64_t slot_size);
   absl::StatusOr<kvm_clock_data> GetClock() const;
   absl::Status SetClock(const kvm_clock_data& clock);
+  // The in-kernel irqchip (IrqchipMode::kFull): chip 0 is the master PIC,
+  // 1 the slave PIC, 2 the IOAPIC; and the PIT. For snapshots.
+  absl::StatusOr<kvm_irqchip> GetIrqchip(uint32_t chip_id) const;
+  absl::Status SetIrqchip(const kvm_irqchip& chip);
+  absl::StatusOr<kvm_pit_state2> GetPit() const;
+  absl::Status SetPit(const kvm_pit_state2& pit);
   absl::StatusOr<std::unique_ptr<Vcpu>> CreateVcpu(uint32_t id);
 
   int fd() const { return fd_.get(); }
@@ -147,6 +153,8 @@ class Vcpu {
   absl::StatusOr<kvm_mp_state> GetMpState() const;
   absl::Status SetMpState(const kvm_mp_state& state);
   absl::Status SetCpuid(std::span<const kvm_cpuid_entry2> entries);
+  // The CPUID last set (KVM_GET_CPUID2), for snapshots.
+  absl::StatusOr<std::vector<kvm_cpuid_entry2>> GetCpuid() const;
   // Reads the given MSRs; indices KVM does not return are omitted.
   absl::StatusOr<std::vector<kvm_msr_entry>> GetMsrs(
       std::span<const uint32_t> indices) const;

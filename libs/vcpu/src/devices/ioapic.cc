@@ -29,6 +29,21 @@ uint64_t Ioapic::redirection(uint32_t pin) const {
   return pin < kPins ? redirection_[pin] : 0;
 }
 
+Ioapic::State Ioapic::SaveState() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return State{id_, select_, redirection_, level_};
+}
+
+void Ioapic::RestoreState(const State& state) {
+  absl::MutexLock lock(&mu_);
+  id_ = state.id;
+  select_ = state.select & 0xff;
+  for (int i = 0; i < kPins; ++i) {
+    redirection_[i] = state.redirection[i] & (kWritableMask | kRemoteIrr);
+  }
+  level_ = state.level;
+}
+
 uint32_t Ioapic::ReadRegister(uint32_t index) const {
   switch (index) {
     case 0x00: return uint32_t{id_} << 24;

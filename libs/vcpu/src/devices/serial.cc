@@ -1,5 +1,7 @@
 #include "vcpu/devices/serial.h"
 
+#include <algorithm>
+
 namespace vcpu {
 namespace {
 
@@ -66,6 +68,29 @@ size_t Serial::EnqueueInput(std::string_view bytes) {
 size_t Serial::InputQueued() const {
   absl::MutexLock lock(&mu_);
   return input_.size();
+}
+
+Serial::State Serial::SaveState() const {
+  absl::MutexLock lock(&mu_);
+  return State{ier_, lcr_, mcr_, scr_, dll_, dlh_, msr_, thr_empty_pending_,
+               std::string(input_.begin(), input_.end())};
+}
+
+void Serial::RestoreState(const State& state) {
+  absl::MutexLock lock(&mu_);
+  ier_ = state.ier & 0x0f;
+  lcr_ = state.lcr;
+  mcr_ = state.mcr & 0x1f;
+  scr_ = state.scr;
+  dll_ = state.dll;
+  dlh_ = state.dlh;
+  msr_ = state.msr;
+  thr_empty_pending_ = state.thr_empty_pending;
+  size_t n = std::min(state.input.size(), kInputCapacity);
+  input_.assign(state.input.begin(), state.input.begin() + n);
+  // The edge for a pending interrupt was sent before the save (it is in
+  // the saved LAPIC); the line is only marked high, not pulsed again.
+  line_high_ = (Iir() & kIirNone) == 0;
 }
 
 uint8_t Serial::Iir() const {

@@ -41,6 +41,19 @@ class Ioapic : public BusDevice {
 
   uint64_t redirection(uint32_t pin) const;  // for tests and snapshots
 
+  // Everything the guest can observe, for snapshots and migration.
+  struct State {
+    uint8_t id = 0;
+    uint32_t select = 0;
+    std::array<uint64_t, kPins> redirection = {};
+    std::array<bool, kPins> level = {};
+  };
+  State SaveState() const;
+  // Loads a saved state; bits the guest could not have written (delivery
+  // status) are dropped. Sends nothing: a pin asserted at save time with
+  // its remote IRR clear fires again on its next edge or EOI.
+  void RestoreState(const State& state);
+
  private:
   uint32_t ReadRegister(uint32_t index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void WriteRegister(uint32_t index, uint32_t value)

@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
@@ -39,6 +40,16 @@ class Serial : public BusDevice {
   // caller to retry once the guest has read some).
   size_t EnqueueInput(std::string_view bytes);
   size_t InputQueued() const;
+
+  // The registers and the queued input, for snapshots and migration.
+  struct State {
+    uint8_t ier = 0, lcr = 0x03, mcr = 0x08, scr = 0, dll = 0x0c, dlh = 0;
+    uint8_t msr = 0xb0;
+    bool thr_empty_pending = false;
+    std::string input;  // at most kInputCapacity bytes are restored
+  };
+  State SaveState() const;
+  void RestoreState(const State& state);
 
  private:
   uint8_t ReadRegister(uint64_t offset) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

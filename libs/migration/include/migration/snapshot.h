@@ -1,0 +1,49 @@
+// A snapshot directory: `state.pb` (a kindling.migration.v1.Snapshot) and
+// `memory` (see memory_file.h). Writing is atomic per directory entry
+// (temporary names, fsync, rename); reading validates everything before
+// the caller sees it.
+//
+//   v1::Snapshot s;                       // machine, vcpus, clock, devices
+//   RETURN_IF_ERROR(WriteSnapshot("/snap", s, vm_memory));
+//   ASSIGN_OR_RETURN(v1::Snapshot back, ReadSnapshot("/snap"));
+//   RETURN_IF_ERROR(LoadSnapshotMemory("/snap", back, new_vm_memory));
+#ifndef MIGRATION_SNAPSHOT_H_
+#define MIGRATION_SNAPSHOT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "migration/snapshot.pb.h"
+#include "vm-memory/guest_memory.h"
+
+namespace migration {
+
+namespace v1 = ::kindling::migration::v1;
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint64_t kMaxStateBytes = 16 << 20;
+inline constexpr uint32_t kMaxVcpus = 255;
+inline constexpr int kMaxRegions = 64;
+inline constexpr uint64_t kMaxMemoryBytes = 1ULL << 40;
+
+// Bounds every count, size and version in `s` (not the KVM structures'
+// contents, which the decoders and KVM check).
+absl::Status ValidateSnapshot(const v1::Snapshot& s);
+// Parses and validates a state file's bytes.
+absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes);
+
+// Fills in s.machine().regions and s.memory from `memory`, then writes
+// dir/memory and dir/state.pb (dir is created if missing).
+absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
+                           const vm_memory::GuestMemory& memory);
+// Reads and validates dir/state.pb and checks dir/memory's size.
+absl::StatusOr<v1::Snapshot> ReadSnapshot(const std::string& dir);
+// Eager restore of dir/memory into `memory` (same layout as s.machine()).
+absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
+                                vm_memory::GuestMemory& memory);
+
+}  // namespace migration
+
+#endif  // MIGRATION_SNAPSHOT_H_

@@ -1,0 +1,223 @@
+#include "migration/memory_file.h"
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace migration {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+alignas(64) const uint8_t kZeros[kPage] = {};
+
+// One region of guest RAM placed in the file's coordinates.
+struct Span {
+  uint64_t file_offset;
+  uint64_t size;
+  uint8_t* host;
+  uint64_t guest;
+  int fd;
+};
+
+// Bytes of the file that are not a hole, and where they live in memory.
+struct Extent {
+  uint64_t file_offset;
+  uint64_t size;
+  const uint8_t* host;
+};
+
+std::vector<Span> Spans(const vm_memory::GuestMemory& memory) {
+  std::vector<Span> spans;
+  uint64_t off = 0;
+  for (const vm_memory::GuestRegion* r : memory.regions()) {
+    spans.push_back({off, r->size(), reinterpret_cast<uint8_t*>(r->host_address().value),
+                     r->start().value, r->fd()});
+    off += r->size();
+  }
+  return spans;
+}
+
+// The data ranges of `fd` within [0, size), per SEEK_DATA/SEEK_HOLE (a file
+// system without them reports one range: the whole file).
+absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DataRanges(int fd,
+                                                                      uint64_t size) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t off = 0;
+  while (off < size) {
+    off_t d = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;
+      return absl::ErrnoToStatus(errno, "lseek(SEEK_DATA)");
+    }
+    if (static_cast<uint64_t>(d) >= size) break;
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) return absl::ErrnoToStatus(errno, "lseek(SEEK_HOLE)");
+    uint64_t end = std::min<uint64_t>(h, size);
+    out.push_back({static_cast<uint64_t>(d), end});
+    off = end;
+  }
+  return out;
+}
+
+absl::Status WriteAll(int fd, const uint8_t* p, uint64_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, p, std::min<uint64_t>(len, 1 << 30), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return absl::ErrnoToStatus(n < 0 ? errno : EIO, "writing the memory file");
+    p += n, len -= n, off += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadAll(int fd, uint8_t* p, uint64_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t n = ::pread(fd, p, std::min<uint64_t>(len, 1 << 30), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ErrnoToStatus(errno, "reading the memory file");
+    if (n == 0) return absl::DataLossError(absl::StrCat("memory file ends at ", off));
+    p += n, len -= n, off += n;
+  }
+  return absl::OkStatus();
+}
+
+// Writes the non-zero pages of [lo, hi) of `span` and records them.
+absl::Status WriteRange(const Span& span, uint64_t lo, uint64_t hi, int fd,
+                        std::vector<Extent>& extents) {
+  uint64_t run = lo;  // start of the current run of non-zero pages
+  for (uint64_t p = lo; p <= hi; p += kPage) {
+    bool zero = p == hi || std::memcmp(span.host + p, kZeros,
+                                       std::min(kPage, hi - p)) == 0;
+    if (!zero) continue;
+    if (p > run) {
+      absl::Status s = WriteAll(fd, span.host + run, p - run, span.file_offset + run);
+      if (!s.ok()) return s;
+      extents.push_back({span.file_offset + run, p - run, span.host + run});
+    }
+    run = p + kPage;
+  }
+  return absl::OkStatus();
+}
+
+// CRC-32 of each chunk of a file of `size` bytes whose non-zero bytes are
+// `extents` (sorted, non-overlapping).
+std::vector<uint32_t> ChunkCrcs(const std::vector<Extent>& extents, uint64_t size,
+                                uint32_t chunk) {
+  std::vector<uint32_t> crcs;
+  size_t e = 0;
+  for (uint64_t lo = 0; lo < size; lo += chunk) {
+    uint64_t hi = std::min<uint64_t>(lo + chunk, size);
+    uLong crc = crc32_z(0, nullptr, 0);
+    uint64_t at = lo;
+    while (at < hi) {
+      while (e < extents.size() && extents[e].file_offset + extents[e].size <= at) ++e;
+      bool in = e < extents.size() && extents[e].file_offset <= at;
+      uint64_t end = in ? std::min(hi, extents[e].file_offset + extents[e].size)
+                        : std::min(hi, e < extents.size() ? extents[e].file_offset : hi);
+      if (in) {
+        crc = crc32_z(crc, extents[e].host + (at - extents[e].file_offset), end - at);
+      } else {
+        for (uint64_t z = at; z < end; z += kPage) {
+          crc = crc32_z(crc, kZeros, std::min(kPage, end - z));
+        }
+      }
+      at = end;
+    }
+    crcs.push_back(static_cast<uint32_t>(crc));
+  }
+  return crcs;
+}
+
+// The guest-physical ranges behind file bytes [lo, hi), e.g.
+// "0x200000..0x300000 0x800000..0x900000".
+std::string GuestRanges(const std::vector<Span>& spans, uint64_t lo, uint64_t hi) {
+  std::string out;
+  for (const Span& s : spans) {
+    uint64_t a = std::max(lo, s.file_offset), b = std::min(hi, s.file_offset + s.size);
+    if (a >= b) continue;
+    absl::StrAppend(&out, out.empty() ? "" : " ", "0x",
+                    absl::Hex(s.guest + (a - s.file_offset)), "..0x",
+                    absl::Hex(s.guest + (b - s.file_offset)));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
+    const vm_memory::GuestMemory& memory, int fd, uint32_t chunk_size) {
+  if (chunk_size < kPage || (chunk_size & (chunk_size - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk size ", chunk_size, " is not a power of two of at least 4096"));
+  }
+  uint64_t total = memory.total_size();
+  if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(total)) != 0) {
+    return absl::ErrnoToStatus(errno, "sizing the memory file");
+  }
+  std::vector<Extent> extents;
+  for (const Span& span : Spans(memory)) {
+    auto ranges = DataRanges(span.fd, span.size);
+    if (!ranges.ok()) return ranges.status();
+    for (auto [lo, hi] : *ranges) {
+      absl::Status s = WriteRange(span, lo, hi, fd, extents);
+      if (!s.ok()) return s;
+    }
+  }
+  v1::MemoryManifest m;
+  m.set_file_size(total);
+  m.set_chunk_size(chunk_size);
+  for (uint32_t c : ChunkCrcs(extents, total, chunk_size)) m.add_chunk_crc32(c);
+  return m;
+}
+
+absl::Status LoadMemoryFile(int fd, const v1::MemoryManifest& manifest,
+                            vm_memory::GuestMemory& memory) {
+  uint32_t chunk = manifest.chunk_size();
+  if (chunk < kPage || (chunk & (chunk - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory manifest chunk size ", chunk, " is not a power of two of at least 4096"));
+  }
+  if (manifest.file_size() != memory.total_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory file holds ", manifest.file_size(), " bytes, the VM has ",
+        memory.total_size()));
+  }
+  auto ranges = DataRanges(fd, manifest.file_size());
+  if (!ranges.ok()) return ranges.status();
+  std::vector<Extent> extents;
+  for (const Span& span : Spans(memory)) {
+    uint64_t s_lo = span.file_offset, s_hi = span.file_offset + span.size;
+    for (auto [lo, hi] : *ranges) {
+      uint64_t a = std::max(lo, s_lo), b = std::min(hi, s_hi);
+      if (a >= b) continue;
+      uint8_t* dst = span.host + (a - s_lo);
+      absl::Status s = ReadAll(fd, dst, b - a, a);
+      if (!s.ok()) return s;
+      extents.push_back({a, b - a, dst});
+    }
+  }
+  std::vector<uint32_t> crcs = ChunkCrcs(extents, manifest.file_size(), manifest.chunk_size());
+  if (static_cast<int>(crcs.size()) != manifest.chunk_crc32_size()) {
+    return absl::DataLossError(absl::StrCat("memory manifest has ",
+                                            manifest.chunk_crc32_size(),
+                                            " checksums, the file has ", crcs.size(), " chunks"));
+  }
+  for (size_t i = 0; i < crcs.size(); ++i) {
+    if (crcs[i] == manifest.chunk_crc32(i)) continue;
+    uint64_t lo = i * uint64_t{chunk};
+    uint64_t hi = std::min<uint64_t>(lo + chunk, manifest.file_size());
+    return absl::DataLossError(absl::StrFormat(
+        "memory file chunk %d (guest %s) fails its checksum: crc32 %08x, "
+        "manifest %08x",
+        i, GuestRanges(Spans(memory), lo, hi), crcs[i], manifest.chunk_crc32(i)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace migration
