@@ -192,6 +192,12 @@ guest), and exits with the guest's status.
   --transport mmio|pci   how virtio devices attach (default mmio); pci puts
                          them on a PCI bus (modern virtio-pci, MSI-X) and
                          drops pci=off from the default cmdline
+  --restore DIR          resume the VM saved in DIR (kindling snapshot) instead
+                         of booting: the snapshot gives vCPUs, memory and
+                         irqchip, so only --stats, --hugepages and
+                         --restore-mode may be given with it
+  --restore-mode eager   how guest RAM is loaded (eager: read the memory file,
+                         checking each chunk's CRC-32, before the vCPUs start)
   --console serial|virtio  where stdin/stdout go: ttyS0 (default) or a
                          virtio console (hvc0; the default cmdline then says
                          console=hvc0)
@@ -205,9 +211,23 @@ signal N (SIGINT, SIGTERM).
 )";
 }
 
+// With --restore the machine comes from the snapshot: flags that shape a
+// new one would be silently ignored, so they are refused.
+absl::Status CheckRestoreFlags(const std::vector<std::string>& given) {
+  for (const std::string& f : given) {
+    if (f != "--restore" && f != "--restore-mode" && f != "--stats" &&
+        f != "--hugepages" && f != "--help" && f != "-h") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f, " cannot be given with --restore (the snapshot holds the machine)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
   RunOptions o;
   bool cmdline_given = false;
+  std::vector<std::string> given;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
     std::string value;
@@ -233,8 +253,20 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       return absl::OkStatus();
     };
     absl::Status s = absl::OkStatus();
+    given.push_back(flag);
     if (flag == "--help" || flag == "-h") {
       o.help = true;
+    } else if (flag == "--restore") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      o.restore_dir = *v;
+    } else if (flag == "--restore-mode") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (*v != "eager") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--restore-mode '", *v, "': only eager is implemented (lazy and uffd are not yet)"));
+      }
     } else if (flag == "--stats") {
       o.print_stats = true;
       o.vm.collect_stats = true;
@@ -364,6 +396,10 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
   }
   if (o.vm.virtio.transport == VirtioTransport::kPci && !cmdline_given) {
     absl::StrReplaceAll({{" pci=off", ""}}, &o.vm.cmdline);
+  }
+  if (!o.restore_dir.empty()) {
+    if (absl::Status r = CheckRestoreFlags(given); !r.ok()) return r;
+    return o;
   }
   if (!o.help && o.vm.kernel.empty()) {
     return absl::InvalidArgumentError("--kernel is required (see kindling run --help)");

@@ -15,6 +15,7 @@ namespace kindling {
 struct RunOptions {
   VmConfig vm;
   bool print_stats = false;  // KVM exit statistics on stderr at the end
+  std::string restore_dir;   // --restore: resume a snapshot instead of booting
   bool help = false;
 };
 

@@ -61,7 +61,8 @@ int Run(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto vm = MicroVm::Create(opts->vm);
+  auto vm = opts->restore_dir.empty() ? MicroVm::Create(opts->vm)
+                                      : MicroVm::Restore(opts->vm, opts->restore_dir);
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
   MicroVm* raw = vm->get();
   std::thread([raw, stop_signals] {

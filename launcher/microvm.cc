@@ -108,6 +108,12 @@ absl::Status MicroVm::Build(const VmConfig& config) {
   // the same way on hosts with and without KVM.
   RETURN_IF_ERROR(SetUpMemory(config));
   RETURN_IF_ERROR(LoadGuest(config));
+  RETURN_IF_ERROR(CreateKvmVm(config));
+  RETURN_IF_ERROR(SetUpDevices(config));
+  return SetUpVcpus(config);
+}
+
+absl::Status MicroVm::CreateKvmVm(const VmConfig& config) {
   ASSIGN_OR_RETURN(kvm_, vcpu::Kvm::Open(config.kvm_device));
   std::vector<vcpu::NamedCapability> caps = vcpu::RequiredCapabilities();
   RETURN_IF_ERROR(kvm_->RequireCapabilities(caps));
@@ -120,8 +126,7 @@ absl::Status MicroVm::Build(const VmConfig& config) {
   for (const vm_memory::GuestRegion* r : memory_->regions()) {
     RETURN_IF_ERROR(vm_->SetUserMemoryRegion(slot++, *r));
   }
-  RETURN_IF_ERROR(SetUpDevices(config));
-  return SetUpVcpus(config);
+  return absl::OkStatus();
 }
 
 absl::Status MicroVm::SetUpMemory(const VmConfig& config) {
@@ -186,10 +191,9 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
     ASSIGN_OR_RETURN(kvm_msrs, kvm_->GetMsrIndexList());
   }
   for (uint32_t i = 0; i < config.cpus; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<vcpu::Vcpu> v, vm_->CreateVcpu(i));
     vcpu::CpuidTable table = cpuid;
     vcpu::SetTopology(table, i, config.cpus);
-    RETURN_IF_ERROR(v->SetCpuid(table));
+    ASSIGN_OR_RETURN(vcpu::Vcpu * v, AddVcpu(config, i, table));
     std::vector<kvm_msr_entry> msrs = vcpu::DefaultMsrs();
     RETURN_IF_ERROR(vcpu::ApplyMsrTemplate(msrs, tmpl, kvm_msrs));
     RETURN_IF_ERROR(v->SetMsrs(msrs));
@@ -202,17 +206,28 @@ absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
       RETURN_IF_ERROR(v->SetSregs(st.sregs));
       RETURN_IF_ERROR(v->SetRegs(st.regs));
     }
-    if (config.collect_stats) {
-      ASSIGN_OR_RETURN(vm_memory::UniqueFd fd, v->GetStatsFd());
-      ASSIGN_OR_RETURN(auto stats, vcpu::KvmStats::Create(std::move(fd)));
-      stats_.push_back(std::move(stats));
-    }
-    vcpus_.push_back(std::move(v));
   }
+  CreateRunner();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<vcpu::Vcpu*> MicroVm::AddVcpu(const VmConfig& config, uint32_t id,
+                                             std::span<const kvm_cpuid_entry2> cpuid) {
+  ASSIGN_OR_RETURN(std::unique_ptr<vcpu::Vcpu> v, vm_->CreateVcpu(id));
+  RETURN_IF_ERROR(v->SetCpuid(cpuid));
+  if (config.collect_stats) {
+    ASSIGN_OR_RETURN(vm_memory::UniqueFd fd, v->GetStatsFd());
+    ASSIGN_OR_RETURN(auto stats, vcpu::KvmStats::Create(std::move(fd)));
+    stats_.push_back(std::move(stats));
+  }
+  vcpus_.push_back(std::move(v));
+  return vcpus_.back().get();
+}
+
+void MicroVm::CreateRunner() {
   std::function<void(uint8_t)> on_eoi;
   if (ioapic_) on_eoi = [ioapic = ioapic_](uint8_t v) { ioapic->EndOfInterrupt(v); };
   runner_ = std::make_unique<VcpuRunner>(vcpus_, pio_, mmio_, std::move(on_eoi));
-  return absl::OkStatus();
 }
 
 absl::Status MicroVm::SetUpDevices(const VmConfig& config) {

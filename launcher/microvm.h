@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,10 @@
 #include "vcpu/vcpu_runner.h"
 #include "vcpu/vcpu_state.h"
 #include "vm-memory/guest_memory.h"
+
+namespace kindling::migration::v1 {
+class Snapshot;
+}
 
 namespace kindling {
 
@@ -76,6 +81,12 @@ struct MachineState {
 class MicroVm {
  public:
   static absl::StatusOr<std::unique_ptr<MicroVm>> Create(const VmConfig& config);
+  // A VM from a snapshot directory written by SaveSnapshot, ready to Run():
+  // its shape (vCPUs, RAM layout, irqchip) and state come from the
+  // snapshot; of `config` only the host side is used (console sink,
+  // callbacks, KVM device, stats, hugepages). The kernel is not needed.
+  static absl::StatusOr<std::unique_ptr<MicroVm>> Restore(const VmConfig& config,
+                                                          const std::string& dir);
   ~MicroVm();
 
   // Starts the vCPUs and blocks until the VM stops.
@@ -90,6 +101,10 @@ class MicroVm {
   // Loads a saved state into this VM before Run(): the VM must have been
   // created with the same config, and guest RAM restored by the caller.
   absl::Status RestoreMachineState(const MachineState& state);
+  // Writes the VM's full state and RAM to `dir` (libs/migration's format);
+  // the VM must be paused or not yet started. A VM with virtio devices is
+  // refused for now (their state is not saved yet).
+  absl::Status SaveSnapshot(const std::string& dir);
   // Presses the ACPI power button: the guest sees a Notify on \_SB.PWRB
   // through the GED's interrupt and decides (Linux with acpid or systemd
   // powers off, which stops the VM with status 0). Safe from any thread.
@@ -110,6 +125,17 @@ class MicroVm {
   absl::Status SetUpMemory(const VmConfig& config);
   absl::Status LoadGuest(const VmConfig& config);
   absl::Status SetUpVcpus(const VmConfig& config);
+  absl::Status CreateKvmVm(const VmConfig& config);
+  // Creates vCPU `id` with `cpuid` (and its stats fd if asked).
+  absl::StatusOr<vcpu::Vcpu*> AddVcpu(const VmConfig& config, uint32_t id,
+                                      std::span<const kvm_cpuid_entry2> cpuid);
+  void CreateRunner();
+  // Snapshot halves (launcher/snapshot.cc).
+  absl::Status BuildRestored(const VmConfig& config,
+                             const kindling::migration::v1::Snapshot& s,
+                             const std::string& dir);
+  absl::StatusOr<kindling::migration::v1::Snapshot> CaptureState();
+  absl::Status LoadState(const kindling::migration::v1::Snapshot& s);
   absl::Status SetUpDevices(const VmConfig& config);
   // A rising edge on `gsi`: through the userspace IOAPIC (split) or KVM.
   std::function<void()> EdgeIrq(uint32_t gsi);

@@ -132,6 +132,7 @@ class VirtioDevices {
   // The virtio console, if any (for stdin forwarding).
   virtio::Console* console() { return console_.get(); }
   virtio::Balloon* balloon() { return balloon_.get(); }
+  size_t device_count() const { return transports_.size(); }
 
  private:
   VirtioDevices() = default;

@@ -28,7 +28,7 @@ stages+=(--stage "main:$out/main.log:$(bazel info bazel-testlogs 2>/dev/null):$r
 
 ./tools/ci/opt_smoke.sh "$out/extra.txt" 2>&1 | tail -n 20
 
-bazel test --config=asan -k //libs/block/... //libs/vm-memory/... //libs/vcpu/... //libs/virtio/... //launcher/control/... \
+bazel test --config=asan -k //libs/block/... //libs/vm-memory/... //libs/vcpu/... //libs/virtio/... //libs/migration/... //launcher/control/... \
   //tests/e2e:virtio_test //tests/e2e:linux_virtio_test \
   2>&1 | tee "$out/asan.log" | tail -n 25
 rc=${PIPESTATUS[0]}

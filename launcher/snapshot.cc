@@ -1,0 +1,154 @@
+// MicroVm's snapshot halves: which of the VM's objects hold state, in what
+// order they are saved and loaded. The format, its validation and the
+// memory file are libs/migration's.
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "kindling/status_macros.h"
+#include "launcher/microvm.h"
+#include "migration/snapshot.h"
+#include "migration/state_codec.h"
+#include "vm-memory/layout.h"
+
+namespace kindling {
+namespace {
+
+namespace v1 = ::kindling::migration::v1;
+constexpr char kSerialName[] = "serial ttyS0";
+constexpr uint32_t kSerialVersion = 1;
+
+absl::StatusOr<std::vector<vm_memory::RegionSpec>> Layout(const v1::Machine& m) {
+  std::vector<vm_memory::RegionSpec> layout;
+  for (const v1::MemoryRegion& r : m.regions()) {
+    layout.push_back({vm_memory::GuestAddress(r.guest_address()), r.size()});
+  }
+  return layout;
+}
+
+// The host-side checks Create's ValidateConfig makes, for a restored shape.
+absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
+  if (config.virtio.disks.size() + config.virtio.nets.size() > 0 || config.virtio.rng ||
+      config.virtio.console || config.virtio.vsock || config.virtio.balloon) {
+    return absl::InvalidArgumentError(
+        "restore: virtio devices are not restored yet (give none)");
+  }
+  uint64_t mib = s.memory().file_size() >> 20;
+  uint64_t host = HostMemoryMib();
+  if (host != 0 && mib > host) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "restore: the snapshot's ", mib, " MiB is more than this host's ", host,
+        " MiB of RAM"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config,
+                                                          const std::string& dir) {
+  ASSIGN_OR_RETURN(v1::Snapshot s, ::migration::ReadSnapshot(dir));
+  RETURN_IF_ERROR(CheckRestorable(config, s));
+  VmConfig shaped = config;
+  shaped.cpus = s.machine().vcpus();
+  shaped.memory_mib = s.memory().file_size() >> 20;
+  shaped.irqchip = s.machine().irqchip() == v1::IRQCHIP_MODE_FULL
+                       ? vcpu::IrqchipMode::kFull
+                       : vcpu::IrqchipMode::kSplit;
+  std::unique_ptr<MicroVm> vm(new MicroVm());
+  RETURN_IF_ERROR(vm->BuildRestored(shaped, s, dir));
+  return vm;
+}
+
+absl::Status MicroVm::BuildRestored(const VmConfig& config, const v1::Snapshot& s,
+                                    const std::string& dir) {
+  vm_memory::MemoryOptions options;
+  options.hugepages = config.hugepages;
+  ASSIGN_OR_RETURN(auto layout, Layout(s.machine()));
+  ASSIGN_OR_RETURN(memory_, vm_memory::GuestMemory::Create(layout, options));
+  RETURN_IF_ERROR(::migration::LoadSnapshotMemory(dir, s, *memory_));
+  RETURN_IF_ERROR(CreateKvmVm(config));
+  virtio_plan_ = PlanVirtio(config.virtio);
+  RETURN_IF_ERROR(SetUpDevices(config));
+  for (uint32_t i = 0; i < config.cpus; ++i) {
+    ASSIGN_OR_RETURN(auto cpuid, ::migration::DecodeCpuid(s.vcpus(i)));
+    RETURN_IF_ERROR(AddVcpu(config, i, cpuid).status());
+  }
+  CreateRunner();
+  absl::Status st = LoadState(s);
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(dir, ": ", st.message()));
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::LoadState(const v1::Snapshot& s) {
+  MachineState machine;
+  for (const v1::Vcpu& v : s.vcpus()) {
+    ASSIGN_OR_RETURN(vcpu::VcpuState st, ::migration::DecodeVcpu(v));
+    machine.vcpus.push_back(std::move(st));
+  }
+  ASSIGN_OR_RETURN(machine.clock, ::migration::DecodeClock(s.kvm_clock()));
+  RETURN_IF_ERROR(RestoreMachineState(machine));
+  if (ioapic_) {
+    ASSIGN_OR_RETURN(auto io, ::migration::DecodeIoapic(s.irqchip().ioapic()));
+    ioapic_->RestoreState(io);
+  } else {
+    ASSIGN_OR_RETURN(auto chip, ::migration::DecodeKernelIrqchip(s.irqchip().kernel()));
+    RETURN_IF_ERROR(vm_->SetIrqchip(chip.pic_master));
+    RETURN_IF_ERROR(vm_->SetIrqchip(chip.pic_slave));
+    RETURN_IF_ERROR(vm_->SetIrqchip(chip.ioapic));
+    RETURN_IF_ERROR(vm_->SetPit(chip.pit));
+  }
+  for (const v1::Device& d : s.devices()) {
+    if (d.name() != kSerialName || !d.has_serial()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot holds a device '", d.name(), "' this VM does not have"));
+    }
+    if (d.version() != kSerialVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device '", d.name(), "' state version ", d.version(),
+          " is not supported (this build reads ", kSerialVersion, ")"));
+    }
+    ASSIGN_OR_RETURN(auto serial, ::migration::DecodeSerial(d.serial()));
+    serial_->RestoreState(serial);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Snapshot> MicroVm::CaptureState() {
+  if (virtio_ && virtio_->device_count() > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot: this VM has ", virtio_->device_count(),
+        " virtio devices, whose state cannot be saved yet"));
+  }
+  ASSIGN_OR_RETURN(MachineState machine, SaveMachineState());
+  v1::Snapshot s;
+  s.set_producer("kindling");
+  s.mutable_machine()->set_vcpus(vcpus_.size());
+  s.mutable_machine()->set_irqchip(ioapic_ ? v1::IRQCHIP_MODE_SPLIT : v1::IRQCHIP_MODE_FULL);
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    ASSIGN_OR_RETURN(auto cpuid, vcpus_[i]->GetCpuid());
+    *s.add_vcpus() = ::migration::EncodeVcpu(machine.vcpus[i], cpuid);
+  }
+  s.set_kvm_clock(::migration::EncodeClock(machine.clock));
+  if (ioapic_) {
+    *s.mutable_irqchip()->mutable_ioapic() = ::migration::EncodeIoapic(ioapic_->SaveState());
+  } else {
+    ::migration::KernelIrqchipState chip;
+    ASSIGN_OR_RETURN(chip.pic_master, vm_->GetIrqchip(KVM_IRQCHIP_PIC_MASTER));
+    ASSIGN_OR_RETURN(chip.pic_slave, vm_->GetIrqchip(KVM_IRQCHIP_PIC_SLAVE));
+    ASSIGN_OR_RETURN(chip.ioapic, vm_->GetIrqchip(KVM_IRQCHIP_IOAPIC));
+    ASSIGN_OR_RETURN(chip.pit, vm_->GetPit());
+    *s.mutable_irqchip()->mutable_kernel() = ::migration::EncodeKernelIrqchip(chip);
+  }
+  v1::Device* serial = s.add_devices();
+  serial->set_name(kSerialName);
+  serial->set_version(kSerialVersion);
+  *serial->mutable_serial() = ::migration::EncodeSerial(serial_->SaveState());
+  return s;
+}
+
+absl::Status MicroVm::SaveSnapshot(const std::string& dir) {
+  ASSIGN_OR_RETURN(v1::Snapshot s, CaptureState());
+  return ::migration::WriteSnapshot(dir, std::move(s), *memory_);
+}
+
+}  // namespace kindling
