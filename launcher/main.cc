@@ -125,7 +125,8 @@ int ExecControl(char** argv) {
 
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
-                        "delete", "get", "list", "events", "console", "metrics", "host"}) {
+                        "delete", "get", "list", "events", "console", "metrics", "host",
+                        "snapshot"}) {
     if (verb == v) return true;
   }
   return false;
@@ -139,7 +140,7 @@ int main(int argc, char** argv) {
     std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n"
                "       kindling serve [--listen unix:PATH] [--state-dir DIR]\n"
                "       kindling create|start|pause|resume|shutdown|kill|delete|get|list|\n"
-               "                events|console|metrics|host ...  (kindling VERB --help)\n"
+               "                events|console|metrics|host|snapshot ...  (kindling VERB --help)\n"
                "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <thread>
 
@@ -33,6 +34,9 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
   console ID                      the VM's console (replayed from boot, then
                                   live); stdin goes to the guest; on a
                                   terminal Ctrl-] detaches
+  snapshot ID DIR [--stay-paused] [--diff]
+                                  save the VM (paused meanwhile) into DIR;
+                                  resume it with `kindling run --restore DIR`
   metrics ID                      KVM statistics and VMM memory
   host                            this host's KVM, CPU and limits
 )";
@@ -228,6 +232,30 @@ int OneVm(v1::VmService::Stub& stub, const std::string& verb, const Common& c) {
   return 0;
 }
 
+int Snapshot(v1::VmService::Stub& stub, const Common& c) {
+  v1::SnapshotVmRequest req;
+  std::vector<std::string> words;
+  for (const std::string& a : c.rest) {
+    if (a == "--stay-paused") req.set_stay_paused(true);
+    else if (a == "--diff") req.set_diff(true);
+    else if (a.rfind("--", 0) == 0) return Usage(absl::StrCat("snapshot: unknown option ", a));
+    else words.push_back(a);
+  }
+  if (words.size() != 2) return Usage("snapshot takes a VM id and a directory");
+  req.set_vm_id(words[0]);
+  // The daemon needs an absolute path; a relative one is the caller's.
+  std::error_code ec;
+  req.set_directory(std::filesystem::absolute(words[1], ec).lexically_normal().string());
+  if (ec) return Usage(absl::StrCat("snapshot: ", words[1], ": ", ec.message()));
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = stub.SnapshotVm(&ctx, req, &vm);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else PrintVms({vm});
+  return 0;
+}
+
 int List(v1::VmService::Stub& stub, const Common& c) {
   grpc::ClientContext ctx;
   v1::ListVmsResponse resp;
@@ -311,6 +339,7 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "events") return Events(*stub, c);
   if (verb == "console") return Console(*stub, c);
   if (verb == "metrics") return Metrics(*stub, c);
+  if (verb == "snapshot") return Snapshot(*stub, c);
   for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
     if (verb == v) return OneVm(*stub, verb, c);
   }

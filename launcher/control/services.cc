@@ -234,9 +234,10 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
   return vm;
 }
 
-absl::StatusOr<v1::Vm> VmServiceImpl::Lifecycle(const std::string& vm_id, Type command) {
+absl::StatusOr<v1::Vm> VmServiceImpl::Lifecycle(const std::string& vm_id, Type command,
+                                                std::string payload, absl::Duration timeout) {
   ASSIGN_OR_RETURN(std::shared_ptr<VmHandle> h, Find(vm_id));
-  ASSIGN_OR_RETURN(Reply r, h->Call(command));
+  ASSIGN_OR_RETURN(Reply r, h->Call(command, std::move(payload), timeout));
   if (!r.status.ok()) {
     v1::Vm now = h->Snapshot();
     return absl::Status(r.status.code(),
@@ -266,6 +267,28 @@ KINDLING_LIFECYCLE_RPC(ResumeVm, Type::kResume)
 KINDLING_LIFECYCLE_RPC(ShutdownVm, Type::kPowerButton)
 KINDLING_LIFECYCLE_RPC(KillVm, Type::kKill)
 #undef KINDLING_LIFECYCLE_RPC
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req) {
+  if (req.diff()) {
+    return absl::UnimplementedError("diff: snapshots of only the dirtied pages are not implemented yet");
+  }
+  const std::string& dir = req.directory();
+  if (dir.empty() || dir[0] != '/' || dir.size() > 4096 ||
+      dir.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "directory: must be an absolute path of at most 4096 bytes");
+  }
+  // A snapshot writes all of guest RAM: allow it minutes, not seconds.
+  return Lifecycle(req.vm_id(), Type::kSnapshot,
+                   EncodeSnapshotRequest({dir, req.stay_paused()}), absl::Minutes(10));
+}
+
+grpc::Status VmServiceImpl::SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest* req,
+                                       v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = Snapshot(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
+}
 
 grpc::Status VmServiceImpl::DeleteVm(grpc::ServerContext*, const v1::VmRef* ref, v1::Vm* out) {
   absl::StatusOr<std::shared_ptr<VmHandle>> h = Find(ref->vm_id());

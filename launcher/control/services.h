@@ -53,6 +53,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status ShutdownVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status KillVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status DeleteVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
+  grpc::Status SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest*,
+                          v1::Vm*) override;
   grpc::Status GetVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
                        v1::ListVmsResponse*) override;
@@ -67,7 +69,10 @@ class VmServiceImpl final : public v1::VmService::Service {
  private:
   absl::StatusOr<std::shared_ptr<VmHandle>> Find(const std::string& vm_id);
   absl::StatusOr<v1::Vm> Create(const v1::CreateVmRequest& req);
-  absl::StatusOr<v1::Vm> Lifecycle(const std::string& vm_id, Type command);
+  absl::StatusOr<v1::Vm> Lifecycle(const std::string& vm_id, Type command,
+                                   std::string payload = {},
+                                   absl::Duration timeout = absl::Seconds(10));
+  absl::StatusOr<v1::Vm> Snapshot(const v1::SnapshotVmRequest& req);
 
   const ServiceOptions options_;
   const HostServiceImpl* const host_;

@@ -22,7 +22,6 @@ namespace kindling::control {
 namespace {
 
 constexpr size_t kConsoleKeep = 64 * 1024;
-constexpr absl::Duration kCallTimeout = absl::Seconds(10);
 constexpr int kBuildTimeoutMs = 60'000;
 
 v1::Event NewEvent(const std::string& id) {
@@ -315,7 +314,7 @@ void VmHandle::OnGone(const std::string& why) {
   hub_->Publish(s);
 }
 
-absl::StatusOr<Reply> VmHandle::Call(Type t, std::string payload) {
+absl::StatusOr<Reply> VmHandle::Call(Type t, std::string payload, absl::Duration timeout) {
   uint32_t seq;
   {
     absl::MutexLock l(&mu_);
@@ -331,13 +330,16 @@ absl::StatusOr<Reply> VmHandle::Call(Type t, std::string payload) {
     if (sent.ok()) {
       mu_.AwaitWithTimeout(
           absl::Condition(+[](std::optional<Reply>* x) { return x->has_value(); }, &it->second),
-          kCallTimeout);
+          timeout);
     }
     r = std::move(it->second);
     pending_.erase(it);
   }
   if (!sent.ok()) return absl::UnavailableError(absl::StrCat("VM ", id_, ": ", sent.message()));
-  if (!r) return absl::DeadlineExceededError(absl::StrCat("VM ", id_, ": no answer in 10 s"));
+  if (!r) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("VM ", id_, ": no answer in ", absl::FormatDuration(timeout)));
+  }
   // The VM process sends the state change a command caused before the
   // command's reply, on the same stream: the state is current here.
   return *r;

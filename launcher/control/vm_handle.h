@@ -76,7 +76,10 @@ class VmHandle {
   ~VmHandle();
 
   // Sends a command and waits for its reply (or the process's end).
-  absl::StatusOr<Reply> Call(Type t, std::string payload = {});
+  // Waits up to `timeout` for the reply (a snapshot of a large VM takes
+  // longer than the default).
+  absl::StatusOr<Reply> Call(Type t, std::string payload = {},
+                             absl::Duration timeout = absl::Seconds(10));
   v1::Vm Snapshot();
   // Waits until the state satisfies `done`; false on timeout.
   bool WaitForState(bool (*done)(v1::VmState), absl::Duration timeout);

@@ -55,6 +55,7 @@ class VmProcess {
   void SenderLoop();
   void ReadLoop(std::shared_ptr<Conn> c);
   absl::Status Handle(const Message& m, std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Snapshot(const control::SnapshotRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunVm();
   [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
@@ -190,6 +191,11 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       }
       vm_->PressPowerButton();
       break;
+    case Type::kSnapshot: {
+      ASSIGN_OR_RETURN(control::SnapshotRequest req, DecodeSnapshotRequest(m.payload));
+      if (!live) return absl::FailedPreconditionError("only a running or paused VM can be saved");
+      return Snapshot(req);
+    }
     case Type::kConsoleInput:
       if (!vm_) return absl::FailedPreconditionError("the VM is not running");
       vm_->SendConsoleInput(m.payload);
@@ -207,6 +213,22 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       return absl::InvalidArgumentError("not a command");
   }
   return absl::OkStatus();
+}
+
+// Pauses the guest if it runs, saves it, and lets it run on unless asked
+// to stay paused (or the save failed: then it runs on as before).
+absl::Status VmProcess::Snapshot(const control::SnapshotRequest& req) {
+  bool was_running = state_.state == control::VmState::kRunning;
+  if (was_running) {
+    vm_->Pause();
+    SetState(control::VmState::kPaused, 0, "");
+  }
+  absl::Status s = vm_->SaveSnapshot(req.directory);
+  if (was_running && (!s.ok() || !req.stay_paused)) {
+    vm_->Resume();
+    SetState(control::VmState::kRunning, 0, "");
+  }
+  return s;
 }
 
 void VmProcess::Quit(const std::shared_ptr<Conn>& c, uint32_t seq) {

@@ -21,7 +21,8 @@ uint64_t GetLe(std::string_view in, int bytes) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 8) || (t >= 0x80 && t <= 0x85);
+  return (t >= 1 && t <= static_cast<uint8_t>(Type::kSnapshot)) ||
+         (t >= 0x80 && t <= static_cast<uint8_t>(Type::kBalloonStats));
 }
 
 }  // namespace
@@ -128,6 +129,25 @@ absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view p) {
     return absl::InvalidArgumentError("device reset: reason over 4096 bytes");
   }
   return DeviceReset{std::string(p.substr(2, len)), std::string(p.substr(2 + len))};
+}
+
+std::string EncodeSnapshotRequest(const SnapshotRequest& r) {
+  std::string out(1, r.stay_paused ? '\x01' : '\x00');
+  return out + r.directory;
+}
+
+absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view p) {
+  if (p.empty()) return absl::InvalidArgumentError("snapshot request: empty");
+  if ((static_cast<uint8_t>(p[0]) & ~1u) != 0) {
+    return absl::InvalidArgumentError("snapshot request: unknown flags");
+  }
+  std::string_view dir = p.substr(1);
+  if (dir.empty() || dir.size() > kMaxText || dir[0] != '/' ||
+      dir.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "snapshot request: the directory must be an absolute path of 1 to 4096 bytes");
+  }
+  return SnapshotRequest{std::string(dir), (p[0] & 1) != 0};
 }
 
 std::string EncodeCounters(const Counters& c) {

@@ -45,6 +45,7 @@ enum class Type : uint8_t {
   kConsoleInput = 6,  // payload: bytes for the guest console
   kGetStats = 7,      // reply payload: EncodeCounters
   kQuit = 8,          // kill the guest if it runs, then end the process
+  kSnapshot = 9,      // payload: EncodeSnapshotRequest
   // Events and replies.
   kReply = 0x80,          // payload: EncodeReply
   kState = 0x81,          // payload: EncodeState
@@ -97,6 +98,15 @@ struct DeviceReset {
 };
 std::string EncodeDeviceReset(const DeviceReset& d);
 absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view payload);
+
+// A snapshot command: u8 flags (bit 0: stay paused), then the directory
+// (absolute, 1 to 4096 bytes, no NUL).
+struct SnapshotRequest {
+  std::string directory;
+  bool stay_paused = false;
+};
+std::string EncodeSnapshotRequest(const SnapshotRequest& r);
+absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view payload);
 
 // name/value counters: u16le name length, name, u64le value; repeated.
 using Counters = std::vector<std::pair<std::string, uint64_t>>;

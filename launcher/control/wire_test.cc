@@ -68,3 +68,25 @@ TEST_CASE("one packet is one message over a seqpacket pair") {
   REQUIRE(eof.ok());
   CHECK(!*eof);
 }
+
+TEST_CASE("a snapshot request carries an absolute directory and its flag") {
+  auto m = Decode(Encode({Type::kSnapshot, 3, EncodeSnapshotRequest({"/s", false})}));
+  REQUIRE(m.ok());  // the packet type is known to the decoder
+  CHECK(m->type == Type::kSnapshot);
+  CHECK(IsCommand(m->type));
+  auto r = DecodeSnapshotRequest(EncodeSnapshotRequest({"/srv/snap", true}));
+  REQUIRE(r.ok());
+  CHECK(r->directory == "/srv/snap");
+  CHECK(r->stay_paused);
+  r = DecodeSnapshotRequest(EncodeSnapshotRequest({"/a", false}));
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->stay_paused);
+  for (std::string bad : {std::string(), std::string(1, '\0'), std::string("\0rel", 4),
+                          std::string("\x02/a", 3), std::string("\0/a\0b", 5),
+                          std::string(1, '\0') + "/" + std::string(4096, 'a')}) {
+    INFO("payload size " << bad.size());
+    auto d = DecodeSnapshotRequest(bad);
+    REQUIRE_FALSE(d.ok());
+    CHECK(std::string(d.status().message()).find("snapshot request") != std::string::npos);
+  }
+}

@@ -16,6 +16,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)DecodeState(m->payload);
     (void)DecodeReply(m->payload);
     (void)DecodeCounters(m->payload);
+    if (auto r = DecodeSnapshotRequest(m->payload);
+        r.ok() && EncodeSnapshotRequest(*r) != m->payload) {
+      std::abort();
+    }
     if (auto d = DecodeDeviceReset(m->payload); d.ok() && EncodeDeviceReset(*d) != m->payload) {
       std::abort();
     }
