@@ -196,8 +196,11 @@ guest), and exits with the guest's status.
                          of booting: the snapshot gives vCPUs, memory and
                          irqchip, so only --stats, --hugepages and
                          --restore-mode may be given with it
-  --restore-mode eager   how guest RAM is loaded (eager: read the memory file,
-                         checking each chunk's CRC-32, before the vCPUs start)
+  --restore-mode eager|lazy  how guest RAM is loaded: eager (default) reads
+                         the memory file, checking each chunk's CRC-32, before
+                         the vCPUs start; lazy maps it privately, so pages load
+                         on first touch and VMs restored from one snapshot
+                         share its page cache
   --console serial|virtio  where stdin/stdout go: ttyS0 (default) or a
                          virtio console (hvc0; the default cmdline then says
                          console=hvc0)
@@ -263,10 +266,11 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
     } else if (flag == "--restore-mode") {
       auto v = need_value();
       if (!v.ok()) return v.status();
-      if (*v != "eager") {
+      if (*v != "eager" && *v != "lazy") {
         return absl::InvalidArgumentError(absl::StrCat(
-            "--restore-mode '", *v, "': only eager is implemented (lazy and uffd are not yet)"));
+            "--restore-mode '", *v, "': expected eager or lazy (uffd is not implemented yet)"));
       }
+      o.restore_mode = *v;
     } else if (flag == "--stats") {
       o.print_stats = true;
       o.vm.collect_stats = true;

@@ -16,6 +16,7 @@ struct RunOptions {
   VmConfig vm;
   bool print_stats = false;  // KVM exit statistics on stderr at the end
   std::string restore_dir;   // --restore: resume a snapshot instead of booting
+  std::string restore_mode = "eager";
   bool help = false;
 };
 

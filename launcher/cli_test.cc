@@ -166,3 +166,21 @@ TEST_CASE("virtio flags: net, vsock, balloon") {
   c.vsock = kindling::VsockConfig{2, "/tmp/x"};
   REQUIRE(Mentions(kindling::ValidateVirtio(c), "must be 3 to"));
 }
+
+TEST_CASE("--restore needs no kernel and refuses flags that shape a new machine") {
+  auto o = ParseRunFlags({"--restore", "/snap", "--restore-mode", "lazy", "--stats"});
+  REQUIRE(o.ok());
+  REQUIRE(o->restore_dir == "/snap");
+  REQUIRE(o->restore_mode == "lazy");
+  REQUIRE(o->print_stats);
+  o = ParseRunFlags({"--restore=/snap"});
+  REQUIRE(o.ok());
+  REQUIRE(o->restore_mode == "eager");
+  REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--cpus", "2"}).status(),
+                   "--cpus cannot be given with --restore"));
+  REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--kernel", "k"}).status(),
+                   "--kernel cannot be given with --restore"));
+  REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--restore-mode", "uffd"}).status(),
+                   "expected eager or lazy"));
+  REQUIRE(Mentions(ParseRunFlags({"--restore"}).status(), "--restore needs a value"));
+}

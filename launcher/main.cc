@@ -15,6 +15,7 @@
 #include "launcher/cli.h"
 #include "launcher/control/vm_process.h"
 #include "launcher/microvm.h"
+#include "migration/snapshot.h"
 #include "launcher/version.h"
 
 namespace {
@@ -61,8 +62,10 @@ int Run(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto vm = opts->restore_dir.empty() ? MicroVm::Create(opts->vm)
-                                      : MicroVm::Restore(opts->vm, opts->restore_dir);
+  auto vm = opts->restore_dir.empty()
+                ? MicroVm::Create(opts->vm)
+                : MicroVm::Restore(opts->vm, opts->restore_dir,
+                                   *migration::ParseRestoreMode(opts->restore_mode));
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
   MicroVm* raw = vm->get();
   std::thread([raw, stop_signals] {

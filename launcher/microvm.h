@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "launcher/virtio_devices.h"
+#include "migration/snapshot.h"
 #include "vcpu/boot/kernel_loader.h"
 #include "vcpu/bus.h"
 #include "vcpu/cpuid.h"
@@ -31,10 +32,6 @@
 #include "vcpu/vcpu_runner.h"
 #include "vcpu/vcpu_state.h"
 #include "vm-memory/guest_memory.h"
-
-namespace kindling::migration::v1 {
-class Snapshot;
-}
 
 namespace kindling {
 
@@ -85,8 +82,10 @@ class MicroVm {
   // its shape (vCPUs, RAM layout, irqchip) and state come from the
   // snapshot; of `config` only the host side is used (console sink,
   // callbacks, KVM device, stats, hugepages). The kernel is not needed.
-  static absl::StatusOr<std::unique_ptr<MicroVm>> Restore(const VmConfig& config,
-                                                          const std::string& dir);
+  // kLazy maps the memory file privately (pages load on first touch).
+  static absl::StatusOr<std::unique_ptr<MicroVm>> Restore(
+      const VmConfig& config, const std::string& dir,
+      ::migration::RestoreMode mode = ::migration::RestoreMode::kEager);
   ~MicroVm();
 
   // Starts the vCPUs and blocks until the VM stops.
@@ -133,7 +132,7 @@ class MicroVm {
   // Snapshot halves (launcher/snapshot.cc).
   absl::Status BuildRestored(const VmConfig& config,
                              const kindling::migration::v1::Snapshot& s,
-                             const std::string& dir);
+                             const std::string& dir, ::migration::RestoreMode mode);
   absl::StatusOr<kindling::migration::v1::Snapshot> CaptureState();
   absl::Status LoadState(const kindling::migration::v1::Snapshot& s);
   absl::Status SetUpDevices(const VmConfig& config);

@@ -8,7 +8,6 @@
 #include "launcher/microvm.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
-#include "vm-memory/layout.h"
 
 namespace kindling {
 namespace {
@@ -16,14 +15,6 @@ namespace {
 namespace v1 = ::kindling::migration::v1;
 constexpr char kSerialName[] = "serial ttyS0";
 constexpr uint32_t kSerialVersion = 1;
-
-absl::StatusOr<std::vector<vm_memory::RegionSpec>> Layout(const v1::Machine& m) {
-  std::vector<vm_memory::RegionSpec> layout;
-  for (const v1::MemoryRegion& r : m.regions()) {
-    layout.push_back({vm_memory::GuestAddress(r.guest_address()), r.size()});
-  }
-  return layout;
-}
 
 // The host-side checks Create's ValidateConfig makes, for a restored shape.
 absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
@@ -45,7 +36,8 @@ absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config,
-                                                          const std::string& dir) {
+                                                          const std::string& dir,
+                                                          ::migration::RestoreMode mode) {
   ASSIGN_OR_RETURN(v1::Snapshot s, ::migration::ReadSnapshot(dir));
   RETURN_IF_ERROR(CheckRestorable(config, s));
   VmConfig shaped = config;
@@ -55,17 +47,15 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config
                        ? vcpu::IrqchipMode::kFull
                        : vcpu::IrqchipMode::kSplit;
   std::unique_ptr<MicroVm> vm(new MicroVm());
-  RETURN_IF_ERROR(vm->BuildRestored(shaped, s, dir));
+  RETURN_IF_ERROR(vm->BuildRestored(shaped, s, dir, mode));
   return vm;
 }
 
 absl::Status MicroVm::BuildRestored(const VmConfig& config, const v1::Snapshot& s,
-                                    const std::string& dir) {
+                                    const std::string& dir, ::migration::RestoreMode mode) {
   vm_memory::MemoryOptions options;
   options.hugepages = config.hugepages;
-  ASSIGN_OR_RETURN(auto layout, Layout(s.machine()));
-  ASSIGN_OR_RETURN(memory_, vm_memory::GuestMemory::Create(layout, options));
-  RETURN_IF_ERROR(::migration::LoadSnapshotMemory(dir, s, *memory_));
+  ASSIGN_OR_RETURN(memory_, ::migration::RestoreMemory(dir, s, mode, options));
   RETURN_IF_ERROR(CreateKvmVm(config));
   virtio_plan_ = PlanVirtio(config.virtio);
   RETURN_IF_ERROR(SetUpDevices(config));

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kindling/v1/host.grpc.pb.h"
 #include "kindling/v1/vm.grpc.pb.h"
@@ -171,6 +172,11 @@ int Events(v1::VmService::Stub& stub, const Common& c) {
   return s.ok() ? 0 : RpcError(s);
 }
 
+struct StdinGate {
+  absl::Mutex mu;
+  bool finished = false;
+};
+
 int Console(v1::VmService::Stub& stub, const Common& c) {
   if (c.rest.size() != 1) return Usage("console takes one VM id");
   grpc::ClientContext ctx;
@@ -187,25 +193,38 @@ int Console(v1::VmService::Stub& stub, const Common& c) {
     ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
     std::fprintf(stderr, "kindling: console of %s; Ctrl-] detaches\r\n", c.rest[0].c_str());
   }
-  std::thread([&stream, &ctx, tty] {
+  // The stdin thread outlives this function (it may sit in read()), so it
+  // touches the stream and the context only under the gate, and never once
+  // the stream is finished: a Write racing Finish, or one after it, aborts
+  // inside gRPC (seen once in five nested runs of cli_test).
+  auto gate = std::make_shared<StdinGate>();
+  std::thread([gate, rw = stream.get(), context = &ctx, tty] {
     char buf[4096];
     for (;;) {
       ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
-      if (n <= 0) break;
+      absl::MutexLock l(&gate->mu);
+      if (gate->finished) return;
+      if (n <= 0) {
+        rw->WritesDone();
+        return;
+      }
       std::string_view data(buf, n);
       if (tty && data.find(kDetach) != std::string_view::npos) {
-        ctx.TryCancel();
+        context->TryCancel();
         return;
       }
       v1::ConsoleInput in;
       in.set_data(std::string(data));
-      if (!stream->Write(in)) return;
+      if (!rw->Write(in)) return;
     }
-    stream->WritesDone();
   }).detach();
   v1::ConsoleOutput out;
   while (stream->Read(&out)) {
     (void)!::write(STDOUT_FILENO, out.data().data(), out.data().size());
+  }
+  {
+    absl::MutexLock l(&gate->mu);
+    gate->finished = true;
   }
   grpc::Status s = stream->Finish();
   if (tty) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);

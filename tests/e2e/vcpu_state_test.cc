@@ -170,34 +170,46 @@ TEST_CASE("A guest saved to a snapshot directory resumes from it, on both irqchi
   std::string want_sum = FinalSum(ref.Get());
   REQUIRE_FALSE(want_sum.empty());
 
-  for (auto mode : {vcpu::IrqchipMode::kSplit, vcpu::IrqchipMode::kFull}) {
-    bool split = mode == vcpu::IrqchipMode::kSplit;
-    DYNAMIC_SECTION((split ? "split" : "full")) {
+  struct Case {
+    const char* name;
+    vcpu::IrqchipMode irqchip;
+    migration::RestoreMode restore;
+    int restores;  // lazy: twice from one file, as clones are
+  };
+  for (const Case& c : {Case{"split, eager", vcpu::IrqchipMode::kSplit,
+                             migration::RestoreMode::kEager, 1},
+                        Case{"full, eager", vcpu::IrqchipMode::kFull,
+                             migration::RestoreMode::kEager, 1},
+                        Case{"split, lazy", vcpu::IrqchipMode::kSplit,
+                             migration::RestoreMode::kLazy, 2}}) {
+    DYNAMIC_SECTION(c.name) {
       Console unused;
       VmConfig config = TickerConfig(unused);
-      config.irqchip = mode;
-      std::string dir = SnapshotDir(split ? "snap_split" : "snap_full");
+      config.irqchip = c.irqchip;
+      std::string dir = SnapshotDir(std::string("snap_") + std::to_string(c.restores) +
+                                    (c.irqchip == vcpu::IrqchipMode::kSplit ? "s" : "f"));
       int seen = SnapshotAtTick3(config, dir);
       REQUIRE(seen >= 3);
       REQUIRE(seen < 20);
-
-      // Restore with nothing but the host side: no kernel, default shape.
-      Console console;
-      VmConfig host;
-      host.console_output = console.Sink();
-      auto vm = MicroVm::Restore(host, dir);
-      INFO(vm.status().message());
-      REQUIRE(vm.ok());
-      VcpuRunner::Outcome out = (*vm)->Run();
-      std::string after = console.Get();
-      INFO("after:\n" << after);
-      REQUIRE(out.reason == VcpuRunner::StopReason::kGuestExit);
-      REQUIRE(out.exit_code == 0);
-      REQUIRE(after.find("ticker: start") == std::string::npos);
-      std::smatch m;
-      REQUIRE(std::regex_search(after, m, std::regex("ticker: tick ([0-9]+) ")));
-      REQUIRE(std::stoi(m[1].str()) == seen + 1);
-      REQUIRE(FinalSum(after) == want_sum);
+      for (int i = 0; i < c.restores; ++i) {
+        // Restore with nothing but the host side: no kernel, default shape.
+        Console console;
+        VmConfig host;
+        host.console_output = console.Sink();
+        auto vm = MicroVm::Restore(host, dir, c.restore);
+        INFO(vm.status().message());
+        REQUIRE(vm.ok());
+        VcpuRunner::Outcome out = (*vm)->Run();
+        std::string after = console.Get();
+        INFO("restore " << i << ", after:\n" << after);
+        REQUIRE(out.reason == VcpuRunner::StopReason::kGuestExit);
+        REQUIRE(out.exit_code == 0);
+        REQUIRE(after.find("ticker: start") == std::string::npos);
+        std::smatch m;
+        REQUIRE(std::regex_search(after, m, std::regex("ticker: tick ([0-9]+) ")));
+        REQUIRE(std::stoi(m[1].str()) == seen + 1);
+        REQUIRE(FinalSum(after) == want_sum);
+      }
     }
   }
 }

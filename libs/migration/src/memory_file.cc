@@ -24,6 +24,7 @@ struct Span {
   uint8_t* host;
   uint64_t guest;
   int fd;
+  bool private_file;
 };
 
 // Bytes of the file that are not a hole, and where they live in memory.
@@ -38,7 +39,7 @@ std::vector<Span> Spans(const vm_memory::GuestMemory& memory) {
   uint64_t off = 0;
   for (const vm_memory::GuestRegion* r : memory.regions()) {
     spans.push_back({off, r->size(), reinterpret_cast<uint8_t*>(r->host_address().value),
-                     r->start().value, r->fd()});
+                     r->start().value, r->fd(), r->private_file()});
     off += r->size();
   }
   return spans;
@@ -162,7 +163,12 @@ absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
   }
   std::vector<Extent> extents;
   for (const Span& span : Spans(memory)) {
-    auto ranges = DataRanges(span.fd, span.size);
+    // A privately mapped file's holes do not show the guest's writes:
+    // scan all of such a region.
+    auto ranges = span.private_file
+                      ? absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>>(
+                            std::vector<std::pair<uint64_t, uint64_t>>{{0, span.size}})
+                      : DataRanges(span.fd, span.size);
     if (!ranges.ok()) return ranges.status();
     for (auto [lo, hi] : *ranges) {
       absl::Status s = WriteRange(span, lo, hi, fd, extents);

@@ -156,11 +156,14 @@ absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
     out->set_guest_address(r->start().value);
     out->set_size(r->size());
   }
-  auto fd = OpenIn(dir, kMemoryFile, O_RDWR | O_CREAT);
+  std::string tmp_name = absl::StrCat(".", kMemoryFile, ".tmp");
+  auto fd = OpenIn(dir, tmp_name.c_str(), O_RDWR | O_CREAT | O_TRUNC);
   if (!fd.ok()) return fd.status();
   auto manifest = WriteMemoryFile(memory, fd->get());
   if (!manifest.ok()) return manifest.status();
   if (::fsync(fd->get()) != 0) return absl::ErrnoToStatus(errno, "fsync memory file");
+  std::string tmp = absl::StrCat(dir, "/", tmp_name), path = absl::StrCat(dir, "/", kMemoryFile);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return absl::ErrnoToStatus(errno, path);
   *s.mutable_memory() = *manifest;
   if (auto st = ValidateSnapshot(s); !st.ok()) return st;
   return WriteFileAtomically(dir, kStateFile, s.SerializeAsString());
@@ -205,6 +208,49 @@ absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
     return absl::Status(st.code(), absl::StrCat(dir, "/", kMemoryFile, ": ", st.message()));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> MapSnapshotMemory(
+    const std::string& dir, const v1::Snapshot& s) {
+  auto fd = OpenIn(dir, kMemoryFile, O_RDONLY);
+  if (!fd.ok()) return fd.status();
+  auto memory = vm_memory::GuestMemory::MapFile(RegionLayout(s.machine()), fd->get());
+  if (!memory.ok()) {
+    return absl::Status(memory.status().code(),
+                        absl::StrCat(dir, "/", kMemoryFile, ": ", memory.status().message()));
+  }
+  return memory;
+}
+
+std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m) {
+  std::vector<vm_memory::RegionSpec> layout;
+  for (const v1::MemoryRegion& r : m.regions()) {
+    layout.push_back({vm_memory::GuestAddress(r.guest_address()), r.size()});
+  }
+  return layout;
+}
+
+absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name) {
+  if (name == "eager") return RestoreMode::kEager;
+  if (name == "lazy") return RestoreMode::kLazy;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "restore mode '", std::string(name), "': expected eager or lazy"));
+}
+
+absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> RestoreMemory(
+    const std::string& dir, const v1::Snapshot& s, RestoreMode mode,
+    const vm_memory::MemoryOptions& options) {
+  if (mode == RestoreMode::kLazy) {
+    if (options.hugepages) {
+      return absl::InvalidArgumentError(
+          "a lazy restore maps the memory file in 4 KiB pages: hugepages need an eager one");
+    }
+    return MapSnapshotMemory(dir, s);
+  }
+  auto memory = vm_memory::GuestMemory::Create(RegionLayout(s.machine()), options);
+  if (!memory.ok()) return memory.status();
+  if (absl::Status st = LoadSnapshotMemory(dir, s, **memory); !st.ok()) return st;
+  return memory;
 }
 
 }  // namespace migration

@@ -149,3 +149,38 @@ TEST_CASE("Validation bounds every count, size and version") {
   CHECK_FALSE(ParseSnapshot(std::string(kMaxStateBytes + 1, '\0')).ok());
   CHECK(ParseSnapshot(Written().SerializeAsString()).ok());
 }
+
+TEST_CASE("A lazy restore maps the memory file; a re-snapshot does not disturb it") {
+  std::string dir = TempDir("snap_lazy");
+  auto mem = Memory();
+  std::vector<uint8_t> page(4096, 0x7e);
+  REQUIRE(mem->Write(GuestAddress(0x3000), page).ok());
+  REQUIRE(WriteSnapshot(dir, MinimalState(), *mem).ok());
+  auto s = ReadSnapshot(dir);
+  REQUIRE(s.ok());
+  auto lazy = RestoreMemory(dir, *s, RestoreMode::kLazy, {});
+  REQUIRE(lazy.ok());
+  CHECK((*lazy)->regions()[0]->private_file());
+  CHECK(*(*lazy)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  // The restored guest writes into a page that is a hole in the file...
+  REQUIRE((*lazy)->WriteObj<uint8_t>(GuestAddress(0x100000), 0x42).ok());
+  // ...and a snapshot of it, written over the one it maps, keeps that
+  // write and leaves the mapping intact (the old file is renamed over).
+  REQUIRE(WriteSnapshot(dir, MinimalState(), **lazy).ok());
+  CHECK(*(*lazy)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  auto again = ReadSnapshot(dir);
+  REQUIRE(again.ok());
+  auto eager = RestoreMemory(dir, *again, RestoreMode::kEager, {});
+  REQUIRE(eager.ok());
+  CHECK(*(*eager)->ReadObj<uint8_t>(GuestAddress(0x100000)) == 0x42);
+  CHECK(*(*eager)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+
+  vm_memory::MemoryOptions huge;
+  huge.hugepages = true;
+  auto refused = RestoreMemory(dir, *again, RestoreMode::kLazy, huge);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(std::string(refused.status().message()).find("hugepages") != std::string::npos);
+  CHECK(*ParseRestoreMode("lazy") == RestoreMode::kLazy);
+  CHECK(*ParseRestoreMode("eager") == RestoreMode::kEager);
+  CHECK_FALSE(ParseRestoreMode("uffd").ok());
+}

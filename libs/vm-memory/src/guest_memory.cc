@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,16 +56,17 @@ void VolatileSlice::CopyFrom(std::span<const uint8_t> src) const {
 }
 
 GuestRegion::GuestRegion(GuestAddress start, UniqueFd fd, MappedRegion mapping,
-                         uint64_t page_size)
+                         uint64_t page_size, bool private_file)
     : start_(start),
       fd_(std::move(fd)),
       mapping_(std::move(mapping)),
       page_size_(page_size),
-      dirty_(std::make_unique<DirtyBitmap>(mapping_.size(), kSmallPage)) {}
+      dirty_(std::make_unique<DirtyBitmap>(mapping_.size(), kSmallPage)),
+      private_file_(private_file) {}
 
-absl::StatusOr<std::unique_ptr<GuestRegion>> GuestRegion::Create(
-    const RegionSpec& spec, const MemoryOptions& options) {
-  const uint64_t page = options.hugepages ? kHugePage : kSmallPage;
+namespace {
+
+absl::Status CheckRegionSpec(const RegionSpec& spec, uint64_t page) {
   if (spec.size == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("guest RAM region at ", Hex(spec.start.value),
@@ -80,6 +82,15 @@ absl::StatusOr<std::unique_ptr<GuestRegion>> GuestRegion::Create(
         absl::StrCat("guest RAM region ", Hex(spec.start.value), "+",
                      Hex(spec.size), " wraps the address space"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GuestRegion>> GuestRegion::Create(
+    const RegionSpec& spec, const MemoryOptions& options) {
+  const uint64_t page = options.hugepages ? kHugePage : kSmallPage;
+  if (absl::Status s = CheckRegionSpec(spec, page); !s.ok()) return s;
   auto fd = CreateMemfd(options, spec.size);
   if (!fd.ok()) return fd.status();
   auto mapping =
@@ -110,6 +121,39 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(
     if (!region.ok()) return region.status();
     regions.push_back(std::move(*region));
   }
+  return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(regions)));
+}
+
+absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::MapFile(
+    std::span<const RegionSpec> layout, int fd) {
+  // Check the layout as Create does, on throwaway memfds of size 0: the
+  // same rules and messages, without allocating RAM.
+  std::vector<RegionSpec> sorted(layout.begin(), layout.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const RegionSpec& a, const RegionSpec& b) { return a.start < b.start; });
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return absl::ErrnoToStatus(errno, "fstat of the memory file");
+  std::vector<std::unique_ptr<GuestRegion>> regions;
+  uint64_t offset = 0;
+  for (const RegionSpec& spec : sorted) {
+    if (absl::Status s = CheckRegionSpec(spec, kSmallPage); !s.ok()) return s;
+    if (!regions.empty() && spec.start < regions.back()->end()) {
+      return absl::InvalidArgumentError("guest RAM regions overlap");
+    }
+    if (offset + spec.size > static_cast<uint64_t>(st.st_size)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the memory file (", st.st_size, " bytes) is shorter than the regions"));
+    }
+    auto mapping = MappedRegion::MapPrivateFile(fd, offset, spec.size,
+                                                PROT_READ | PROT_WRITE);
+    if (!mapping.ok()) return mapping.status();
+    int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return absl::ErrnoToStatus(errno, "dup of the memory file");
+    regions.push_back(std::unique_ptr<GuestRegion>(new GuestRegion(
+        spec.start, UniqueFd(dup), std::move(*mapping), kSmallPage, true)));
+    offset += spec.size;
+  }
+  if (regions.empty()) return absl::InvalidArgumentError("guest memory needs at least one region");
   return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(regions)));
 }
 
@@ -215,7 +259,9 @@ absl::Status GuestMemory::ZeroRange(GuestAddress addr, uint64_t len) {
         } else {
           std::memset(r.HostPointer(off), 0, first - off.value);
           std::memset(r.HostPointer(RegionOffset(last)), 0, off.value + n - last);
-          if (::fallocate(r.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+          // A private file mapping's fd is the snapshot file: never punch it.
+          if (r.private_file() ||
+              ::fallocate(r.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                           first, last - first) != 0) {
             // Not supported by this fd: fall back to writing zeros.
             std::memset(r.HostPointer(RegionOffset(first)), 0, last - first);

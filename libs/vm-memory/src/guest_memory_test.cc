@@ -1,9 +1,12 @@
 #include "vm-memory/guest_memory.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <numeric>
 #include <vector>
 
@@ -195,4 +198,43 @@ TEST_CASE("16-bit atomic loads and stores: aligned, in RAM, marking dirty") {
   REQUIRE_FALSE(mem->LoadAtomic16(GuestAddress(0x10003)).ok());  // misaligned
   REQUIRE_FALSE(mem->StoreAtomic16(GuestAddress(0x20000), 1).ok());  // a gap
   REQUIRE_FALSE(mem->LoadAtomic16(GuestAddress(0xfffffffffffffffe)).ok());
+}
+
+TEST_CASE("MapFile maps a file privately: reads come from it, writes stay in the VM") {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  std::string path = std::string(dir ? dir : "/tmp") + "/mapfileXXXXXX";
+  int fd = ::mkstemp(path.data());
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 3 * 4096) == 0);
+  uint8_t v = 0x5a;
+  REQUIRE(::pwrite(fd, &v, 1, 4096 + 7) == 1);    // region 0, page 1
+  v = 0x6b;
+  REQUIRE(::pwrite(fd, &v, 1, 2 * 4096 + 1) == 1);  // region 1's first byte + 1
+  std::vector<RegionSpec> layout = {{GuestAddress(0), 2 * 4096},
+                                    {GuestAddress(0x100000), 4096}};
+  auto mem = GuestMemory::MapFile(layout, fd);
+  REQUIRE(mem.ok());
+  CHECK((*mem)->regions()[0]->private_file());
+  CHECK(*(*mem)->ReadObj<uint8_t>(GuestAddress(4096 + 7)) == 0x5a);
+  CHECK(*(*mem)->ReadObj<uint8_t>(GuestAddress(0x100001)) == 0x6b);
+  REQUIRE((*mem)->WriteObj<uint8_t>(GuestAddress(4096 + 7), 0x11).ok());
+  REQUIRE((*mem)->ZeroRange(GuestAddress(0x100000), 4096).ok());
+  CHECK(*(*mem)->ReadObj<uint8_t>(GuestAddress(4096 + 7)) == 0x11);
+  CHECK(*(*mem)->ReadObj<uint8_t>(GuestAddress(0x100001)) == 0);
+  // The file is untouched: neither the write nor the zeroing reached it.
+  REQUIRE(::pread(fd, &v, 1, 4096 + 7) == 1);
+  CHECK(v == 0x5a);
+  REQUIRE(::pread(fd, &v, 1, 2 * 4096 + 1) == 1);
+  CHECK(v == 0x6b);
+
+  // A file shorter than the regions is refused before anything is mapped.
+  std::vector<RegionSpec> big = {{GuestAddress(0), 4 * 4096}};
+  auto short_file = GuestMemory::MapFile(big, fd);
+  REQUIRE_FALSE(short_file.ok());
+  CHECK(std::string(short_file.status().message()).find("shorter than the regions") !=
+        std::string::npos);
+  std::vector<RegionSpec> odd = {{GuestAddress(0x800), 4096}};
+  CHECK_FALSE(GuestMemory::MapFile(odd, fd).ok());
+  ::close(fd);
+  ::unlink(path.c_str());
 }

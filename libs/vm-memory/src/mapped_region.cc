@@ -22,6 +22,18 @@ absl::StatusOr<MappedRegion> MappedRegion::MapShared(int fd, size_t size,
   return MappedRegion(static_cast<uint8_t*>(p), size);
 }
 
+absl::StatusOr<MappedRegion> MappedRegion::MapPrivateFile(int fd, uint64_t offset,
+                                                          size_t size, int prot) {
+  if (size == 0) return absl::InvalidArgumentError("cannot map 0 bytes");
+  void* p = ::mmap(nullptr, size, prot, MAP_PRIVATE | MAP_NORESERVE, fd,
+                   static_cast<off_t>(offset));
+  if (p == MAP_FAILED) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("mmap of ", size,
+                                                   " bytes (private file) failed"));
+  }
+  return MappedRegion(static_cast<uint8_t*>(p), size);
+}
+
 absl::StatusOr<MappedRegion> MappedRegion::MapAnonymous(size_t size) {
   if (size == 0) return absl::InvalidArgumentError("cannot map 0 bytes");
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,

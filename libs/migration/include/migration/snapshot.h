@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "migration/snapshot.pb.h"
@@ -35,7 +36,9 @@ absl::Status ValidateSnapshot(const v1::Snapshot& s);
 absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes);
 
 // Fills in s.machine().regions and s.memory from `memory`, then writes
-// dir/memory and dir/state.pb (dir is created if missing).
+// dir/memory and dir/state.pb (dir is created if missing). Each file is
+// written under a temporary name and renamed over the old one, so a VM
+// still mapping an earlier snapshot's memory file keeps its pages.
 absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
                            const vm_memory::GuestMemory& memory);
 // Reads and validates dir/state.pb and checks dir/memory's size.
@@ -43,6 +46,25 @@ absl::StatusOr<v1::Snapshot> ReadSnapshot(const std::string& dir);
 // Eager restore of dir/memory into `memory` (same layout as s.machine()).
 absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
                                 vm_memory::GuestMemory& memory);
+// Lazy restore: guest RAM that maps dir/memory privately (pages load on
+// first touch; clones of one snapshot share its page cache). Chunk
+// checksums are not read: that would touch every page. Guest RAM is the
+// guest's own data, so a corrupt page harms only the guest.
+absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> MapSnapshotMemory(
+    const std::string& dir, const v1::Snapshot& s);
+
+// The RAM layout a snapshot's machine had.
+std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m);
+
+enum class RestoreMode {
+  kEager,  // new RAM, the memory file read into it, checksums checked
+  kLazy,   // the memory file mapped privately (MapSnapshotMemory)
+};
+absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name);
+// Guest RAM for a restored VM, by `mode`. Hugepages (options) need kEager.
+absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> RestoreMemory(
+    const std::string& dir, const v1::Snapshot& s, RestoreMode mode,
+    const vm_memory::MemoryOptions& options);
 
 }  // namespace migration
 

@@ -67,12 +67,16 @@ class GuestRegion {
     return HostAddress(reinterpret_cast<uint64_t>(mapping_.data()));
   }
   DirtyBitmap& dirty_bitmap() const { return *dirty_; }
+  // True when the region is a private copy-on-write mapping of a file
+  // (GuestMemory::MapFile): fd() is then that file, which must never be
+  // written or punched, and its holes say nothing about the guest's pages.
+  bool private_file() const { return private_file_; }
   uint64_t page_size() const { return page_size_; }
 
  private:
   friend class GuestMemory;
   GuestRegion(GuestAddress start, UniqueFd fd, MappedRegion mapping,
-              uint64_t page_size);
+              uint64_t page_size, bool private_file = false);
   uint8_t* HostPointer(RegionOffset offset) const {
     return mapping_.data() + offset.value;
   }
@@ -82,6 +86,7 @@ class GuestRegion {
   MappedRegion mapping_;
   uint64_t page_size_;
   std::unique_ptr<DirtyBitmap> dirty_;
+  bool private_file_;
 };
 
 // A host view of guest bytes inside one region, for zero-copy device I/O.
@@ -106,6 +111,12 @@ class GuestMemory {
   // wrap the 64-bit address space.
   static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(
       std::span<const RegionSpec> layout, const MemoryOptions& options = {});
+  // RAM that maps `fd` privately, region after region from file offset 0
+  // (a snapshot's memory file): pages load on first touch, several VMs
+  // mapping one file share its page cache, and guest writes stay private.
+  // The file must be at least as long as the regions together.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> MapFile(
+      std::span<const RegionSpec> layout, int fd);
 
   // Copies guest bytes [addr, addr + dst.size()) into dst.
   absl::Status Read(GuestAddress addr, std::span<uint8_t> dst) const;

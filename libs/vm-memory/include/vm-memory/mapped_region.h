@@ -18,6 +18,10 @@ class MappedRegion {
  public:
   // Maps `size` bytes of `fd` from offset 0, MAP_SHARED | MAP_NORESERVE.
   static absl::StatusOr<MappedRegion> MapShared(int fd, size_t size, int prot);
+  // `size` bytes of `fd` from `offset`, MAP_PRIVATE | MAP_NORESERVE: pages
+  // load from the file on first touch and writes stay in this mapping.
+  static absl::StatusOr<MappedRegion> MapPrivateFile(int fd, uint64_t offset,
+                                                     size_t size, int prot);
   // Private anonymous memory (zero-filled).
   static absl::StatusOr<MappedRegion> MapAnonymous(size_t size);
 
