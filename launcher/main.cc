@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "launcher/cli.h"
 #include "launcher/control/vm_process.h"
 #include "launcher/microvm.h"
@@ -62,11 +64,17 @@ int Run(const std::vector<std::string>& args) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  absl::Time built_from = absl::Now();
   auto vm = opts->restore_dir.empty()
                 ? MicroVm::Create(opts->vm)
                 : MicroVm::Restore(opts->vm, opts->restore_dir,
                                    *migration::ParseRestoreMode(opts->restore_mode));
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
+  if (opts->print_stats) {  // the VM's set-up: boot preparation or the restore
+    std::fprintf(stderr, "kindling: stat %s_us %lld\n",
+                 opts->restore_dir.empty() ? "create" : "restore",
+                 static_cast<long long>(absl::ToInt64Microseconds(absl::Now() - built_from)));
+  }
   MicroVm* raw = vm->get();
   std::thread([raw, stop_signals] {
     int sig = 0;
