@@ -137,7 +137,7 @@ int ExecControl(char** argv) {
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
                         "delete", "get", "list", "events", "console", "metrics", "host",
-                        "snapshot"}) {
+                        "snapshot", "restore"}) {
     if (verb == v) return true;
   }
   return false;
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
     std::fputs("usage: kindling run --kernel PATH [options]  (kindling run --help)\n"
                "       kindling serve [--listen unix:PATH] [--state-dir DIR]\n"
                "       kindling create|start|pause|resume|shutdown|kill|delete|get|list|\n"
-               "                events|console|metrics|host|snapshot ...  (kindling VERB --help)\n"
+               "                events|console|metrics|host|snapshot|restore ...  (kindling VERB --help)\n"
                "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

@@ -38,6 +38,9 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
   snapshot ID DIR [--stay-paused] [--diff]
                                   save the VM (paused meanwhile) into DIR;
                                   resume it with `kindling run --restore DIR`
+  restore DIR [--id ID] [--restore-mode eager|lazy]
+                                  a new VM from a snapshot, CREATED (start
+                                  resumes the guest); prints its id
   metrics ID                      KVM statistics and VMM memory
   host                            this host's KVM, CPU and limits
 )";
@@ -275,6 +278,39 @@ int Snapshot(v1::VmService::Stub& stub, const Common& c) {
   return 0;
 }
 
+int Restore(v1::VmService::Stub& stub, const Common& c) {
+  v1::RestoreVmRequest req;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < c.rest.size(); ++i) {
+    const std::string& a = c.rest[i];
+    bool has_next = i + 1 < c.rest.size();
+    if (a == "--id" && has_next) {
+      req.set_vm_id(c.rest[++i]);
+    } else if (a == "--restore-mode" && has_next) {
+      const std::string& m = c.rest[++i];
+      if (m != "eager" && m != "lazy") {
+        return Usage(absl::StrCat("--restore-mode '", m, "': expected eager or lazy"));
+      }
+      req.set_mode(m == "lazy" ? v1::RESTORE_MODE_LAZY : v1::RESTORE_MODE_EAGER);
+    } else if (a.rfind("--", 0) == 0) {
+      return Usage(absl::StrCat("restore: unknown option ", a));
+    } else {
+      words.push_back(a);
+    }
+  }
+  if (words.size() != 1) return Usage("restore takes one snapshot directory");
+  std::error_code ec;
+  req.set_directory(std::filesystem::absolute(words[0], ec).lexically_normal().string());
+  if (ec) return Usage(absl::StrCat("restore: ", words[0], ": ", ec.message()));
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = stub.RestoreVm(&ctx, req, &vm);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else std::printf("%s\n", vm.vm_id().c_str());
+  return 0;
+}
+
 int List(v1::VmService::Stub& stub, const Common& c) {
   grpc::ClientContext ctx;
   v1::ListVmsResponse resp;
@@ -359,6 +395,7 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "console") return Console(*stub, c);
   if (verb == "metrics") return Metrics(*stub, c);
   if (verb == "snapshot") return Snapshot(*stub, c);
+  if (verb == "restore") return Restore(*stub, c);
   for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
     if (verb == v) return OneVm(*stub, verb, c);
   }

@@ -205,6 +205,37 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
   std::string dir = options_.state_dir + "/vms/" + id;
   ASSIGN_OR_RETURN(std::vector<std::string> flags,
                    ToRunFlags(req.config(), dir + "/cpu_template.json"));
+  return Launch(id, req.config(), flags);
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
+  const v1::HostInfo& host = host_->info();
+  if (!host.kvm_usable()) {
+    return absl::FailedPreconditionError(absl::StrCat("this host cannot run VMs: ", host.kvm_error()));
+  }
+  std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
+  RETURN_IF_ERROR(ValidateVmId(id));
+  const std::string& from = req.directory();
+  if (from.empty() || from[0] != '/' || from.size() > 4096 ||
+      from.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "directory: must be an absolute path of at most 4096 bytes");
+  }
+  std::string mode;
+  switch (req.mode()) {
+    case v1::RESTORE_MODE_UNSPECIFIED:
+    case v1::RESTORE_MODE_EAGER: mode = "eager"; break;
+    case v1::RESTORE_MODE_LAZY: mode = "lazy"; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("mode: ", req.mode(), " is not a RestoreMode"));
+  }
+  // The VM process reads and validates the snapshot; its error comes back.
+  return Launch(id, v1::VmConfig(), {"--restore", from, "--restore-mode", mode});
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Launch(const std::string& id, const v1::VmConfig& config,
+                                             const std::vector<std::string>& flags) {
+  std::string dir = options_.state_dir + "/vms/" + id;
   {
     absl::MutexLock l(&mu_);
     if (!vms_.emplace(id, nullptr).second) {
@@ -221,12 +252,12 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
   if (::mkdir(dir.c_str(), 0700) != 0) {
     return undo(absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", dir)));
   }
-  std::ofstream(dir + "/config.pb", std::ios::binary) << req.config().SerializeAsString();
-  if (!req.config().cpu_template().empty()) {
-    std::ofstream(dir + "/cpu_template.json") << req.config().cpu_template();
+  std::ofstream(dir + "/config.pb", std::ios::binary) << config.SerializeAsString();
+  if (!config.cpu_template().empty()) {
+    std::ofstream(dir + "/cpu_template.json") << config.cpu_template();
   }
   absl::StatusOr<std::shared_ptr<VmHandle>> h =
-      VmHandle::Spawn({id, dir, options_.vm_binary, flags, req.config()}, &hub_);
+      VmHandle::Spawn({id, dir, options_.vm_binary, flags, config}, &hub_);
   if (!h.ok()) return undo(h.status());
   v1::Vm vm = (*h)->Snapshot();
   absl::MutexLock l(&mu_);
@@ -281,6 +312,13 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req)
   // A snapshot writes all of guest RAM: allow it minutes, not seconds.
   return Lifecycle(req.vm_id(), Type::kSnapshot,
                    EncodeSnapshotRequest({dir, req.stay_paused()}), absl::Minutes(10));
+}
+
+grpc::Status VmServiceImpl::RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest* req,
+                                      v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = Restore(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
 }
 
 grpc::Status VmServiceImpl::SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest* req,

@@ -55,6 +55,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status DeleteVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest*,
                           v1::Vm*) override;
+  grpc::Status RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest*,
+                         v1::Vm*) override;
   grpc::Status GetVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
                        v1::ListVmsResponse*) override;
@@ -69,6 +71,10 @@ class VmServiceImpl final : public v1::VmService::Service {
  private:
   absl::StatusOr<std::shared_ptr<VmHandle>> Find(const std::string& vm_id);
   absl::StatusOr<v1::Vm> Create(const v1::CreateVmRequest& req);
+  absl::StatusOr<v1::Vm> Restore(const v1::RestoreVmRequest& req);
+  // Reserves the id, writes the VM's directory and spawns its process.
+  absl::StatusOr<v1::Vm> Launch(const std::string& id, const v1::VmConfig& config,
+                                const std::vector<std::string>& flags);
   absl::StatusOr<v1::Vm> Lifecycle(const std::string& vm_id, Type command,
                                    std::string payload = {},
                                    absl::Duration timeout = absl::Seconds(10));

@@ -86,6 +86,20 @@ check "run --restore: runs until stopped (status $status)" bash -c "[[ $status -
 first=$(grep -o 'ticker: tick [0-9]* sum' "$tmp/restored.txt" | head -1 | cut -d' ' -f3)
 check "run --restore: carries on after tick ${last:-?} (first tick ${first:-none}), no reboot" \
   bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0} && ${first:-0} <= ${last:-0} + 2)) && ! grep -q 'ticker: start' '$tmp/restored.txt'"
+check "restore into the daemon: a new VM, CREATED" \
+  bash -c "[[ \$('$kindling' restore '$tmp/snap' --id back --restore-mode lazy) == back ]] && '$kindling' get back | grep -q '^back  *CREATED'"
+"$kindling" start back >/dev/null
+for _ in $(seq 100); do
+  timeout 0.3 "$kindling" console back </dev/null >"$tmp/back.txt"
+  grep -q 'ticker: tick [0-9]* sum' "$tmp/back.txt" && break
+done
+first=$(grep -o 'ticker: tick [0-9]* sum' "$tmp/back.txt" | head -1 | cut -d' ' -f3)
+check "restored VM carries on after tick ${last:-?} (first tick ${first:-none}), no reboot" \
+  bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0} && ${first:-0} <= ${last:-0} + 2)) && ! grep -q 'ticker: start' '$tmp/back.txt'"
+"$kindling" delete back >/dev/null
+"$kindling" restore "$tmp/nothing" 2>"$tmp/err.txt"
+check "restore of a missing snapshot: NOT_FOUND naming state.pb, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'NOT_FOUND: .*nothing/state.pb' '$tmp/err.txt'"
 check "snapshot of a running VM leaves it RUNNING" \
   bash -c "'$kindling' resume snap >/dev/null && '$kindling' snapshot snap '$tmp/snap2' | grep -q '^snap  *RUNNING'"
 "$kindling" snapshot snap "$tmp/snap3" --diff 2>"$tmp/err.txt"
