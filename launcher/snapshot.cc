@@ -8,6 +8,7 @@
 #include "launcher/microvm.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
+#include "vm-memory/layout.h"
 
 namespace kindling {
 namespace {
@@ -22,6 +23,18 @@ absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
       config.virtio.console || config.virtio.vsock || config.virtio.balloon) {
     return absl::InvalidArgumentError(
         "restore: virtio devices are not restored yet (give none)");
+  }
+  // The RAM must sit where this launcher puts it: anything else could cover
+  // the IOAPIC, the TSS or the MMIO devices with guest RAM.
+  std::vector<vm_memory::RegionSpec> want = vm_memory::X86RamLayout(s.memory().file_size());
+  std::vector<vm_memory::RegionSpec> have = ::migration::RegionLayout(s.machine());
+  bool same = want.size() == have.size() && s.memory().file_size() % (1 << 20) == 0;
+  for (size_t i = 0; same && i < want.size(); ++i) {
+    same = want[i].start == have[i].start && want[i].size == have[i].size;
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(
+        "restore: the snapshot's RAM layout is not kindling's x86 layout for its size");
   }
   uint64_t mib = s.memory().file_size() >> 20;
   uint64_t host = HostMemoryMib();
