@@ -266,11 +266,12 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
     } else if (flag == "--restore-mode") {
       auto v = need_value();
       if (!v.ok()) return v.status();
-      if (*v != "eager" && *v != "lazy") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--restore-mode '", *v, "': expected eager or lazy (uffd is not implemented yet)"));
+      absl::StatusOr<::migration::RestoreMode> mode = ::migration::ParseRestoreMode(*v);
+      if (!mode.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--restore-mode: ", mode.status().message()));
       }
-      o.restore_mode = *v;
+      o.restore_mode = *mode;
     } else if (flag == "--stats") {
       o.print_stats = true;
       o.vm.collect_stats = true;

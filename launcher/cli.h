@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "launcher/microvm.h"
+#include "migration/snapshot.h"
 
 namespace kindling {
 
@@ -16,7 +17,7 @@ struct RunOptions {
   VmConfig vm;
   bool print_stats = false;  // KVM exit statistics on stderr at the end
   std::string restore_dir;   // --restore: resume a snapshot instead of booting
-  std::string restore_mode = "eager";
+  ::migration::RestoreMode restore_mode = ::migration::RestoreMode::kEager;
   bool help = false;
 };
 

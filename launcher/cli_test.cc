@@ -171,11 +171,11 @@ TEST_CASE("--restore needs no kernel and refuses flags that shape a new machine"
   auto o = ParseRunFlags({"--restore", "/snap", "--restore-mode", "lazy", "--stats"});
   REQUIRE(o.ok());
   REQUIRE(o->restore_dir == "/snap");
-  REQUIRE(o->restore_mode == "lazy");
+  REQUIRE(o->restore_mode == ::migration::RestoreMode::kLazy);
   REQUIRE(o->print_stats);
   o = ParseRunFlags({"--restore=/snap"});
   REQUIRE(o.ok());
-  REQUIRE(o->restore_mode == "eager");
+  REQUIRE(o->restore_mode == ::migration::RestoreMode::kEager);
   REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--cpus", "2"}).status(),
                    "--cpus cannot be given with --restore"));
   REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--kernel", "k"}).status(),

@@ -67,8 +67,7 @@ int Run(const std::vector<std::string>& args) {
   absl::Time built_from = absl::Now();
   auto vm = opts->restore_dir.empty()
                 ? MicroVm::Create(opts->vm)
-                : MicroVm::Restore(opts->vm, opts->restore_dir,
-                                   *migration::ParseRestoreMode(opts->restore_mode));
+                : MicroVm::Restore(opts->vm, opts->restore_dir, opts->restore_mode);
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
   if (opts->print_stats) {  // the VM's set-up: boot preparation or the restore
     std::fprintf(stderr, "kindling: stat %s_us %lld\n",

@@ -254,6 +254,14 @@ int OneVm(v1::VmService::Stub& stub, const std::string& verb, const Common& c) {
   return 0;
 }
 
+// The daemon needs an absolute path; a relative one is the caller's.
+absl::StatusOr<std::string> AbsolutePath(const std::string& path) {
+  std::error_code ec;
+  std::string abs = std::filesystem::absolute(path, ec).lexically_normal().string();
+  if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
+  return abs;
+}
+
 int Snapshot(v1::VmService::Stub& stub, const Common& c) {
   v1::SnapshotVmRequest req;
   std::vector<std::string> words;
@@ -265,10 +273,9 @@ int Snapshot(v1::VmService::Stub& stub, const Common& c) {
   }
   if (words.size() != 2) return Usage("snapshot takes a VM id and a directory");
   req.set_vm_id(words[0]);
-  // The daemon needs an absolute path; a relative one is the caller's.
-  std::error_code ec;
-  req.set_directory(std::filesystem::absolute(words[1], ec).lexically_normal().string());
-  if (ec) return Usage(absl::StrCat("snapshot: ", words[1], ": ", ec.message()));
+  absl::StatusOr<std::string> dir = AbsolutePath(words[1]);
+  if (!dir.ok()) return Usage(absl::StrCat("snapshot: ", dir.status().message()));
+  req.set_directory(*dir);
   grpc::ClientContext ctx;
   v1::Vm vm;
   grpc::Status s = stub.SnapshotVm(&ctx, req, &vm);
@@ -299,9 +306,9 @@ int Restore(v1::VmService::Stub& stub, const Common& c) {
     }
   }
   if (words.size() != 1) return Usage("restore takes one snapshot directory");
-  std::error_code ec;
-  req.set_directory(std::filesystem::absolute(words[0], ec).lexically_normal().string());
-  if (ec) return Usage(absl::StrCat("restore: ", words[0], ": ", ec.message()));
+  absl::StatusOr<std::string> dir = AbsolutePath(words[0]);
+  if (!dir.ok()) return Usage(absl::StrCat("restore: ", dir.status().message()));
+  req.set_directory(*dir);
   grpc::ClientContext ctx;
   v1::Vm vm;
   grpc::Status s = stub.RestoreVm(&ctx, req, &vm);

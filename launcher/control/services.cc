@@ -112,6 +112,15 @@ void FillKvm(const std::string& device, v1::HostInfo& out) {
   out.set_kvm_usable(all);
 }
 
+// A snapshot directory named in a request: the daemon resolves nothing
+// relative to its own working directory.
+absl::Status ValidateDirectory(const std::string& dir) {
+  if (dir.empty() || dir[0] != '/' || dir.size() > 4096 || dir.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("directory: must be an absolute path of at most 4096 bytes");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 HostServiceImpl::HostServiceImpl(std::string kvm_device) {
@@ -216,11 +225,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
   std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
   RETURN_IF_ERROR(ValidateVmId(id));
   const std::string& from = req.directory();
-  if (from.empty() || from[0] != '/' || from.size() > 4096 ||
-      from.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError(
-        "directory: must be an absolute path of at most 4096 bytes");
-  }
+  RETURN_IF_ERROR(ValidateDirectory(from));
   std::string mode;
   switch (req.mode()) {
     case v1::RESTORE_MODE_UNSPECIFIED:
@@ -304,11 +309,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req)
     return absl::UnimplementedError("diff: snapshots of only the dirtied pages are not implemented yet");
   }
   const std::string& dir = req.directory();
-  if (dir.empty() || dir[0] != '/' || dir.size() > 4096 ||
-      dir.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError(
-        "directory: must be an absolute path of at most 4096 bytes");
-  }
+  RETURN_IF_ERROR(ValidateDirectory(dir));
   // A snapshot writes all of guest RAM: allow it minutes, not seconds.
   return Lifecycle(req.vm_id(), Type::kSnapshot,
                    EncodeSnapshotRequest({dir, req.stay_paused()}), absl::Minutes(10));

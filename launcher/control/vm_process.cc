@@ -311,8 +311,7 @@ absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
   ASSIGN_OR_RETURN(listener_, ListenSeqpacket(dir + "/control.sock"));
   ASSIGN_OR_RETURN(auto vm, opts.restore_dir.empty()
                                 ? MicroVm::Create(opts.vm)
-                                : MicroVm::Restore(opts.vm, opts.restore_dir,
-                                                   *::migration::ParseRestoreMode(opts.restore_mode)));
+                                : MicroVm::Restore(opts.vm, opts.restore_dir, opts.restore_mode));
   absl::MutexLock l(&mu_);
   vm_ = std::move(vm);
   state_ = {control::VmState::kCreated, 0, ""};
