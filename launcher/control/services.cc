@@ -218,10 +218,6 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
 }
 
 absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
-  const v1::HostInfo& host = host_->info();
-  if (!host.kvm_usable()) {
-    return absl::FailedPreconditionError(absl::StrCat("this host cannot run VMs: ", host.kvm_error()));
-  }
   std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
   RETURN_IF_ERROR(ValidateVmId(id));
   const std::string& from = req.directory();
@@ -233,6 +229,10 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
     case v1::RESTORE_MODE_LAZY: mode = "lazy"; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("mode: ", req.mode(), " is not a RestoreMode"));
+  }
+  const v1::HostInfo& host = host_->info();
+  if (!host.kvm_usable()) {
+    return absl::FailedPreconditionError(absl::StrCat("this host cannot run VMs: ", host.kvm_error()));
   }
   // The VM process reads and validates the snapshot; its error comes back.
   return Launch(id, v1::VmConfig(), {"--restore", from, "--restore-mode", mode});
