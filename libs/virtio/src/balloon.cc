@@ -237,6 +237,11 @@ absl::Status Balloon::ReceiveStats() {
                     });
 }
 
+absl::StatusOr<bool> Balloon::Quiesce() {
+  RETURN_IF_ERROR(ReturnStatsBuffer());
+  return true;
+}
+
 absl::Status Balloon::ReturnStatsBuffer() {
   if (!active_ || !stats_queue_ || !stats_head_) return absl::OkStatus();
   Queue& q = ctx_.queues[*stats_queue_];

@@ -169,6 +169,12 @@ size_t Block::in_flight() const {
   return shared_->in_flight;
 }
 
+absl::StatusOr<bool> Block::Quiesce() {
+  if (in_flight() > 0) return false;
+  RETURN_IF_ERROR(FinishCompleted());
+  return true;
+}
+
 void Block::WaitIdle() {
   if (!shared_) return;
   absl::MutexLock l(&shared_->mu);

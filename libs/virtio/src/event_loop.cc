@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <future>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include <boost/asio/post.hpp>
 
 namespace virtio {
@@ -51,6 +53,35 @@ void EventLoop::RunSync(const std::function<void()>& fn) {
     done.set_value();
   });
   done.get_future().wait();
+}
+
+struct LoopHold::Shared {
+  absl::Notification tried;
+  absl::Notification release;
+  bool held = false;
+};
+
+LoopHold::~LoopHold() { shared_->release.Notify(); }
+
+absl::StatusOr<std::unique_ptr<LoopHold>> EventLoop::Hold(std::function<bool()> ready,
+                                                          absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    auto shared = std::make_shared<LoopHold::Shared>();
+    boost::asio::post(io_, [shared, ready] {
+      if (shared->release.HasBeenNotified()) return;  // the caller gave up
+      shared->held = ready();
+      shared->tried.Notify();
+      if (shared->held) shared->release.WaitForNotification();
+    });
+    if (!shared->tried.WaitForNotificationWithDeadline(deadline)) {
+      shared->release.Notify();  // if it runs after all, it passes through
+      return absl::DeadlineExceededError(
+          absl::StrCat(name_, ": the devices did not come to rest in ", absl::FormatDuration(timeout)));
+    }
+    if (shared->held) return std::make_unique<LoopHold>(std::move(shared));
+    absl::SleepFor(absl::Milliseconds(1));
+  }
 }
 
 void EventLoop::WatchEventFd(int fd, std::function<void()> fn) {

@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+#include "kindling/status_macros.h"
+
 namespace virtio {
 namespace {
 
@@ -175,6 +178,24 @@ void MmioTransport::WriteQueueRegister(uint64_t offset, uint32_t value) {
     default:
       return;  // unknown or read-only register: ignored
   }
+}
+
+MmioState MmioTransport::SaveMmioState() const {
+  return {SaveState(), isr_.load(), queue_sel_.load(), device_features_sel_.load(),
+          driver_features_sel_.load()};
+}
+
+absl::Status MmioTransport::RestoreMmioState(const MmioState& state) {
+  if (state.interrupt_status > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interrupt status ", state.interrupt_status, " has bits beyond 0-1"));
+  }
+  RETURN_IF_ERROR(RestoreState(state.transport));
+  isr_.store(state.interrupt_status);
+  queue_sel_.store(state.queue_sel);
+  device_features_sel_.store(state.device_features_sel);
+  driver_features_sel_.store(state.driver_features_sel);
+  return absl::OkStatus();
 }
 
 }  // namespace virtio

@@ -157,5 +157,135 @@ TEST_CASE("mmio: odd-sized and unaligned register accesses are ignored") {
   REQUIRE(cfg[0] == 0);
 }
 
+// Reads the transport's state with its loop held, as a snapshot does.
+MmioState SaveHeld(MmioEnv& env) {
+  auto hold = env.loop.Hold([&] { return env.mmio->Quiesce(); }, absl::Seconds(5));
+  REQUIRE(hold.ok());
+  return env.mmio->SaveMmioState();
+}
+
+absl::Status RestoreOnLoop(MmioEnv& env, const MmioState& s) {
+  absl::Status st;
+  env.loop.RunSync([&] { st = env.mmio->RestoreMmioState(s); });
+  return st;
+}
+
+TEST_CASE("mmio state: a restored transport carries on where the saved one was") {
+  MmioEnv a;
+  MockDriver drv(*a.mem, GuestAddress(0x10000), 16);
+  a.Bringup(drv, Bit(kFVersion1) | Bit(kFEventIdx));
+  for (int i = 0; i < 3; ++i) drv.AddChain({{drv.scratch().value, 32, true}});
+  a.Write(0x50, 0);
+  a.Drain();
+  REQUIRE(drv.used_idx() == 3);
+  a.Write(0x30, 0);  // QueueSel, to see it come back
+  MmioState saved = SaveHeld(a);
+  REQUIRE(saved.transport.status == 15);
+  REQUIRE(saved.transport.queues.size() == 1);
+  REQUIRE(saved.transport.queues[0].next_avail == 3);
+  REQUIRE(saved.interrupt_status == 1);
+
+  // A new transport on the same RAM (a restored VM) resumes at index 3.
+  MmioEnv b;
+  b.mem = std::move(a.mem);
+  b.mmio = std::make_shared<MmioTransport>(std::make_shared<Rng>(), *b.mem, b.loop,
+                                           [&b] { ++b.irqs; });
+  REQUIRE(RestoreOnLoop(b, saved).ok());
+  REQUIRE(b.Read(0x70) == 15);
+  REQUIRE(b.Read(0x60) == 1);
+  REQUIRE(b.Read(0x44) == 1);  // queue 0 ready
+  drv.AddChain({{drv.scratch().value, 8, true}});
+  b.Write(0x50, 0);
+  b.Drain();
+  REQUIRE(drv.used_idx() == 4);
+  REQUIRE(drv.used(3).len == 8);
+  // The kick after a restore serves what is pending and interrupts once.
+  int before = b.irqs;
+  drv.AddChain({{drv.scratch().value, 4, true}});
+  b.loop.RunSync([&] { b.mmio->KickAfterRestore(); });
+  b.Drain();
+  REQUIRE(drv.used_idx() == 5);
+  REQUIRE(b.irqs > before);
+}
+
+TEST_CASE("mmio state: a corrupt state is refused naming what is wrong") {
+  MmioEnv a;
+  MockDriver drv(*a.mem, GuestAddress(0x10000), 16);
+  a.Bringup(drv, Bit(kFVersion1));
+  const MmioState good = SaveHeld(a);
+  auto refused = [&](MmioState s, const char* what) {
+    MmioEnv b;
+    b.mem = std::move(a.mem);
+    b.mmio = std::make_shared<MmioTransport>(std::make_shared<Rng>(), *b.mem, b.loop, [] {});
+    absl::Status st = RestoreOnLoop(b, s);
+    a.mem = std::move(b.mem);
+    INFO(st.message());
+    REQUIRE(!st.ok());
+    REQUIRE_THAT(std::string(st.message()), Catch::Contains(what));
+    b.mmio.reset();
+  };
+  MmioState s = good;
+  s.transport.driver_features |= 1ULL << 40;
+  refused(s, "not a subset of the offered");
+  s = good;
+  s.transport.status |= 0x10;
+  refused(s, "bits virtio does not define");
+  s = good;
+  s.transport.status = kStatusDriverOk | kStatusDriver;
+  refused(s, "not a state the driver can reach");
+  s = good;
+  s.transport.queues.push_back(s.transport.queues[0]);
+  refused(s, "2 queues saved, the device has 1");
+  s = good;
+  s.transport.queues[0].desc = 0xd0000000;
+  refused(s, "queue 0: descriptor table");
+  s = good;
+  s.transport.queues[0].size = 1000;
+  refused(s, "queue 0: queue size 1000");
+  s = good;
+  s.transport.queues[0].next_avail = 100;  // the driver published 0
+  refused(s, "more than the queue size behind");
+  s = good;
+  s.interrupt_status = 4;
+  refused(s, "interrupt status 4");
+}
+
+TEST_CASE("mmio state: a device that needed a reset stays that way") {
+  MmioEnv a;
+  MockDriver drv(*a.mem, GuestAddress(0x10000), 16);
+  a.Bringup(drv, Bit(kFVersion1));
+  MmioState s = SaveHeld(a);
+  s.transport.failure = "queue 0: a loop?";
+  s.transport.status |= kStatusNeedsReset;
+  MmioEnv b;
+  b.mem = std::move(a.mem);
+  b.mmio = std::make_shared<MmioTransport>(std::make_shared<Rng>(), *b.mem, b.loop, [] {});
+  REQUIRE(RestoreOnLoop(b, s).ok());
+  REQUIRE((b.Read(0x70) & kStatusNeedsReset) != 0);
+  REQUIRE(b.mmio->failure() == "queue 0: a loop?");
+  drv.AddChain({{drv.scratch().value, 8, true}});
+  b.Write(0x50, 0);
+  b.Drain();
+  REQUIRE(drv.used_idx() == 0);  // not served until the driver resets it
+}
+
+TEST_CASE("EventLoop::Hold waits until ready and keeps other work out") {
+  EventLoop loop("hold-test");
+  int tries = 0;
+  std::atomic<int> ran{0};
+  auto hold = loop.Hold([&] { return ++tries >= 3; }, absl::Seconds(5));
+  REQUIRE(hold.ok());
+  REQUIRE(tries == 3);
+  loop.Post([&] { ++ran; });
+  absl::SleepFor(absl::Milliseconds(20));
+  REQUIRE(ran == 0);  // held
+  hold->reset();
+  loop.RunSync([] {});
+  REQUIRE(ran == 1);
+  auto never = loop.Hold([] { return false; }, absl::Milliseconds(30));
+  REQUIRE(never.status().code() == absl::StatusCode::kDeadlineExceeded);
+  loop.RunSync([] {});  // the loop still runs
+}
+
 }  // namespace
 }  // namespace virtio

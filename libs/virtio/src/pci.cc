@@ -9,7 +9,7 @@ constexpr uint16_t kVendorVirtio = 0x1af4;
 constexpr uint16_t kCommandMemory = 1 << 1;
 // Capability offsets in configuration space.
 constexpr uint32_t kCapCommon = 0x40, kCapIsr = 0x50, kCapDevice = 0x60, kCapNotify = 0x70,
-                   kCapPciCfg = 0x84, kCapMsix = 0x98;
+                   kCapPciCfg = 0x84, kCapMsix = kPciMsixCapOffset;
 constexpr uint8_t kCfgCommon = 1, kCfgNotify = 2, kCfgIsr = 3, kCfgDevice = 4, kCfgPci = 5;
 constexpr uint32_t kCommonCfgSize = 0x3c;
 

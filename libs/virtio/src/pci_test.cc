@@ -177,5 +177,64 @@ TEST_CASE("pci: the PCI-config access capability reads BAR 0") {
   REQUIRE((env.Cfg(cap + 16) & 0xffff) == 1);
 }
 
+TEST_CASE("pci state: BAR, MSI-X and queues come back; read-only bits stay ours") {
+  PciEnv a;
+  uint32_t msix = a.Caps()[0x111];
+  a.SetCfg(0x10, 0xc0100000);
+  a.SetCfg(0x04, 0x6, 2);
+  a.SetCfg(msix + 2, 0x8000, 2);
+  a.SetBar(kPciMsixTableOffset + 16, 0xfee00000);
+  a.SetBar(kPciMsixTableOffset + 24, 0x42);
+  a.SetBar(kPciMsixTableOffset + 28, 0);
+  testing::MockDriver drv(*a.mem, GuestAddress(0x10000), 16);
+  a.Bringup(drv);
+  drv.AddChain({{drv.scratch().value, 32, true}});
+  a.SetBar(kPciNotifyOffset, 0, 2);
+  a.loop.RunSync([] {});
+  REQUIRE(drv.used_idx() == 1);
+  PciState saved;
+  {
+    auto hold = a.loop.Hold([&] { return a.t->Quiesce(); }, absl::Seconds(5));
+    REQUIRE(hold.ok());
+    saved = a.t->SavePciState();
+  }
+  saved.config[0] = 0xad;  // vendor ID: read-only, must not load
+  PciEnv b;
+  b.mem = std::move(a.mem);
+  PciTransportOptions o;
+  o.bar_address = 0xc0000000;
+  o.send_msi = [&b](uint16_t, uint64_t ad, uint32_t d) { b.msis.push_back({ad, d}); };
+  o.on_bar_change = [&b](std::optional<uint64_t> ad) { b.bar_changes.push_back(ad); };
+  b.t = std::make_shared<PciTransport>(std::make_shared<Rng>(), *b.mem, b.loop, o);
+  b.slot = b.bus.Add(b.t).value();
+  absl::Status st;
+  b.loop.RunSync([&] { st = b.t->RestorePciState(saved); });
+  REQUIRE(st.ok());
+  REQUIRE(b.Cfg(0x00) == (0x1044u << 16 | 0x1af4));
+  REQUIRE(b.Cfg(0x10) == 0xc0100000);
+  REQUIRE(b.bar_changes.back() == 0xc0100000);
+  REQUIRE(b.t->bar_mapping() == 0xc0100000);
+  REQUIRE(b.Bar(0x14, 1) == 15);
+  drv.AddChain({{drv.scratch().value, 16, true}});
+  b.SetBar(kPciNotifyOffset, 0, 2);
+  b.loop.RunSync([] {});
+  REQUIRE(drv.used_idx() == 2);
+  REQUIRE(!b.msis.empty());
+  REQUIRE(b.msis.back() == std::make_pair(uint64_t{0xfee00000}, uint32_t{0x42}));
+
+  PciState bad = saved;
+  bad.queue_vectors[0] = 7;
+  b.loop.RunSync([&] { st = b.t->RestorePciState(bad); });
+  REQUIRE_THAT(std::string(st.message()), Catch::Contains("vector 7 of queue 0"));
+  bad = saved;
+  bad.config.resize(64);
+  b.loop.RunSync([&] { st = b.t->RestorePciState(bad); });
+  REQUIRE_THAT(std::string(st.message()), Catch::Contains("configuration space of 64 bytes"));
+  bad = saved;
+  bad.msix.pop_back();
+  b.loop.RunSync([&] { st = b.t->RestorePciState(bad); });
+  REQUIRE_THAT(std::string(st.message()), Catch::Contains("MSI-X: 1 entries"));
+}
+
 }  // namespace
 }  // namespace virtio

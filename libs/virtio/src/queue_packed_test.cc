@@ -203,5 +203,49 @@ TEST_CASE("packed: device event suppression follows EnableNotification") {
   REQUIRE(e.driver.device_event_flags() == kRingEventEnable);
 }
 
+TEST_CASE("packed state: a restored queue resumes past a wrap, with a chain in flight") {
+  PackedEnv e(4);
+  for (int i = 0; i < 5; ++i) {  // wrap the ring once
+    e.driver.AddChain({{0x100000, 16, true}});
+    DescriptorChain c = e.Pop();
+    REQUIRE(e.queue.PushUsed(c.head, 16).ok());
+    REQUIRE(e.driver.PopUsed().has_value());
+  }
+  e.driver.AddChain({{0x100000, 8, true}});
+  DescriptorChain kept = e.Pop();  // held by the device over the snapshot
+  QueueState s = e.queue.SaveState();
+  REQUIRE(s.active);
+  REQUIRE(s.in_flight.size() == 4);
+  Queue restored(256);
+  REQUIRE(restored.RestoreState(s, *e.mem, kPacked).ok());
+  REQUIRE(restored.packed());
+  REQUIRE(restored.PushUsed(kept.head, 8).ok());
+  auto u = e.driver.PopUsed();
+  REQUIRE(u.has_value());
+  REQUIRE(u->len == 8);
+  e.driver.AddChain({{0x100000, 4, true}});
+  auto c = restored.Pop();
+  REQUIRE(c.ok());
+  REQUIRE(c->has_value());
+
+  QueueState bad = s;
+  bad.avail_pos = 4;
+  Queue q(256);
+  REQUIRE_THAT(std::string(q.RestoreState(bad, *e.mem, kPacked).message()),
+               Catch::Contains("outside the ring of 4"));
+  bad = s;
+  bad.in_flight.assign(4, 3);
+  REQUIRE_THAT(std::string(q.RestoreState(bad, *e.mem, kPacked).message()),
+               Catch::Contains("hold 12 descriptors"));
+  bad = s;
+  bad.in_flight.resize(2);
+  REQUIRE_THAT(std::string(q.RestoreState(bad, *e.mem, kPacked).message()),
+               Catch::Contains("2 entries, not 4"));
+  bad = s;
+  bad.ready = false;
+  REQUIRE_THAT(std::string(q.RestoreState(bad, *e.mem, kPacked).message()),
+               Catch::Contains("must be ready"));
+}
+
 }  // namespace
 }  // namespace virtio

@@ -74,6 +74,13 @@ struct BalloonOptions {
   std::function<void(const std::vector<BalloonStat>&)> on_stats;
 };
 
+// What a snapshot keeps of the balloon besides its transport: the target
+// the host set and what the driver reported in `actual`.
+struct BalloonState {
+  uint32_t target_pages = 0;
+  uint32_t actual_pages = 0;
+};
+
 struct BalloonCounters {
   uint64_t inflated_pages = 0;
   uint64_t deflated_pages = 0;
@@ -106,6 +113,14 @@ class Balloon : public VirtioDevice {
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
   void Reset() override;
+  // Gives the held statistics buffer back (the driver refills it).
+  absl::StatusOr<bool> Quiesce() override;
+  BalloonState SaveState() const { return {num_pages_.load(), actual_.load()}; }
+  // Before the transport's restore (no configuration interrupt).
+  void RestoreState(const BalloonState& state) {
+    num_pages_.store(state.target_pages);
+    actual_.store(state.actual_pages);
+  }
 
   // ---- host side, any thread ----
   // Asks the guest to give back `mib` MiB (num_pages = mib * 256, at most

@@ -82,6 +82,9 @@ class Block : public VirtioDevice {
   uint64_t capacity_sectors() const { return size_ / kSectorSize; }
   // Requests submitted to the backend and not yet completed by it.
   size_t in_flight() const;
+  // Done once the backend completed everything submitted; completions it
+  // posted are returned to the driver here.
+  absl::StatusOr<bool> Quiesce() override;
 
  private:
   struct Op;

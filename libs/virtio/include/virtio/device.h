@@ -74,6 +74,16 @@ class VirtioDevice {
   virtual absl::Status ProcessQueue(uint16_t index) = 0;
   // Back to the state before Activate; queues are reset by the transport.
   virtual void Reset() = 0;
+  // Snapshots: brings an active device to rest, on the loop thread with
+  // the vCPUs stopped. True once nothing is in flight and every chain the
+  // device took is back with the driver (one it keeps for later, like the
+  // balloon's statistics buffer, is given back); false: still completing,
+  // ask again shortly while the loop runs.
+  // An error breaks the device (it is saved as needing a reset).
+  virtual absl::StatusOr<bool> Quiesce() { return true; }
+  // Whether this device's state can be saved at all; the error says why
+  // not (e.g. state that lives in host sockets or the host kernel).
+  virtual absl::Status CheckSnapshot() const { return absl::OkStatus(); }
 };
 
 // Serves at most one queue's worth of chains from queue `index`: each goes

@@ -17,11 +17,26 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 namespace virtio {
+
+// While one exists, its loop's thread runs nothing else (EventLoop::Hold).
+class LoopHold {
+ public:
+  struct Shared;
+  explicit LoopHold(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  ~LoopHold();  // lets the loop go on
+  LoopHold(const LoopHold&) = delete;
+  LoopHold& operator=(const LoopHold&) = delete;
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
 
 class EventLoop {
  public:
@@ -41,6 +56,13 @@ class EventLoop {
   // after draining its counter. The loop does not own the fd.
   void WatchEventFd(int fd, std::function<void()> fn);
   bool InLoopThread() const;
+  // For snapshots: runs `ready` on the loop thread, letting other work run
+  // between tries, until it returns true; then keeps the thread blocked
+  // inside that task until the returned hold is destroyed, so no device
+  // on this loop touches guest memory or its own state meanwhile. Not from
+  // the loop thread. DEADLINE_EXCEEDED after `timeout`.
+  absl::StatusOr<std::unique_ptr<LoopHold>> Hold(std::function<bool()> ready,
+                                                 absl::Duration timeout);
   boost::asio::io_context& context() { return io_; }
   // Whether the loop thread has been told to stop (e.g. during teardown).
   bool stopped() const { return io_.stopped(); }

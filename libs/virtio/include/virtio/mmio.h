@@ -29,6 +29,15 @@ inline constexpr uint64_t kMmioQueueNotify = 0x50;
 inline constexpr uint32_t kMmioMagic = 0x74726976;  // "virt"
 inline constexpr uint32_t kMmioVendor = 0x4c444e4b;  // "KNDL"
 
+// The transport's state plus the virtio-mmio registers that hold state.
+struct MmioState {
+  TransportState transport;
+  uint32_t interrupt_status = 0;  // InterruptStatus bits 0-1
+  uint32_t queue_sel = 0;
+  uint32_t device_features_sel = 0;
+  uint32_t driver_features_sel = 0;
+};
+
 class MmioTransport : public Transport, public vcpu::BusDevice, private Interrupt {
  public:
   // `raise_irq` asserts the device's interrupt line (edge) from any thread.
@@ -38,6 +47,9 @@ class MmioTransport : public Transport, public vcpu::BusDevice, private Interrup
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
   uint32_t interrupt_status() const { return isr_.load(); }
+  // Snapshots (Transport::SaveState / RestoreState's rules and threads).
+  MmioState SaveMmioState() const;
+  absl::Status RestoreMmioState(const MmioState& state);
 
  private:
   Interrupt& interrupt() override { return *this; }

@@ -36,6 +36,8 @@ inline constexpr uint32_t kPciNotifyMultiplier = 4;
 inline constexpr uint64_t kPciMsixTableOffset = 0x4000;
 inline constexpr uint64_t kPciMsixPbaOffset = 0x5000;
 inline constexpr uint16_t kMsixNoVector = 0xffff;
+// The MSI-X capability in configuration space (its control word at +2).
+inline constexpr uint32_t kPciMsixCapOffset = 0x98;
 
 struct PciTransportOptions {
   uint32_t bar_address = 0;  // where the VMM places BAR 0 (firmware's job)
@@ -45,6 +47,27 @@ struct PciTransportOptions {
   // BAR 0 is now decoded at `address` (nullopt: not decoded). Called on
   // the vCPU thread that wrote the command register or the BAR.
   std::function<void(std::optional<uint64_t> address)> on_bar_change;
+};
+
+// The transport's state plus the function's: configuration space (BAR,
+// command register, MSI-X control, the pci_cfg window), the MSI-X table,
+// vectors and the common configuration's selectors.
+struct PciMsixEntryState {
+  uint64_t address = 0;
+  uint32_t data = 0;
+  bool masked = true;
+  bool pending = false;
+};
+struct PciState {
+  TransportState transport;
+  std::vector<uint8_t> config;  // 256 bytes; only guest-writable bits are loaded
+  std::vector<PciMsixEntryState> msix;  // one entry per queue plus one
+  std::vector<uint16_t> queue_vectors;  // per queue; 0xffff: none
+  uint16_t config_vector = 0xffff;
+  uint32_t isr = 0;
+  uint32_t device_features_sel = 0;
+  uint32_t driver_features_sel = 0;
+  uint16_t queue_sel = 0;
 };
 
 class PciTransport : public Transport, public PciDevice, private Interrupt {
@@ -59,6 +82,10 @@ class PciTransport : public Transport, public PciDevice, private Interrupt {
   std::shared_ptr<vcpu::BusDevice> bar() { return bar_; }
   std::optional<uint64_t> bar_mapping() const;
   uint16_t msix_vectors() const { return static_cast<uint16_t>(msix_.size()); }
+  // Snapshots (Transport::SaveState / RestoreState's rules and threads). A
+  // restore maps the BAR where the saved configuration space puts it.
+  PciState SavePciState();
+  absl::Status RestorePciState(const PciState& state);
 
   // BAR 0 accesses (offset within the BAR), from vCPU threads.
   void BarRead(uint64_t offset, std::span<uint8_t> data);
@@ -84,6 +111,7 @@ class PciTransport : public Transport, public PciDevice, private Interrupt {
   void MsixRead(uint64_t offset, std::span<uint8_t> data);
   void MsixWrite(uint64_t offset, std::span<const uint8_t> data);
   void PciCfgAccess(bool write);
+  absl::Status RestoreMsix(const PciState& state);
 
   PciTransportOptions options_;
   std::shared_ptr<vcpu::BusDevice> bar_;

@@ -64,6 +64,22 @@ struct DescriptorChain {
   uint64_t writable_bytes = 0;
 };
 
+// A queue's configuration and ring positions, for snapshots and
+// migration. Taken while the device is quiesced: every chain it popped has
+// gone back to the driver (packed rings record what is still in flight).
+struct QueueState {
+  uint16_t size = 0;
+  bool ready = false;
+  uint64_t desc = 0, avail = 0, used = 0;
+  bool active = false;  // activated with the transport's features
+  uint16_t next_avail = 0, next_used = 0;
+  // Packed rings: positions, wrap counters and per buffer ID the number of
+  // descriptors it holds (size entries).
+  uint16_t avail_pos = 0, used_pos = 0;
+  bool avail_wrap = true, used_wrap = true;
+  std::vector<uint16_t> in_flight;
+};
+
 class Queue {
  public:
   explicit Queue(uint16_t max_size = kMaxQueueSize);
@@ -107,6 +123,14 @@ class Queue {
   // For snapshots: where a restored queue resumes.
   void set_indices(uint16_t next_avail, uint16_t next_used);
 
+  QueueState SaveState() const;
+  // Loads a saved queue into this (reset) one. An active one is activated
+  // with `features`, as the driver's DRIVER_OK would, which checks its
+  // size and ring placement against `mem`; then its positions are checked
+  // (packed: inside the ring, in-flight counts adding up to at most the
+  // size) and taken. A bad value is an error naming it.
+  absl::Status RestoreState(const QueueState& state, GuestMemory& mem, uint64_t features);
+
  private:
   absl::StatusOr<uint16_t> AvailIdx() const;
   absl::Status ReadChain(uint16_t head, DescriptorChain& chain) const;
@@ -123,6 +147,7 @@ class Queue {
   bool NeedsInterruptPacked();
   absl::StatusOr<bool> EnableNotificationPacked(bool enable);
   absl::StatusOr<bool> PackedAvailable() const;
+  absl::Status RestorePackedPositions(const QueueState& state);
 
   uint16_t max_size_;
   uint16_t size_;

@@ -27,6 +27,16 @@
 
 namespace virtio {
 
+// What the transport holds for a snapshot or a migration, besides the
+// device's own state and a concrete transport's registers.
+struct TransportState {
+  uint32_t status = 0;
+  uint64_t driver_features = 0;
+  uint8_t config_generation = 0;
+  std::string failure;  // why the device needs a reset; "" if it does not
+  std::vector<QueueState> queues;
+};
+
 class Transport {
  public:
   Transport(std::shared_ptr<VirtioDevice> device, vm_memory::GuestMemory& memory,
@@ -72,6 +82,22 @@ class Transport {
   // with the device's name and the reason; set before the driver starts.
   using FailureListener = std::function<void(std::string_view device, std::string_view why)>;
   void SetFailureListener(FailureListener listener) { on_failure_ = std::move(listener); }
+
+  // ---- snapshots and migration ----
+  // On the loop thread with the vCPUs stopped: the device's Quiesce.
+  bool Quiesce();
+  // On the loop thread (or while it is held, EventLoop::Hold) after
+  // Quiesce returned true.
+  TransportState SaveState() const;
+  // Loads a saved state into a transport whose driver has not started, on
+  // the loop thread: the status, features and queues are checked (features
+  // must be offered, queues must fit guest RAM) and, when the driver had
+  // set DRIVER_OK, the device is activated as then. Errors name the value.
+  absl::Status RestoreState(const TransportState& state);
+  // After a restore, before the vCPUs run: each active queue is served and
+  // interrupted once, so nothing the driver or device posted around the
+  // snapshot waits for an event that was lost with the old process.
+  void KickAfterRestore();
 
  protected:
   // How the transport raises interrupts (set by the concrete transport).

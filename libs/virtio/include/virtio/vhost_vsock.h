@@ -68,6 +68,11 @@ class VhostVsock : public VirtioDevice {
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
   void Reset() override;
+  absl::Status CheckSnapshot() const override {
+    return absl::FailedPreconditionError(
+        "vhost-vsock: its rings and connections are in the host kernel, which a snapshot "
+        "cannot read yet");
+  }
 
   // Whether the kernel is running the rings (loop thread).
   bool running() const { return running_; }
