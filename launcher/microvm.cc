@@ -231,6 +231,7 @@ void MicroVm::CreateRunner() {
 }
 
 absl::Status MicroVm::SetUpDevices(const VmConfig& config) {
+  virtio_config_ = config.virtio;
   auto output = config.console_output ? config.console_output : WriteStdout;
   if (config.irqchip == vcpu::IrqchipMode::kSplit) {
     // The IOAPIC lives here; it delivers through KVM as MSIs.

@@ -101,8 +101,9 @@ class MicroVm {
   // created with the same config, and guest RAM restored by the caller.
   absl::Status RestoreMachineState(const MachineState& state);
   // Writes the VM's full state and RAM to `dir` (libs/migration's format);
-  // the VM must be paused or not yet started. A VM with virtio devices is
-  // refused for now (their state is not saved yet).
+  // the VM must be paused or not yet started. Virtio devices are brought
+  // to rest and held while RAM is written; a device whose state cannot be
+  // saved (vsock) makes it fail up front, naming the device.
   absl::Status SaveSnapshot(const std::string& dir);
   // Presses the ACPI power button: the guest sees a Notify on \_SB.PWRB
   // through the GED's interrupt and decides (Linux with acpid or systemd
@@ -150,6 +151,7 @@ class MicroVm {
   std::shared_ptr<vcpu::Ioapic> ioapic_;  // split irqchip only
   std::function<void()> power_button_;
   VirtioPlan virtio_plan_;
+  VirtioConfig virtio_config_;  // what the devices were made from (snapshots)
   std::unique_ptr<VirtioDevices> virtio_;
   std::unique_ptr<vcpu::VcpuRunner> runner_;
   vcpu::boot::LoadedKernel kernel_;

@@ -16,13 +16,15 @@ namespace {
 namespace v1 = ::kindling::migration::v1;
 constexpr char kSerialName[] = "serial ttyS0";
 constexpr uint32_t kSerialVersion = 1;
+// How long in-flight disk I/O may take to complete before a snapshot.
+constexpr absl::Duration kQuiesceTimeout = absl::Seconds(30);
 
 // The host-side checks Create's ValidateConfig makes, for a restored shape.
 absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
   if (config.virtio.disks.size() + config.virtio.nets.size() > 0 || config.virtio.rng ||
       config.virtio.console || config.virtio.vsock || config.virtio.balloon) {
     return absl::InvalidArgumentError(
-        "restore: virtio devices are not restored yet (give none)");
+        "restore: the virtio devices come from the snapshot (give none)");
   }
   // The RAM must sit where this launcher puts it: anything else could cover
   // the IOAPIC, the TSS or the MMIO devices with guest RAM.
@@ -59,6 +61,12 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config
   shaped.irqchip = s.machine().irqchip() == v1::IRQCHIP_MODE_FULL
                        ? vcpu::IrqchipMode::kFull
                        : vcpu::IrqchipMode::kSplit;
+  absl::StatusOr<VirtioConfig> virtio = VirtioConfigFromSnapshot(s);
+  if (!virtio.ok()) {
+    return absl::Status(virtio.status().code(),
+                        absl::StrCat(dir, ": ", virtio.status().message()));
+  }
+  shaped.virtio = *std::move(virtio);
   std::unique_ptr<MicroVm> vm(new MicroVm());
   RETURN_IF_ERROR(vm->BuildRestored(shaped, s, dir, mode));
   return vm;
@@ -79,6 +87,7 @@ absl::Status MicroVm::BuildRestored(const VmConfig& config, const v1::Snapshot& 
   CreateRunner();
   absl::Status st = LoadState(s);
   if (!st.ok()) return absl::Status(st.code(), absl::StrCat(dir, ": ", st.message()));
+  if (virtio_) virtio_->KickAfterRestore();
   return absl::OkStatus();
 }
 
@@ -100,7 +109,12 @@ absl::Status MicroVm::LoadState(const v1::Snapshot& s) {
     RETURN_IF_ERROR(vm_->SetIrqchip(chip.ioapic));
     RETURN_IF_ERROR(vm_->SetPit(chip.pit));
   }
+  std::vector<const v1::Device*> virtio;
   for (const v1::Device& d : s.devices()) {
+    if (d.has_virtio()) {
+      virtio.push_back(&d);
+      continue;
+    }
     if (d.name() != kSerialName || !d.has_serial()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "snapshot holds a device '", d.name(), "' this VM does not have"));
@@ -113,15 +127,11 @@ absl::Status MicroVm::LoadState(const v1::Snapshot& s) {
     ASSIGN_OR_RETURN(auto serial, ::migration::DecodeSerial(d.serial()));
     serial_->RestoreState(serial);
   }
+  if (virtio_) RETURN_IF_ERROR(virtio_->RestoreState(virtio_plan_, virtio));
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Snapshot> MicroVm::CaptureState() {
-  if (virtio_ && virtio_->device_count() > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "snapshot: this VM has ", virtio_->device_count(),
-        " virtio devices, whose state cannot be saved yet"));
-  }
   ASSIGN_OR_RETURN(MachineState machine, SaveMachineState());
   v1::Snapshot s;
   s.set_producer("kindling");
@@ -146,10 +156,24 @@ absl::StatusOr<v1::Snapshot> MicroVm::CaptureState() {
   serial->set_name(kSerialName);
   serial->set_version(kSerialVersion);
   *serial->mutable_serial() = ::migration::EncodeSerial(serial_->SaveState());
+  s.mutable_virtio()->set_pci(virtio_plan_.has_pci());
+  s.mutable_virtio()->set_packed(virtio_config_.packed);
+  if (virtio_) {
+    ASSIGN_OR_RETURN(std::vector<v1::Device> records,
+                     virtio_->SaveState(virtio_plan_, virtio_config_));
+    for (v1::Device& d : records) *s.add_devices() = std::move(d);
+  }
   return s;
 }
 
 absl::Status MicroVm::SaveSnapshot(const std::string& dir) {
+  // Devices first: at rest, and held until RAM is written, so none writes
+  // guest memory or moves a ring behind the saved state.
+  std::vector<std::unique_ptr<virtio::LoopHold>> holds;
+  if (virtio_) {
+    RETURN_IF_ERROR(virtio_->CheckSnapshot());
+    ASSIGN_OR_RETURN(holds, virtio_->Quiesce(kQuiesceTimeout));
+  }
   ASSIGN_OR_RETURN(v1::Snapshot s, CaptureState());
   return ::migration::WriteSnapshot(dir, std::move(s), *memory_);
 }

@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "migration/snapshot.pb.h"
 #include "vcpu/boot/platform_tables.h"
 #include "vcpu/bus.h"
 #include "vcpu/devices/ioapic.h"
@@ -79,6 +81,11 @@ struct VirtioConfig {
 // Checks paths and counts without opening anything.
 absl::Status ValidateVirtio(const VirtioConfig& config);
 
+// The devices a snapshot's virtio records describe, as a VirtioConfig
+// whose PlanVirtio puts each record back in its slot. Bounds every field.
+absl::StatusOr<VirtioConfig> VirtioConfigFromSnapshot(
+    const kindling::migration::v1::Snapshot& s);
+
 enum class VirtioKind { kBlock, kNet, kRng, kConsole, kVsock, kBalloon };
 
 struct VirtioSlot {
@@ -134,6 +141,25 @@ class VirtioDevices {
   virtio::Balloon* balloon() { return balloon_.get(); }
   size_t device_count() const { return transports_.size(); }
 
+  // ---- snapshots (launcher/virtio_state.cc) ----
+  // Whether every device's state can be saved; the error names the device.
+  absl::Status CheckSnapshot() const;
+  // With the vCPUs stopped: brings every device to rest and holds its loop
+  // until the holds are dropped (after guest RAM is saved, so no device
+  // writes it meanwhile).
+  absl::StatusOr<std::vector<std::unique_ptr<virtio::LoopHold>>> Quiesce(
+      absl::Duration timeout);
+  // One record per device, in plan order, with what backs it (`config`).
+  // While the loops are held.
+  absl::StatusOr<std::vector<kindling::migration::v1::Device>> SaveState(
+      const VirtioPlan& plan, const VirtioConfig& config) const;
+  // Loads saved records (plan order) into these freshly created devices;
+  // each must be the kind its slot holds.
+  absl::Status RestoreState(const VirtioPlan& plan,
+                            const std::vector<const kindling::migration::v1::Device*>& records);
+  // After a restore, before the vCPUs run (Transport::KickAfterRestore).
+  void KickAfterRestore();
+
  private:
   VirtioDevices() = default;
   absl::Status Add(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
@@ -144,6 +170,8 @@ class VirtioDevices {
       virtio::EventLoop*& shared, virtio::EventLoop*& loop);
   absl::Status AddMmio(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                        virtio::EventLoop& loop, const VirtioEnv& env);
+  absl::Status RestoreTransport(virtio::Transport& t,
+                                const kindling::migration::v1::Virtio& record);
   absl::Status AddPci(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                       virtio::EventLoop& loop, const VirtioEnv& env);
 
