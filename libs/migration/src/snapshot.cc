@@ -112,24 +112,33 @@ absl::Status WriteFileAtomically(const std::string& dir, const char* name,
 
 }  // namespace
 
-absl::Status ValidateSnapshot(const v1::Snapshot& s) {
+absl::Status ValidateMachine(const v1::Machine& m) {
+  if (m.vcpus() == 0 || m.vcpus() > kMaxVcpus) {
+    return Invalid(absl::StrCat(m.vcpus(), " vCPUs, expected 1 to ", kMaxVcpus));
+  }
+  return ValidateRegions(m);
+}
+
+absl::Status ValidateState(const v1::Snapshot& s) {
   if (s.format_version() == 0 || s.format_version() > kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         "snapshot format version ", s.format_version(),
         " is not one this kindling reads (1 to ", kFormatVersion, ")"));
   }
   const v1::Machine& m = s.machine();
-  if (m.vcpus() == 0 || m.vcpus() > kMaxVcpus) {
-    return Invalid(absl::StrCat(m.vcpus(), " vCPUs, expected 1 to ", kMaxVcpus));
-  }
+  if (auto st = ValidateMachine(m); !st.ok()) return st;
   if (static_cast<uint32_t>(s.vcpus_size()) != m.vcpus()) {
     return Invalid(absl::StrCat(s.vcpus_size(), " vCPU records for a machine of ",
                                 m.vcpus()));
   }
-  if (auto st = ValidateRegions(m); !st.ok()) return st;
   if (auto st = ValidateIrqchip(s); !st.ok()) return st;
   if (s.devices_size() > 64) return Invalid("more than 64 devices");
-  return ValidateMemory(s.memory(), RegionsTotal(m));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSnapshot(const v1::Snapshot& s) {
+  if (auto st = ValidateState(s); !st.ok()) return st;
+  return ValidateMemory(s.memory(), RegionsTotal(s.machine()));
 }
 
 absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes) {

@@ -32,6 +32,10 @@ inline constexpr uint64_t kMaxMemoryBytes = 1ULL << 40;
 // Bounds every count, size and version in `s` (not the KVM structures'
 // contents, which the decoders and KVM check).
 absl::Status ValidateSnapshot(const v1::Snapshot& s);
+// The same without the memory manifest (a migration's state, whose RAM
+// came over the stream), and just the machine's shape (vCPUs, regions).
+absl::Status ValidateState(const v1::Snapshot& s);
+absl::Status ValidateMachine(const v1::Machine& m);
 // Parses and validates a state file's bytes.
 absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes);
 

@@ -1,0 +1,99 @@
+// Live migration, both ends, over a migration::FrameStream (see
+// docs/design/migration.md). The source sends RAM while the guest runs,
+// round after round of the pages it dirtied, then stops it briefly for the
+// rest and the device state; the destination loads RAM and state and runs
+// the guest only after the source's GO.
+//
+// Source:
+//   class Vm : public migration::MigrationSource { ... };   // the embedder's
+//   RETURN_IF_ERROR(migration::Migrate(fd, vm, options, on_progress));
+// Destination:
+//   FrameStream s(fd);
+//   ASSIGN_OR_RETURN(v1::MigrationHello hello, migration::ReceiveHello(s, deadline));
+//   ... allocate RAM of hello.machine()'s shape ...
+//   ASSIGN_OR_RETURN(v1::Snapshot state, migration::ReceiveMemoryAndState(s, ram, timeout));
+//   ... build the VM from `state` ...
+//   RETURN_IF_ERROR(migration::FinishIncoming(s, timeout));   // DONE, then GO
+#ifndef MIGRATION_PRECOPY_H_
+#define MIGRATION_PRECOPY_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "migration/snapshot.pb.h"
+#include "migration/stream.h"
+#include "vm-memory/guest_memory.h"
+
+namespace migration {
+
+namespace v1 = ::kindling::migration::v1;
+
+enum class MigrationMode { kPrecopy, kAutoConverge };
+absl::StatusOr<MigrationMode> ParseMigrationMode(std::string_view name);
+
+struct MigrationOptions {
+  MigrationMode mode = MigrationMode::kPrecopy;
+  uint64_t bandwidth_bytes_per_s = 0;  // 0: as fast as the link goes
+  absl::Duration max_downtime = absl::Milliseconds(300);  // QEMU's default
+  int max_rounds = 30;                 // pre-copy gives up after these
+  absl::Duration peer_timeout = absl::Seconds(60);
+};
+
+struct MigrationProgress {
+  std::string phase;  // "precopy", "stop-and-copy", "done"
+  int round = 0;
+  uint64_t pages_sent = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t dirty_pages = 0;    // left after this round
+  uint64_t rate_bytes_per_s = 0;
+  int throttle_percent = 0;
+  absl::Duration downtime;     // once stopped: so far
+};
+
+// What the migration needs from the source VM; implemented by the embedder.
+class MigrationSource {
+ public:
+  virtual ~MigrationSource() = default;
+  virtual vm_memory::GuestMemory& memory() = 0;
+  virtual const v1::Machine& machine() const = 0;
+  // Dirty logging on (and the VMM's own dirty bits cleared) / off again.
+  virtual absl::Status StartDirtyLog() = 0;
+  virtual void StopDirtyLog() = 0;
+  // Pages dirtied since the last call, per region of memory().regions():
+  // one bit per 4 KiB page, the guest's (KVM) and the devices' ORed.
+  virtual absl::StatusOr<std::vector<std::vector<uint64_t>>> TakeDirty() = 0;
+  // Auto-converge: the share of time the vCPUs are kept from running.
+  virtual void SetThrottle(int percent) = 0;
+  // The switch-over: vCPUs stopped, devices at rest and held.
+  virtual absl::Status Stop() = 0;
+  virtual absl::StatusOr<v1::Snapshot> CaptureState() = 0;
+  // Undoes Stop after a failure (the guest runs on here).
+  virtual void Resume() = 0;
+  // After GO: the guest now lives on the destination.
+  virtual void Migrated() = 0;
+};
+
+// Runs a whole migration over the connected socket `fd`. Any error before
+// GO leaves the source running as before (Resume, dirty logging off).
+absl::Status Migrate(int fd, MigrationSource& vm, const MigrationOptions& options,
+                     const std::function<void(const MigrationProgress&)>& progress);
+
+// Destination. ReceiveHello checks the version and the shape (bounded as
+// ValidateSnapshot bounds a snapshot's) and answers nothing yet.
+absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadline);
+// Sends READY, then loads pages into `memory` (every range checked against
+// it) until STATE and END; returns the state. `peer_timeout` bounds each
+// wait for a frame.
+absl::StatusOr<v1::Snapshot> ReceiveMemoryAndState(FrameStream& s,
+                                                   vm_memory::GuestMemory& memory,
+                                                   absl::Duration peer_timeout);
+// Sends DONE and waits for GO.
+absl::Status FinishIncoming(FrameStream& s, absl::Duration peer_timeout);
+
+}  // namespace migration
+
+#endif  // MIGRATION_PRECOPY_H_
