@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "launcher/virtio_devices.h"
+#include "migration/precopy.h"
 #include "migration/snapshot.h"
 #include "vcpu/boot/kernel_loader.h"
 #include "vcpu/bus.h"
@@ -105,6 +106,17 @@ class MicroVm {
   // to rest and held while RAM is written; a device whose state cannot be
   // saved (vsock) makes it fail up front, naming the device.
   absl::Status SaveSnapshot(const std::string& dir);
+  // Live migration (launcher/migration.cc), source side: sends this
+  // running VM over the connected socket `fd` (libs/migration's stream) and
+  // stops it once the destination took over; any error before that leaves
+  // it running as before.
+  absl::Status MigrateTo(int fd, const ::migration::MigrationOptions& options,
+                         const std::function<void(const ::migration::MigrationProgress&)>&
+                             progress);
+  // Destination side: a VM built from the stream on `fd`, ready to Run()
+  // (the source has handed over). Of `config` only the host side is used.
+  static absl::StatusOr<std::unique_ptr<MicroVm>> Incoming(
+      const VmConfig& config, int fd, absl::Duration peer_timeout = absl::Seconds(60));
   // Presses the ACPI power button: the guest sees a Notify on \_SB.PWRB
   // through the GED's interrupt and decides (Linux with acpid or systemd
   // powers off, which stops the VM with status 0). Safe from any thread.
@@ -120,6 +132,7 @@ class MicroVm {
   std::vector<std::unique_ptr<vcpu::Vcpu>>& vcpus() { return vcpus_; }
 
  private:
+  friend class VmMigrationSource;
   MicroVm() = default;
   absl::Status Build(const VmConfig& config);
   absl::Status SetUpMemory(const VmConfig& config);
@@ -131,9 +144,17 @@ class MicroVm {
                                       std::span<const kvm_cpuid_entry2> cpuid);
   void CreateRunner();
   // Snapshot halves (launcher/snapshot.cc).
-  absl::Status BuildRestored(const VmConfig& config,
-                             const kindling::migration::v1::Snapshot& s,
-                             const std::string& dir, ::migration::RestoreMode mode);
+  // A saved machine's RAM regions must be kindling's x86 layout.
+  static absl::Status CheckRamLayout(const kindling::migration::v1::Machine& m);
+  // `config`'s host side with the shape and virtio devices of a saved
+  // state (`where` names it in errors).
+  static absl::StatusOr<VmConfig> ShapeFromState(const VmConfig& config,
+                                                 const kindling::migration::v1::Snapshot& s,
+                                                 const std::string& where);
+  // With memory_ loaded: the machine, its devices and their state.
+  absl::Status BuildFromState(const VmConfig& config,
+                              const kindling::migration::v1::Snapshot& s,
+                              const std::string& where);
   absl::StatusOr<kindling::migration::v1::Snapshot> CaptureState();
   absl::Status LoadState(const kindling::migration::v1::Snapshot& s);
   absl::Status SetUpDevices(const VmConfig& config);

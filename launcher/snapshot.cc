@@ -19,6 +19,33 @@ constexpr uint32_t kSerialVersion = 1;
 // How long in-flight disk I/O may take to complete before a snapshot.
 constexpr absl::Duration kQuiesceTimeout = absl::Seconds(30);
 
+uint64_t RamBytes(const v1::Machine& m) {
+  uint64_t total = 0;
+  for (const v1::MemoryRegion& r : m.regions()) total += r.size();
+  return total;
+}
+
+}  // namespace
+
+// The RAM must sit where this launcher puts it: anything else could cover
+// the IOAPIC, the TSS or the MMIO devices with guest RAM.
+absl::Status MicroVm::CheckRamLayout(const v1::Machine& m) {
+  uint64_t total = RamBytes(m);
+  std::vector<vm_memory::RegionSpec> want = vm_memory::X86RamLayout(total);
+  std::vector<vm_memory::RegionSpec> have = ::migration::RegionLayout(m);
+  bool same = want.size() == have.size() && total % (1 << 20) == 0;
+  for (size_t i = 0; same && i < want.size(); ++i) {
+    same = want[i].start == have[i].start && want[i].size == have[i].size;
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(
+        "restore: the saved RAM layout is not kindling's x86 layout for its size");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 // The host-side checks Create's ValidateConfig makes, for a restored shape.
 absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
   if (config.virtio.disks.size() + config.virtio.nets.size() > 0 || config.virtio.rng ||
@@ -26,19 +53,7 @@ absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
     return absl::InvalidArgumentError(
         "restore: the virtio devices come from the snapshot (give none)");
   }
-  // The RAM must sit where this launcher puts it: anything else could cover
-  // the IOAPIC, the TSS or the MMIO devices with guest RAM.
-  std::vector<vm_memory::RegionSpec> want = vm_memory::X86RamLayout(s.memory().file_size());
-  std::vector<vm_memory::RegionSpec> have = ::migration::RegionLayout(s.machine());
-  bool same = want.size() == have.size() && s.memory().file_size() % (1 << 20) == 0;
-  for (size_t i = 0; same && i < want.size(); ++i) {
-    same = want[i].start == have[i].start && want[i].size == have[i].size;
-  }
-  if (!same) {
-    return absl::InvalidArgumentError(
-        "restore: the snapshot's RAM layout is not kindling's x86 layout for its size");
-  }
-  uint64_t mib = s.memory().file_size() >> 20;
+  uint64_t mib = RamBytes(s.machine()) >> 20;
   uint64_t host = HostMemoryMib();
   if (host != 0 && mib > host) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -50,33 +65,41 @@ absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config,
-                                                          const std::string& dir,
-                                                          ::migration::RestoreMode mode) {
-  ASSIGN_OR_RETURN(v1::Snapshot s, ::migration::ReadSnapshot(dir));
+absl::StatusOr<VmConfig> MicroVm::ShapeFromState(const VmConfig& config,
+                                                 const v1::Snapshot& s,
+                                                 const std::string& where) {
+  RETURN_IF_ERROR(CheckRamLayout(s.machine()));
   RETURN_IF_ERROR(CheckRestorable(config, s));
   VmConfig shaped = config;
   shaped.cpus = s.machine().vcpus();
-  shaped.memory_mib = s.memory().file_size() >> 20;
+  shaped.memory_mib = RamBytes(s.machine()) >> 20;
   shaped.irqchip = s.machine().irqchip() == v1::IRQCHIP_MODE_FULL
                        ? vcpu::IrqchipMode::kFull
                        : vcpu::IrqchipMode::kSplit;
   absl::StatusOr<VirtioConfig> virtio = VirtioConfigFromSnapshot(s);
   if (!virtio.ok()) {
     return absl::Status(virtio.status().code(),
-                        absl::StrCat(dir, ": ", virtio.status().message()));
+                        absl::StrCat(where, ": ", virtio.status().message()));
   }
   shaped.virtio = *std::move(virtio);
+  return shaped;
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config,
+                                                          const std::string& dir,
+                                                          ::migration::RestoreMode mode) {
+  ASSIGN_OR_RETURN(v1::Snapshot s, ::migration::ReadSnapshot(dir));
+  ASSIGN_OR_RETURN(VmConfig shaped, ShapeFromState(config, s, dir));
   std::unique_ptr<MicroVm> vm(new MicroVm());
-  RETURN_IF_ERROR(vm->BuildRestored(shaped, s, dir, mode));
+  vm_memory::MemoryOptions options;
+  options.hugepages = shaped.hugepages;
+  ASSIGN_OR_RETURN(vm->memory_, ::migration::RestoreMemory(dir, s, mode, options));
+  RETURN_IF_ERROR(vm->BuildFromState(shaped, s, dir));
   return vm;
 }
 
-absl::Status MicroVm::BuildRestored(const VmConfig& config, const v1::Snapshot& s,
-                                    const std::string& dir, ::migration::RestoreMode mode) {
-  vm_memory::MemoryOptions options;
-  options.hugepages = config.hugepages;
-  ASSIGN_OR_RETURN(memory_, ::migration::RestoreMemory(dir, s, mode, options));
+absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot& s,
+                                     const std::string& where) {
   RETURN_IF_ERROR(CreateKvmVm(config));
   virtio_plan_ = PlanVirtio(config.virtio);
   RETURN_IF_ERROR(SetUpDevices(config));
@@ -86,7 +109,7 @@ absl::Status MicroVm::BuildRestored(const VmConfig& config, const v1::Snapshot& 
   }
   CreateRunner();
   absl::Status st = LoadState(s);
-  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(dir, ": ", st.message()));
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(where, ": ", st.message()));
   if (virtio_) virtio_->KickAfterRestore();
   return absl::OkStatus();
 }

@@ -267,6 +267,7 @@ class Migration {
     RETURN_IF_ERROR(sender_.Send(last, /*skip_zero=*/false));
     ASSIGN_OR_RETURN(v1::Snapshot state, vm_.CaptureState());
     state.set_format_version(1);
+    *state.mutable_machine()->mutable_regions() = vm_.machine().regions();
     std::string bytes = state.SerializeAsString();
     RETURN_IF_ERROR(s_.Send(FrameType::kState, {reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 bytes.size()}));

@@ -54,11 +54,13 @@ absl::Status VcpuRunner::Start() {
     threads_.emplace_back([this, i] { RunLoop(i); });
     handles_[i] = threads_.back().native_handle();
   }
+  kickable_ = true;
   return absl::OkStatus();
 }
 
 void VcpuRunner::KickAll() {
   for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->SetImmediateExit(true);
+  if (!kickable_.load()) return;
   for (pthread_t t : handles_) pthread_kill(t, KickSignal());
 }
 
@@ -100,13 +102,18 @@ void VcpuRunner::RequestStopFromSignal(int signo) {
   signal_stop_.store(signo);
   stopping_.store(true);
   for (auto& v : vcpus_) v->SetImmediateExit(true);  // an atomic store
+  if (!kickable_.load()) return;
   for (pthread_t t : handles_) pthread_kill(t, KickSignal());
 }
 
 VcpuRunner::Outcome VcpuRunner::Wait() {
+  // Every vCPU is on its way out once it left its loop; after the joins
+  // their handles are dead (pthread_kill on one is undefined: seen as a
+  // SIGSEGV in a destructor's Stop after the run had ended).
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
   }
+  kickable_ = false;
   threads_.clear();
   absl::MutexLock lock(&mu_);
   if (!have_outcome_) {

@@ -77,6 +77,9 @@ class VcpuRunner {
   std::function<void(uint8_t)> on_ioapic_eoi_;
   std::vector<std::thread> threads_;
   std::vector<pthread_t> handles_;
+  // False once Wait() joined the threads: their pthread_t are dead and
+  // must not be signalled (a Stop after the run ended, e.g. a destructor).
+  std::atomic<bool> kickable_{false};
   std::unique_ptr<std::atomic<uint64_t>[]> user_exits_;
 
   std::atomic<bool> stopping_{false};

@@ -1,0 +1,136 @@
+// MicroVm's live-migration halves: the VM as a migration::MigrationSource
+// (dirty log on its memslots, vCPU throttling, the switch-over) and a VM
+// built from an incoming stream. The protocol is libs/migration's.
+#include "absl/strings/str_cat.h"
+#include "kindling/status_macros.h"
+#include "launcher/microvm.h"
+#include "migration/precopy.h"
+#include "migration/snapshot.h"
+
+namespace kindling {
+
+namespace v1 = ::kindling::migration::v1;
+
+class VmMigrationSource : public ::migration::MigrationSource {
+ public:
+  explicit VmMigrationSource(MicroVm& vm) : vm_(vm) {
+    machine_.set_vcpus(static_cast<uint32_t>(vm.vcpus_.size()));
+    machine_.set_irqchip(vm.ioapic_ ? v1::IRQCHIP_MODE_SPLIT : v1::IRQCHIP_MODE_FULL);
+    for (const vm_memory::GuestRegion* r : vm.memory_->regions()) {
+      v1::MemoryRegion* out = machine_.add_regions();
+      out->set_guest_address(r->start().value);
+      out->set_size(r->size());
+    }
+  }
+  ~VmMigrationSource() override { SetThrottle(0); }
+
+  vm_memory::GuestMemory& memory() override { return *vm_.memory_; }
+  const v1::Machine& machine() const override { return machine_; }
+
+  absl::Status StartDirtyLog() override { return SetLogging(true); }
+  void StopDirtyLog() override { (void)SetLogging(false); }
+
+  absl::StatusOr<std::vector<std::vector<uint64_t>>> TakeDirty() override {
+    std::vector<std::vector<uint64_t>> out;
+    uint32_t slot = 0;
+    for (const vm_memory::GuestRegion* r : vm_.memory_->regions()) {
+      ASSIGN_OR_RETURN(std::vector<uint64_t> bits, vm_.vm_->GetDirtyLog(slot++, r->size()));
+      std::vector<uint64_t> vmm = r->dirty_bitmap().TakeAndClear();
+      for (size_t i = 0; i < bits.size() && i < vmm.size(); ++i) bits[i] |= vmm[i];
+      out.push_back(std::move(bits));
+    }
+    return out;
+  }
+
+  // Keeps the vCPUs out for `percent` of every 10 ms.
+  void SetThrottle(int percent) override {
+    throttle_.store(percent);
+    if (percent > 0 && !throttler_.joinable()) {
+      throttler_ = std::thread([this] { Throttle(); });
+    } else if (percent == 0 && throttler_.joinable()) {
+      throttler_.join();
+    }
+  }
+
+  absl::Status Stop() override {
+    SetThrottle(0);
+    vm_.Pause();
+    if (vm_.virtio_) {
+      ASSIGN_OR_RETURN(holds_, vm_.virtio_->Quiesce(absl::Seconds(30)));
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<v1::Snapshot> CaptureState() override { return vm_.CaptureState(); }
+  void Resume() override {
+    holds_.clear();
+    vm_.Resume();
+  }
+  void Migrated() override {
+    holds_.clear();
+    vm_.Stop({vcpu::VcpuRunner::StopReason::kRequested, 0, "migrated"});
+  }
+
+ private:
+  absl::Status SetLogging(bool on) {
+    uint32_t slot = 0;
+    for (const vm_memory::GuestRegion* r : vm_.memory_->regions()) {
+      RETURN_IF_ERROR(vm_.vm_->SetUserMemoryRegion(slot++, *r, on ? KVM_MEM_LOG_DIRTY_PAGES : 0));
+      if (on) r->dirty_bitmap().TakeAndClear();
+    }
+    return absl::OkStatus();
+  }
+
+  void Throttle() {
+    for (int pct; (pct = throttle_.load()) > 0;) {
+      vm_.Pause();
+      absl::SleepFor(absl::Microseconds(100 * pct));
+      vm_.Resume();
+      absl::SleepFor(absl::Microseconds(100 * (100 - pct)));
+    }
+  }
+
+  MicroVm& vm_;
+  v1::Machine machine_;
+  std::atomic<int> throttle_{0};
+  std::thread throttler_;
+  std::vector<std::unique_ptr<virtio::LoopHold>> holds_;
+};
+
+absl::Status MicroVm::MigrateTo(
+    int fd, const ::migration::MigrationOptions& options,
+    const std::function<void(const ::migration::MigrationProgress&)>& progress) {
+  if (virtio_) RETURN_IF_ERROR(virtio_->CheckSnapshot());
+  VmMigrationSource source(*this);
+  return ::migration::Migrate(fd, source, options, progress);
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(const VmConfig& config, int fd,
+                                                           absl::Duration peer_timeout) {
+  ::migration::FrameStream s(fd);
+  absl::Status st = absl::OkStatus();
+  std::unique_ptr<MicroVm> vm(new MicroVm());
+  auto fail = [&](absl::Status why) {
+    (void)s.SendText(::migration::FrameType::kError, std::string(why.message()));
+    return why;
+  };
+  absl::StatusOr<v1::MigrationHello> hello =
+      ::migration::ReceiveHello(s, absl::Now() + peer_timeout);
+  if (!hello.ok()) return fail(hello.status());
+  if (st = CheckRamLayout(hello->machine()); !st.ok()) return fail(st);
+  vm_memory::MemoryOptions options;
+  options.hugepages = config.hugepages;
+  absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> mem = vm_memory::GuestMemory::Create(
+      ::migration::RegionLayout(hello->machine()), options);
+  if (!mem.ok()) return fail(mem.status());
+  vm->memory_ = *std::move(mem);
+  absl::StatusOr<v1::Snapshot> state =
+      ::migration::ReceiveMemoryAndState(s, *vm->memory_, peer_timeout);
+  if (!state.ok()) return fail(state.status());
+  absl::StatusOr<VmConfig> shaped = ShapeFromState(config, *state, "incoming migration");
+  if (!shaped.ok()) return fail(shaped.status());
+  if (st = vm->BuildFromState(*shaped, *state, "incoming migration"); !st.ok()) return fail(st);
+  RETURN_IF_ERROR(::migration::FinishIncoming(s, peer_timeout));
+  return vm;
+}
+
+}  // namespace kindling

@@ -1,0 +1,221 @@
+// Live migration between two kindling VMs in one process, over a
+// socketpair: the state probe (dirtying pages with checksums, a disk ring,
+// virtio-rng) carries on on the destination with the next round and every
+// checksum intact; auto-converge throttles a guest that outruns a capped
+// link; a destination that vanishes leaves the source running to the end.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "kindling/test_skip.h"
+#include "launcher/microvm.h"
+
+using kindling::MicroVm;
+using kindling::VmConfig;
+using vcpu::VcpuRunner;
+
+namespace {
+
+struct Console {
+  absl::Mutex mu;
+  std::string text;
+  std::function<void(uint8_t)> Sink() {
+    return [this](uint8_t b) {
+      absl::MutexLock lock(&mu);
+      text.push_back(static_cast<char>(b));
+    };
+  }
+  std::string Get() {
+    absl::MutexLock lock(&mu);
+    return text;
+  }
+};
+
+std::string Tmp(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  return std::string(base ? base : "/tmp") + "/" + name;
+}
+
+VmConfig ProbeConfig(const std::string& disk, const std::string& args) {
+  VmConfig c;
+  const char* elf = std::getenv("KINDLING_PROBE_ELF");
+  c.kernel = elf ? elf : "tests/guests/state_probe.elf";
+  c.cmdline = args;
+  c.memory_mib = 64;
+  c.virtio.rng = true;
+  FILE* f = std::fopen(disk.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(::ftruncate(fileno(f), 4 << 20) == 0);
+  std::fclose(f);
+  c.virtio.disks.push_back({disk, false, "raw"});
+  return c;
+}
+
+std::vector<int> Rounds(const std::string& out) {
+  std::vector<int> r;
+  std::regex re("probe: round ([0-9]+) ");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), re);
+       it != std::sregex_iterator(); ++it) {
+    r.push_back(std::stoi((*it)[1].str()));
+  }
+  return r;
+}
+
+void WaitForRound(Console& c, int round) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while ((Rounds(c.Get()).empty() || Rounds(c.Get()).back() < round) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+struct Migrated {
+  absl::Status source;
+  VcpuRunner::Outcome source_outcome;
+  std::string source_text, dest_text;
+  VcpuRunner::Outcome dest_outcome;
+  std::vector<::migration::MigrationProgress> progress;
+};
+
+// Runs `config` until round 2, migrates it, and runs the destination to
+// its end (or, with `rounds_after` > 0, for that many more rounds).
+Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
+                 int rounds_after = 0) {
+  Migrated m;
+  Console src_console, dst_console;
+  VmConfig c = config;
+  c.console_output = src_console.Sink();
+  auto src = MicroVm::Create(c);
+  REQUIRE(src.ok());
+  std::thread runner([&] { m.source_outcome = (*src)->Run(); });
+  WaitForRound(src_console, 2);
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  absl::StatusOr<std::unique_ptr<MicroVm>> dst = absl::UnknownError("not yet");
+  std::thread receiver([&] {
+    VmConfig host;
+    host.console_output = dst_console.Sink();
+    dst = MicroVm::Incoming(host, fds[1]);
+  });
+  m.source = (*src)->MigrateTo(fds[0], o, [&](const ::migration::MigrationProgress& p) {
+    m.progress.push_back(p);
+  });
+  receiver.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  if (m.source.ok()) {
+    INFO(dst.status().message());
+    REQUIRE(dst.ok());
+    if (rounds_after == 0) {
+      m.dest_outcome = (*dst)->Run();
+    } else {
+      std::thread dest([&] { m.dest_outcome = (*dst)->Run(); });
+      int from = Rounds(src_console.Get()).back();
+      WaitForRound(dst_console, from + rounds_after);
+      (*dst)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
+      dest.join();
+    }
+  }
+  runner.join();
+  m.source_text = src_console.Get();
+  m.dest_text = dst_console.Get();
+  return m;
+}
+
+void RequireCarriedOn(const Migrated& m) {
+  INFO(m.source.message() << "\nsource:\n" << m.source_text << "\ndestination:\n" << m.dest_text);
+  REQUIRE(m.source.ok());
+  REQUIRE(m.source_outcome.reason == VcpuRunner::StopReason::kRequested);
+  REQUIRE(m.dest_outcome.reason == VcpuRunner::StopReason::kGuestExit);
+  REQUIRE(m.dest_outcome.exit_code == 0);
+  std::vector<int> before = Rounds(m.source_text), after = Rounds(m.dest_text);
+  REQUIRE_FALSE(before.empty());
+  REQUIRE_FALSE(after.empty());
+  REQUIRE(after.front() == before.back() + 1);
+  REQUIRE(m.dest_text.find("probe: start") == std::string::npos);
+  REQUIRE(m.dest_text.find("FAIL") == std::string::npos);
+  REQUIRE(std::regex_search(m.dest_text, std::regex("probe: done pages 1024 blk [0-9]+ rng")));
+}
+
+}  // namespace
+
+TEST_CASE("Pre-copy moves a running guest with its disk and rng") {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    KINDLING_SKIP("/dev/kvm is not available on this host");
+  }
+  VmConfig c = ProbeConfig(Tmp("mig_precopy.img"), "probe.mib=4 probe.rounds=30 probe.verify=4");
+  Migrated m = Migrate(c, ::migration::MigrationOptions());
+  RequireCarriedOn(m);
+  REQUIRE(m.progress.back().phase == "done");
+  // Round 0 skips zero pages: the guest's image and what it has touched.
+  REQUIRE(m.progress.front().pages_sent >= 64);
+  REQUIRE(m.progress.back().pages_sent > m.progress.front().pages_sent);
+  std::printf("precopy: %zu rounds, %lu pages, downtime %s\n", m.progress.size(),
+              m.progress.back().pages_sent,
+              absl::FormatDuration(m.progress.back().downtime).c_str());
+}
+
+TEST_CASE("Auto-converge throttles a guest that outruns a capped link") {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    KINDLING_SKIP("/dev/kvm is not available on this host");
+  }
+  VmConfig c = ProbeConfig(Tmp("mig_ac.img"),
+                           "probe.mib=8 probe.dirty=2048 probe.rounds=0 probe.verify=16");
+  ::migration::MigrationOptions o;
+  o.mode = ::migration::MigrationMode::kAutoConverge;
+  o.bandwidth_bytes_per_s = 8 << 20;
+  o.max_downtime = absl::Milliseconds(20);
+  Migrated m = Migrate(c, o, /*rounds_after=*/3);
+  INFO(m.source.message() << "\nsource:\n" << m.source_text << "\ndestination:\n"
+                          << m.dest_text);
+  REQUIRE(m.source.ok());
+  REQUIRE(m.dest_text.find("FAIL") == std::string::npos);
+  REQUIRE(Rounds(m.dest_text).front() == Rounds(m.source_text).back() + 1);
+  int most = 0;
+  for (const auto& p : m.progress) most = std::max(most, p.throttle_percent);
+  REQUIRE(most >= 20);
+  std::printf("auto-converge: %zu rounds, throttle up to %d%%, downtime %s\n",
+              m.progress.size(), most,
+              absl::FormatDuration(m.progress.back().downtime).c_str());
+}
+
+TEST_CASE("A destination that goes away leaves the source running to the end") {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    KINDLING_SKIP("/dev/kvm is not available on this host");
+  }
+  Console console;
+  VmConfig c = ProbeConfig(Tmp("mig_cut.img"), "probe.mib=4 probe.rounds=20 probe.verify=4");
+  c.console_output = console.Sink();
+  auto src = MicroVm::Create(c);
+  REQUIRE(src.ok());
+  VcpuRunner::Outcome out;
+  std::thread runner([&] { out = (*src)->Run(); });
+  WaitForRound(console, 2);
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  std::thread cutter([&] {
+    ::migration::FrameStream s(fds[1]);
+    (void)::migration::ReceiveHello(s, absl::Now() + absl::Seconds(30));
+    (void)s.Send(::migration::FrameType::kReady, {});
+    (void)s.Receive(absl::Now() + absl::Seconds(30));
+    ::shutdown(fds[1], SHUT_RDWR);
+  });
+  absl::Status s = (*src)->MigrateTo(fds[0], ::migration::MigrationOptions(), nullptr);
+  cutter.join();
+  runner.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  INFO(console.Get());
+  REQUIRE_FALSE(s.ok());
+  REQUIRE(out.reason == VcpuRunner::StopReason::kGuestExit);
+  REQUIRE(out.exit_code == 0);
+  REQUIRE(console.Get().find("probe: done") != std::string::npos);
+}
