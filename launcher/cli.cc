@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "migration/address.h"
 
 namespace kindling {
 namespace {
@@ -201,6 +202,10 @@ guest), and exits with the guest's status.
                          the vCPUs start; lazy maps it privately, so pages load
                          on first touch and VMs restored from one snapshot
                          share its page cache
+  --incoming ADDR        wait on ADDR (unix:PATH or tcp:HOST:PORT) for a live
+                         migration (kindling migrate ... --to ADDR) and run
+                         the VM it brings; like --restore, only --stats and
+                         --hugepages may be given with it
   --console serial|virtio  where stdin/stdout go: ttyS0 (default) or a
                          virtio console (hvc0; the default cmdline then says
                          console=hvc0)
@@ -214,14 +219,16 @@ signal N (SIGINT, SIGTERM).
 )";
 }
 
-// With --restore the machine comes from the snapshot: flags that shape a
-// new one would be silently ignored, so they are refused.
-absl::Status CheckRestoreFlags(const std::vector<std::string>& given) {
+// With --restore or --incoming the machine comes from the saved state:
+// flags that shape a new one would be silently ignored, so they are refused.
+absl::Status CheckRestoreFlags(const std::vector<std::string>& given, const char* mode) {
+  bool restore = std::string_view(mode) == "--restore";
   for (const std::string& f : given) {
-    if (f != "--restore" && f != "--restore-mode" && f != "--stats" &&
-        f != "--hugepages" && f != "--help" && f != "-h") {
+    bool allowed = f == mode || (restore && f == "--restore-mode") || f == "--stats" ||
+                   f == "--hugepages" || f == "--help" || f == "-h";
+    if (!allowed) {
       return absl::InvalidArgumentError(absl::StrCat(
-          f, " cannot be given with --restore (the snapshot holds the machine)"));
+          f, " cannot be given with ", mode, " (the saved state holds the machine)"));
     }
   }
   return absl::OkStatus();
@@ -263,6 +270,13 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       auto v = need_value();
       if (!v.ok()) return v.status();
       o.restore_dir = *v;
+    } else if (flag == "--incoming") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      if (auto a = ::migration::ParseStreamAddress(*v); !a.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--incoming: ", a.status().message()));
+      }
+      o.incoming = *v;
     } else if (flag == "--restore-mode") {
       auto v = need_value();
       if (!v.ok()) return v.status();
@@ -403,7 +417,11 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
     absl::StrReplaceAll({{" pci=off", ""}}, &o.vm.cmdline);
   }
   if (!o.restore_dir.empty()) {
-    if (absl::Status r = CheckRestoreFlags(given); !r.ok()) return r;
+    if (absl::Status r = CheckRestoreFlags(given, "--restore"); !r.ok()) return r;
+    return o;
+  }
+  if (!o.incoming.empty()) {
+    if (absl::Status r = CheckRestoreFlags(given, "--incoming"); !r.ok()) return r;
     return o;
   }
   if (!o.help && o.vm.kernel.empty()) {

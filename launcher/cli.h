@@ -17,6 +17,7 @@ struct RunOptions {
   VmConfig vm;
   bool print_stats = false;  // KVM exit statistics on stderr at the end
   std::string restore_dir;   // --restore: resume a snapshot instead of booting
+  std::string incoming;      // --incoming ADDR: receive a live migration
   ::migration::RestoreMode restore_mode = ::migration::RestoreMode::kEager;
   bool help = false;
 };

@@ -17,6 +17,8 @@
 #include "launcher/cli.h"
 #include "launcher/control/vm_process.h"
 #include "launcher/microvm.h"
+#include "kindling/status_macros.h"
+#include "migration/address.h"
 #include "migration/snapshot.h"
 #include "launcher/version.h"
 
@@ -48,6 +50,18 @@ void ForwardStdin(MicroVm* vm) {
   }
 }
 
+// The VM `kindling run` runs: booted, restored, or received.
+absl::StatusOr<std::unique_ptr<MicroVm>> Build(const kindling::RunOptions& opts) {
+  if (!opts.restore_dir.empty()) {
+    return MicroVm::Restore(opts.vm, opts.restore_dir, opts.restore_mode);
+  }
+  if (opts.incoming.empty()) return MicroVm::Create(opts.vm);
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd listener, ::migration::Listen(opts.incoming));
+  std::fprintf(stderr, "kindling: waiting for a migration on %s\n", opts.incoming.c_str());
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd conn, ::migration::Accept(listener.get(), absl::Hours(24)));
+  return MicroVm::Incoming(opts.vm, conn.get());
+}
+
 int Run(const std::vector<std::string>& args) {
   auto opts = kindling::ParseRunFlags(args);
   if (!opts.ok()) return Fail(std::string(opts.status().message()));
@@ -65,13 +79,11 @@ int Run(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   absl::Time built_from = absl::Now();
-  auto vm = opts->restore_dir.empty()
-                ? MicroVm::Create(opts->vm)
-                : MicroVm::Restore(opts->vm, opts->restore_dir, opts->restore_mode);
+  auto vm = Build(*opts);
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
   if (opts->print_stats) {  // the VM's set-up: boot preparation or the restore
     std::fprintf(stderr, "kindling: stat %s_us %lld\n",
-                 opts->restore_dir.empty() ? "create" : "restore",
+                 !opts->incoming.empty() ? "incoming" : opts->restore_dir.empty() ? "create" : "restore",
                  static_cast<long long>(absl::ToInt64Microseconds(absl::Now() - built_from)));
   }
   MicroVm* raw = vm->get();
@@ -136,7 +148,7 @@ int ExecControl(char** argv) {
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
                         "delete", "get", "list", "events", "console", "metrics", "host",
-                        "snapshot", "restore"}) {
+                        "snapshot", "restore", "migrate"}) {
     if (verb == v) return true;
   }
   return false;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -19,6 +20,7 @@
 #include "launcher/cli.h"
 #include "launcher/control/config.h"
 #include "launcher/control/tls_files.h"
+#include "kindling/status_macros.h"
 
 namespace kindling::control {
 namespace {
@@ -41,6 +43,11 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
   restore DIR [--id ID] [--restore-mode eager|lazy]
                                   a new VM from a snapshot, CREATED (start
                                   resumes the guest); prints its id
+  migrate ID --to ADDR [--mode precopy|auto-converge] [--max-downtime-ms N]
+          [--bandwidth-mibps N]   move the running VM to a kindling waiting
+                                  on ADDR (unix:PATH or tcp:HOST:PORT, e.g.
+                                  `kindling run --incoming ADDR`), printing
+                                  progress; the VM stops here once it runs there
   metrics ID                      KVM statistics and VMM memory
   host                            this host's KVM, CPU and limits
 )";
@@ -137,6 +144,18 @@ int Create(v1::VmService::Stub& stub, const Common& c) {
   return 0;
 }
 
+std::string MigrationLine(const v1::MigrationProgress& p) {
+  if (p.phase() == "done") {
+    return absl::StrFormat("migration done: %.1f MiB sent, downtime %.1f ms",
+                           p.bytes_sent() / 1048576.0, p.downtime_us() / 1000.0);
+  }
+  return absl::StrFormat("migration round %u: %.1f MiB sent, %u pages dirtied, %.1f MiB/s%s",
+                         p.round(), p.bytes_sent() / 1048576.0, p.dirty_pages(),
+                         p.rate_bytes_per_s() / 1048576.0,
+                         p.throttle_percent() ? absl::StrCat(", throttle ", p.throttle_percent(), "%")
+                                              : std::string());
+}
+
 std::string Describe(const v1::Event& e) {
   std::string what;
   if (e.has_state_changed()) {
@@ -150,6 +169,8 @@ std::string Describe(const v1::Event& e) {
   } else if (e.has_device_needs_reset()) {
     what = absl::StrCat("device needs reset: ", e.device_needs_reset().device(), ": ",
                         e.device_needs_reset().reason());
+  } else if (e.has_migration_progress()) {
+    what = MigrationLine(e.migration_progress());
   } else {
     std::map<std::string, uint64_t> sorted(e.balloon_stats().stats().begin(),
                                            e.balloon_stats().stats().end());
@@ -318,6 +339,74 @@ int Restore(v1::VmService::Stub& stub, const Common& c) {
   return 0;
 }
 
+absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
+  v1::MigrateVmRequest req;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < c.rest.size(); ++i) {
+    const std::string& a = c.rest[i];
+    bool has_next = i + 1 < c.rest.size();
+    auto number = [&](uint32_t& out) -> absl::Status {
+      if (!has_next || !absl::SimpleAtoi(c.rest[++i], &out)) {
+        return absl::InvalidArgumentError(absl::StrCat(a, " needs a number"));
+      }
+      return absl::OkStatus();
+    };
+    uint32_t n = 0;
+    if (a == "--to" && has_next) {
+      req.set_destination(c.rest[++i]);
+    } else if (a == "--mode" && has_next) {
+      const std::string& m = c.rest[++i];
+      if (m == "precopy") req.set_mode(v1::MIGRATION_MODE_PRECOPY);
+      else if (m == "auto-converge") req.set_mode(v1::MIGRATION_MODE_AUTO_CONVERGE);
+      else if (m == "postcopy") req.set_mode(v1::MIGRATION_MODE_POSTCOPY);
+      else return absl::InvalidArgumentError(absl::StrCat("--mode '", m, "': expected precopy, auto-converge or postcopy"));
+    } else if (a == "--max-downtime-ms") {
+      RETURN_IF_ERROR(number(n));
+      req.set_max_downtime_ms(n);
+    } else if (a == "--bandwidth-mibps") {
+      RETURN_IF_ERROR(number(n));
+      req.set_bandwidth_mibps(n);
+    } else if (a.rfind("--", 0) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("migrate: unknown option ", a));
+    } else {
+      words.push_back(a);
+    }
+  }
+  if (words.size() != 1 || req.destination().empty()) {
+    return absl::InvalidArgumentError("migrate takes a VM id and --to ADDR");
+  }
+  req.set_vm_id(words[0]);
+  return req;
+}
+
+// MigrateVm, with the VM's progress events printed on stderr meanwhile.
+int Migrate(v1::VmService::Stub& stub, const Common& c) {
+  absl::StatusOr<v1::MigrateVmRequest> req = ParseMigrate(c);
+  if (!req.ok()) return Usage(std::string(req.status().message()));
+  grpc::ClientContext watch_ctx;
+  v1::WatchEventsRequest wreq;
+  wreq.set_vm_id(req->vm_id());
+  auto reader = stub.WatchEvents(&watch_ctx, wreq);
+  std::thread progress([&] {
+    v1::Event e;
+    while (reader->Read(&e)) {
+      if (!e.has_migration_progress()) continue;
+      std::fprintf(stderr, "kindling: %s\n", MigrationLine(e.migration_progress()).c_str());
+    }
+  });
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = stub.MigrateVm(&ctx, *req, &vm);
+  absl::SleepFor(absl::Milliseconds(50));  // the last progress event
+  watch_ctx.TryCancel();
+  progress.join();
+  (void)reader->Finish();
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else PrintVms({vm});
+  return 0;
+}
+
 int List(v1::VmService::Stub& stub, const Common& c) {
   grpc::ClientContext ctx;
   v1::ListVmsResponse resp;
@@ -403,6 +492,7 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "metrics") return Metrics(*stub, c);
   if (verb == "snapshot") return Snapshot(*stub, c);
   if (verb == "restore") return Restore(*stub, c);
+  if (verb == "migrate") return Migrate(*stub, c);
   for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
     if (verb == v) return OneVm(*stub, verb, c);
   }

@@ -22,6 +22,7 @@
 #include "launcher/control/config.h"
 #include "launcher/microvm.h"
 #include "launcher/version.h"
+#include "migration/address.h"
 #include "vcpu/kvm.h"
 
 namespace kindling::control {
@@ -280,7 +281,9 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Lifecycle(const std::string& vm_id, Type c
                         absl::StrCat("VM '", vm_id, "' is ", v1::VmState_Name(now.state()),
                                      ": ", r.status.message()));
   }
-  if (command == Type::kKill) h->WaitForState(IsStopped, absl::Seconds(5));
+  if (command == Type::kKill || command == Type::kMigrate) {
+    h->WaitForState(IsStopped, absl::Seconds(5));
+  }
   return h->Snapshot();
 }
 
@@ -318,6 +321,43 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req)
 grpc::Status VmServiceImpl::RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest* req,
                                       v1::Vm* out) {
   absl::StatusOr<v1::Vm> vm = Restore(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Migrate(const v1::MigrateVmRequest& req) {
+  RETURN_IF_ERROR(ValidateVmId(req.vm_id()));
+  if (req.destination().size() > 4096) {
+    return absl::InvalidArgumentError("destination: more than 4096 bytes");
+  }
+  if (auto a = ::migration::ParseStreamAddress(req.destination()); !a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("destination: ", a.status().message()));
+  }
+  MigrateRequest m{req.destination(), 0, req.max_downtime_ms() ? req.max_downtime_ms() : 300,
+                   req.bandwidth_mibps()};
+  switch (req.mode()) {
+    case v1::MIGRATION_MODE_UNSPECIFIED:
+    case v1::MIGRATION_MODE_PRECOPY: break;
+    case v1::MIGRATION_MODE_AUTO_CONVERGE: m.mode = 1; break;
+    case v1::MIGRATION_MODE_POSTCOPY:
+      return absl::UnimplementedError("mode: post-copy is not implemented yet");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("mode: ", req.mode(), " is not a MigrationMode"));
+  }
+  if (m.max_downtime_ms > 60000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_downtime_ms: ", m.max_downtime_ms, " is above the maximum of 60000"));
+  }
+  if (m.bandwidth_mibps > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bandwidth_mibps: ", m.bandwidth_mibps, " is above the maximum of 1048576"));
+  }
+  return Lifecycle(req.vm_id(), Type::kMigrate, EncodeMigrateRequest(m), absl::Hours(1));
+}
+
+grpc::Status VmServiceImpl::MigrateVm(grpc::ServerContext*, const v1::MigrateVmRequest* req,
+                                      v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = Migrate(*req);
   if (vm.ok()) *out = *vm;
   return ToGrpc(vm.status());
 }

@@ -55,6 +55,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status DeleteVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest*,
                           v1::Vm*) override;
+  grpc::Status MigrateVm(grpc::ServerContext*, const v1::MigrateVmRequest*,
+                         v1::Vm*) override;
   grpc::Status RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest*,
                          v1::Vm*) override;
   grpc::Status GetVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
@@ -79,6 +81,7 @@ class VmServiceImpl final : public v1::VmService::Service {
                                    std::string payload = {},
                                    absl::Duration timeout = absl::Seconds(10));
   absl::StatusOr<v1::Vm> Snapshot(const v1::SnapshotVmRequest& req);
+  absl::StatusOr<v1::Vm> Migrate(const v1::MigrateVmRequest& req);
 
   const ServiceOptions options_;
   const HostServiceImpl* const host_;

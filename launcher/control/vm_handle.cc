@@ -31,6 +31,24 @@ v1::Event NewEvent(const std::string& id) {
   return e;
 }
 
+// The VM process's progress counters as a MigrationProgress event.
+v1::Event MigrationEvent(const std::string& id, const Counters& c) {
+  v1::Event e = NewEvent(id);
+  v1::MigrationProgress* p = e.mutable_migration_progress();
+  p->set_phase("precopy");
+  for (const auto& [k, v] : c) {
+    if (k == "round") p->set_round(static_cast<uint32_t>(v));
+    if (k == "pages_sent") p->set_pages_sent(v);
+    if (k == "bytes_sent") p->set_bytes_sent(v);
+    if (k == "dirty_pages") p->set_dirty_pages(v);
+    if (k == "rate_bytes_per_s") p->set_rate_bytes_per_s(v);
+    if (k == "throttle_percent") p->set_throttle_percent(static_cast<uint32_t>(std::min<uint64_t>(v, 100)));
+    if (k == "downtime_us") p->set_downtime_us(v);
+    if (k == "done") p->set_phase("done");
+  }
+  return e;
+}
+
 // Everything the child writes to the ready pipe before closing it.
 std::string ReadAll(int fd, int timeout_ms) {
   std::string out;
@@ -212,6 +230,10 @@ void VmHandle::ReadLoop() {
         e.mutable_device_needs_reset()->set_device(d->device);
         e.mutable_device_needs_reset()->set_reason(d->reason);
         hub_->Publish(e);
+      }
+    } else if (m->type == Type::kMigrationProgress) {
+      if (absl::StatusOr<Counters> c = DecodeCounters(m->payload); c.ok()) {
+        hub_->Publish(MigrationEvent(id_, *c));
       }
     } else if (m->type == Type::kBalloonStats) {
       if (absl::StatusOr<Counters> c = DecodeCounters(m->payload); c.ok()) {

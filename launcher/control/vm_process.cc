@@ -16,6 +16,7 @@
 #include "launcher/control/socket.h"
 #include "launcher/control/wire.h"
 #include "launcher/microvm.h"
+#include "migration/address.h"
 #include "kindling/status_macros.h"
 
 namespace kindling::control {
@@ -56,6 +57,7 @@ class VmProcess {
   void ReadLoop(std::shared_ptr<Conn> c);
   absl::Status Handle(const Message& m, std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Snapshot(const control::SnapshotRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate(const control::MigrateRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunVm();
   [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
@@ -196,6 +198,13 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       if (!live) return absl::FailedPreconditionError("only a running or paused VM can be saved");
       return Snapshot(req);
     }
+    case Type::kMigrate: {
+      ASSIGN_OR_RETURN(control::MigrateRequest req, DecodeMigrateRequest(m.payload));
+      if (state_.state != control::VmState::kRunning) {
+        return absl::FailedPreconditionError("only a running VM can be migrated");
+      }
+      return Migrate(req);
+    }
     case Type::kConsoleInput:
       if (!vm_) return absl::FailedPreconditionError("the VM is not running");
       vm_->SendConsoleInput(m.payload);
@@ -234,6 +243,38 @@ absl::Status VmProcess::Snapshot(const control::SnapshotRequest& req) {
   std::fprintf(stderr, "kindling vm-process: snapshot to %s %s in %lld us\n",
                req.directory.c_str(), s.ok() ? "written" : "failed",
                static_cast<long long>(absl::ToInt64Microseconds(saved)));
+  return s;
+}
+
+// Sends the running guest to `req.destination`. Commands wait meanwhile
+// (this holds mu_); progress goes out as events. Once the destination took
+// over, the guest stops here ("migrated"); any failure before leaves it
+// running.
+absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
+  ::migration::MigrationOptions o;
+  o.mode = req.mode == 1 ? ::migration::MigrationMode::kAutoConverge
+                         : ::migration::MigrationMode::kPrecopy;
+  o.max_downtime = absl::Milliseconds(req.max_downtime_ms);
+  o.bandwidth_bytes_per_s = uint64_t{req.bandwidth_mibps} << 20;
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd fd,
+                   ::migration::Connect(req.destination, absl::Seconds(10)));
+  absl::Time start = absl::Now();
+  absl::Status s = vm_->MigrateTo(fd.get(), o, [this](const ::migration::MigrationProgress& p) {
+    Counters c = {{"round", p.round},
+                  {"pages_sent", p.pages_sent},
+                  {"bytes_sent", p.bytes_sent},
+                  {"dirty_pages", p.dirty_pages},
+                  {"rate_bytes_per_s", p.rate_bytes_per_s},
+                  {"throttle_percent", static_cast<uint64_t>(p.throttle_percent)},
+                  {"downtime_us", static_cast<uint64_t>(absl::ToInt64Microseconds(p.downtime))},
+                  {p.phase == "done" ? "done" : "precopy", 1}};
+    absl::MutexLock l(&out_mu_);
+    Publish({Type::kMigrationProgress, 0, EncodeCounters(c)});
+  });
+  std::fprintf(stderr, "kindling vm-process: migration to %s %s in %lld ms%s%s\n",
+               req.destination.c_str(), s.ok() ? "done" : "failed",
+               static_cast<long long>(absl::ToInt64Milliseconds(absl::Now() - start)),
+               s.ok() ? "" : ": ", s.ok() ? "" : std::string(s.message()).c_str());
   return s;
 }
 

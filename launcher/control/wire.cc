@@ -21,8 +21,8 @@ uint64_t GetLe(std::string_view in, int bytes) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= static_cast<uint8_t>(Type::kSnapshot)) ||
-         (t >= 0x80 && t <= static_cast<uint8_t>(Type::kBalloonStats));
+  return (t >= 1 && t <= static_cast<uint8_t>(Type::kMigrate)) ||
+         (t >= 0x80 && t <= static_cast<uint8_t>(Type::kMigrationProgress));
 }
 
 }  // namespace
@@ -134,6 +134,30 @@ absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view p) {
 std::string EncodeSnapshotRequest(const SnapshotRequest& r) {
   std::string out(1, r.stay_paused ? '\x01' : '\x00');
   return out + r.directory;
+}
+
+std::string EncodeMigrateRequest(const MigrateRequest& r) {
+  std::string out(1, static_cast<char>(r.mode));
+  PutLe(out, r.max_downtime_ms, 4);
+  PutLe(out, r.bandwidth_mibps, 4);
+  return out + r.destination;
+}
+
+absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view p) {
+  if (p.size() < 10) return absl::InvalidArgumentError("migrate request: too short");
+  MigrateRequest r;
+  r.mode = static_cast<uint8_t>(p[0]);
+  r.max_downtime_ms = static_cast<uint32_t>(GetLe(p.substr(1), 4));
+  r.bandwidth_mibps = static_cast<uint32_t>(GetLe(p.substr(5), 4));
+  r.destination = std::string(p.substr(9));
+  if (r.mode > 1) return absl::InvalidArgumentError("migrate request: unknown mode");
+  if (r.max_downtime_ms == 0 || r.max_downtime_ms > 60000) {
+    return absl::InvalidArgumentError("migrate request: downtime limit outside 1 to 60000 ms");
+  }
+  if (r.destination.size() > kMaxText || r.destination.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("migrate request: destination of more than 4096 bytes");
+  }
+  return r;
 }
 
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view p) {

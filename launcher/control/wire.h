@@ -46,6 +46,7 @@ enum class Type : uint8_t {
   kGetStats = 7,      // reply payload: EncodeCounters
   kQuit = 8,          // kill the guest if it runs, then end the process
   kSnapshot = 9,      // payload: EncodeSnapshotRequest
+  kMigrate = 10,      // payload: EncodeMigrateRequest
   // Events and replies.
   kReply = 0x80,          // payload: EncodeReply
   kState = 0x81,          // payload: EncodeState
@@ -53,6 +54,7 @@ enum class Type : uint8_t {
   kConsoleReplay = 0x83,  // payload: console bytes printed before this connection
   kDeviceNeedsReset = 0x84,  // payload: EncodeDeviceReset
   kBalloonStats = 0x85,      // payload: EncodeCounters (stat name -> value)
+  kMigrationProgress = 0x86, // payload: EncodeCounters (see MigrationProgress)
 };
 
 struct Message {
@@ -107,6 +109,18 @@ struct SnapshotRequest {
 };
 std::string EncodeSnapshotRequest(const SnapshotRequest& r);
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view payload);
+
+// A live migration: u8 mode (0 precopy, 1 auto-converge), u32le downtime
+// limit in ms (1 to 60000), u32le bandwidth in MiB/s (0: unlimited), then
+// the destination address (unix:PATH or tcp:HOST:PORT, 1 to 4096 bytes).
+struct MigrateRequest {
+  std::string destination;
+  uint8_t mode = 0;
+  uint32_t max_downtime_ms = 300;
+  uint32_t bandwidth_mibps = 0;
+};
+std::string EncodeMigrateRequest(const MigrateRequest& r);
+absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view payload);
 
 // name/value counters: u16le name length, name, u64le value; repeated.
 using Counters = std::vector<std::pair<std::string, uint64_t>>;

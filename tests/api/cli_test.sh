@@ -2,7 +2,8 @@
 # The `kindling` CLI verbs against `kindling serve`: create (with `kindling
 # run`'s flags), start, console (replay + live, and Ctrl-] on a terminal),
 # get/list (table and --output json), events, metrics, host, kill, delete,
-# and the errors and exit statuses of bad requests.
+# snapshot/restore, migrate to `kindling run --incoming`, and the errors and
+# exit statuses of bad requests.
 # Usage: cli_test.sh KINDLING HELLO_ELF TICKER_ELF
 set -u
 kindling=$1 hello=$2 ticker=$3
@@ -104,7 +105,37 @@ check "snapshot of a running VM leaves it RUNNING" \
   bash -c "'$kindling' resume snap >/dev/null && '$kindling' snapshot snap '$tmp/snap2' | grep -q '^snap  *RUNNING'"
 "$kindling" snapshot snap "$tmp/snap3" --diff 2>"$tmp/err.txt"
 check "snapshot --diff: UNIMPLEMENTED, exit 1" bash -c "[[ $? -eq 1 ]] && grep -q 'UNIMPLEMENTED: diff' '$tmp/err.txt'"
-"$kindling" kill snap >/dev/null
+# Live migration to `kindling run --incoming` (a one-shot destination).
+"$kindling" migrate snap --to "unix:$tmp/nobody.sock" 2>"$tmp/err.txt"
+check "migrate to nobody: an error naming the address, exit 1, the VM runs on" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'nobody.sock' '$tmp/err.txt' && '$kindling' get snap | grep -q '^snap  *RUNNING'"
+"$kindling" migrate snap --to tcp:nowhere 2>"$tmp/err.txt"
+check "migrate --to tcp:nowhere: INVALID_ARGUMENT" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'INVALID_ARGUMENT: destination: .*expected tcp:HOST:PORT' '$tmp/err.txt'"
+timeout 60 "$kindling" run --incoming "unix:$tmp/mig.sock" </dev/null >"$tmp/migrated.txt" \
+  2>"$tmp/migrated.err" &
+incoming_pid=$!
+for _ in $(seq 100); do [[ -S $tmp/mig.sock ]] && break; sleep 0.1; done
+timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_before.txt"
+"$kindling" migrate snap --to "unix:$tmp/mig.sock" --max-downtime-ms 500 >"$tmp/migrate.out" \
+  2>"$tmp/migrate.err"
+status=$?
+check "migrate: exit 0 ($status)" test "$status" -eq 0
+check "migrate: progress on stderr, from round 0 to done" \
+  bash -c "grep -q 'migration round 0' '$tmp/migrate.err' && grep -q 'migration done' '$tmp/migrate.err'"
+check "migrate: the VM is STOPPED here" grep -q '^snap  *STOPPED' "$tmp/migrate.out"
+if ((failures)); then cat "$tmp/migrate.out" "$tmp/migrate.err"; fi
+for _ in $(seq 50); do grep -q 'ticker: tick' "$tmp/migrated.txt" && break; sleep 0.1; done
+sleep 1
+kill "$incoming_pid" 2>/dev/null
+wait "$incoming_pid" 2>/dev/null
+last=$(tr -d '\r' <"$tmp/snap_before.txt" | grep -o 'ticker: tick [0-9]* sum' | tail -1 | cut -d' ' -f3)
+first=$(grep -o 'ticker: tick [0-9]* sum' "$tmp/migrated.txt" | head -1 | cut -d' ' -f3)
+check "run --incoming: the guest ticks on there after tick ${last:-?} (first ${first:-none}), no reboot" \
+  bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0})) && ! grep -q 'ticker: start' '$tmp/migrated.txt'"
+"$kindling" run --incoming "unix:$tmp/x.sock" --memory 64 2>"$tmp/err.txt"
+check "run --incoming with --memory: refused, 125" \
+  bash -c "[[ $? -eq 125 ]] && grep -q -- '--memory cannot be given with --incoming' '$tmp/err.txt'"
 "$kindling" snapshot snap "$tmp/snap3" 2>"$tmp/err.txt"
 check "snapshot of a stopped VM: FAILED_PRECONDITION" \
   bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: VM .snap. is VM_STATE_STOPPED: only a running or paused VM' '$tmp/err.txt'"

@@ -273,7 +273,8 @@ def validation(d):
 
 
 def state_validation(d):
-    """SnapshotVm/RestoreVm requests refused before anything touches KVM."""
+    """SnapshotVm/RestoreVm/MigrateVm requests refused before anything
+    touches KVM."""
     vms = d.vms
     E = grpc.StatusCode
     for bad in ("", "relative/dir", "/" + "x" * 4096):
@@ -293,6 +294,17 @@ def state_validation(d):
     expect_error(lambda: vms.RestoreVm(vm_pb2.RestoreVmRequest(directory="/tmp/s",
                                                                vm_id="a/b")),
                  E.INVALID_ARGUMENT, "vm_id", "restore into vm_id with a slash")
+    mig = vm_pb2.MigrateVmRequest
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="tcp:nowhere")),
+                 E.INVALID_ARGUMENT, "destination: ", "migrate to tcp without a port")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
+                                           mode=vm_pb2.MIGRATION_MODE_POSTCOPY)),
+                 E.UNIMPLEMENTED, "post-copy", "post-copy migration")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
+                                           max_downtime_ms=70000)),
+                 E.INVALID_ARGUMENT, "max_downtime_ms: 70000", "downtime above the limit")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="nope", destination="unix:/m")),
+                 E.NOT_FOUND, "no VM 'nope'", "migrate an unknown VM")
 
 
 def without_kvm(d):

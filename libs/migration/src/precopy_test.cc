@@ -4,6 +4,7 @@
 // its own GuestMemory, over a socketpair.
 #include "migration/precopy.h"
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <thread>
 
+#include "migration/address.h"
 #include "migration/snapshot.h"
 
 using namespace migration;
@@ -290,4 +292,36 @@ TEST_CASE("a destination refuses a hostile stream, naming what is wrong") {
                                 {reinterpret_cast<const uint8_t*>(junk.data()), junk.size()}).ok());
                }),
                Catch::Contains("STATE"));
+}
+
+TEST_CASE("stream addresses: unix and tcp, refused with the reason") {
+  auto u = ParseStreamAddress("unix:/run/m.sock");
+  REQUIRE(u.ok());
+  REQUIRE(u->path == "/run/m.sock");
+  auto t = ParseStreamAddress("tcp:[::1]:4444");
+  REQUIRE(t.ok());
+  REQUIRE(t->host == "::1");
+  REQUIRE(t->port == "4444");
+  REQUIRE_THAT(std::string(ParseStreamAddress("tcp:host:70000").status().message()),
+               Catch::Contains("port must be 0 to 65535"));
+  REQUIRE_THAT(std::string(ParseStreamAddress("udp:x:1").status().message()),
+               Catch::Contains("expected unix:PATH or tcp:HOST:PORT"));
+  REQUIRE_FALSE(ParseStreamAddress("unix:").ok());
+
+  // A listener on loopback TCP takes a connection and carries a frame.
+  auto l = Listen("tcp:127.0.0.1:0");
+  REQUIRE(l.ok());
+  sockaddr_in sa = {};
+  socklen_t len = sizeof sa;
+  REQUIRE(::getsockname(l->get(), reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+  std::string addr = "tcp:127.0.0.1:" + std::to_string(ntohs(sa.sin_port));
+  auto c = Connect(addr, absl::Seconds(5));
+  REQUIRE(c.ok());
+  auto a = Accept(l->get(), absl::Seconds(5));
+  REQUIRE(a.ok());
+  FrameStream out(c->get()), in(a->get());
+  REQUIRE(out.Send(FrameType::kEnd, {}).ok());
+  REQUIRE(in.Expect(FrameType::kEnd, absl::Now() + absl::Seconds(5)).ok());
+  REQUIRE(Accept(l->get(), absl::Milliseconds(10)).status().code() ==
+          absl::StatusCode::kDeadlineExceeded);
 }
