@@ -10,6 +10,9 @@
 //   snapshot_timer qemu-save QMP FILE        migrate to "exec:cat > FILE" on a
 //       running QEMU; prints `save_us N` once query-migrate says completed
 //   snapshot_timer qemu-cmd QMP JSON         one QMP command (e.g. cont)
+//   snapshot_timer qemu-migrate QMP URI      migrate a running QEMU to URI (a
+//       QEMU started with -incoming URI); once query-migrate says completed
+//       prints QEMU's own `total_ms N downtime_ms M` (bench/migration)
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -121,6 +124,30 @@ int main(int argc, char** argv) {
   if (!strcmp(argv[1], "qemu-cmd") && argc > 3) {
     FILE* q = qmp_open(argv[2], deadline);
     return q && qmp_ask(q, argv[3], "\"return\"") == 1 ? 0 : 1;
+  }
+  if (!strcmp(argv[1], "qemu-migrate") && argc > 3) {
+    FILE* q = qmp_open(argv[2], deadline);
+    if (!q) return 1;
+    char cmd[1024], line[8192];
+    snprintf(cmd, sizeof cmd, "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"%s\"}}",
+             argv[3]);
+    if (qmp_ask(q, cmd, "\"return\"") != 1) return 1;
+    while (now_us() < deadline) {
+      fputs("{\"execute\":\"query-migrate\"}\n", q);
+      fflush(q);
+      do {
+        if (!fgets(line, sizeof line, q)) return 1;
+      } while (strstr(line, "\"event\""));
+      if (strstr(line, "\"failed\"")) return 1;
+      const char* total = strstr(line, "\"total-time\":");
+      const char* down = strstr(line, "\"downtime\":");
+      if (strstr(line, "\"completed\"") && total && down) {
+        printf("total_ms %ld downtime_ms %ld\n", atol(total + 13), atol(down + 11));
+        return 0;
+      }
+      usleep(1000);
+    }
+    return 1;
   }
   if (!strcmp(argv[1], "qemu-save") && argc > 3) {
     FILE* q = qmp_open(argv[2], deadline);

@@ -151,10 +151,20 @@ class MicroVm {
   static absl::StatusOr<VmConfig> ShapeFromState(const VmConfig& config,
                                                  const kindling::migration::v1::Snapshot& s,
                                                  const std::string& where);
-  // With memory_ loaded: the machine, its devices and their state.
+  // With memory_ loaded: the machine, its devices and their state. In two
+  // halves for a migration's destination: the machine and devices as the
+  // state describes them (vCPUs with their CPUID; no register state
+  // needed), then the state loaded into them and the queues kicked.
   absl::Status BuildFromState(const VmConfig& config,
                               const kindling::migration::v1::Snapshot& s,
                               const std::string& where);
+  // A migration destination's VM, built from the HELLO's description.
+  static absl::StatusOr<std::unique_ptr<MicroVm>> PrepareIncoming(
+      const VmConfig& config, const kindling::migration::v1::Snapshot& skeleton);
+  absl::Status PrepareFromState(const VmConfig& config,
+                                const kindling::migration::v1::Snapshot& s);
+  absl::Status LoadFromState(const kindling::migration::v1::Snapshot& s,
+                             const std::string& where);
   absl::StatusOr<kindling::migration::v1::Snapshot> CaptureState();
   absl::Status LoadState(const kindling::migration::v1::Snapshot& s);
   absl::Status SetUpDevices(const VmConfig& config);

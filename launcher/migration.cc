@@ -6,6 +6,7 @@
 #include "launcher/microvm.h"
 #include "migration/precopy.h"
 #include "migration/snapshot.h"
+#include "migration/state_codec.h"
 
 namespace kindling {
 
@@ -26,6 +27,26 @@ class VmMigrationSource : public ::migration::MigrationSource {
 
   vm_memory::GuestMemory& memory() override { return *vm_.memory_; }
   const v1::Machine& machine() const override { return machine_; }
+
+  // What the destination needs to build the VM before the state comes.
+  absl::StatusOr<v1::Snapshot> DescribeMachine() override {
+    v1::Snapshot s;
+    *s.mutable_machine() = machine_;
+    for (auto& cpu : vm_.vcpus_) {
+      ASSIGN_OR_RETURN(auto cpuid, cpu->GetCpuid());
+      *s.add_vcpus() = ::migration::EncodeVcpu(vcpu::VcpuState{}, cpuid);
+    }
+    if (vm_.ioapic_) s.mutable_irqchip()->mutable_ioapic();
+    else s.mutable_irqchip()->mutable_kernel();
+    s.mutable_virtio()->set_pci(vm_.virtio_plan_.has_pci());
+    s.mutable_virtio()->set_packed(vm_.virtio_config_.packed);
+    if (vm_.virtio_) {
+      ASSIGN_OR_RETURN(std::vector<v1::Device> records,
+                       vm_.virtio_->SaveState(vm_.virtio_plan_, vm_.virtio_config_, false));
+      for (v1::Device& d : records) *s.add_devices() = std::move(d);
+    }
+    return s;
+  }
 
   absl::Status StartDirtyLog() override { return SetLogging(true); }
   void StopDirtyLog() override { (void)SetLogging(false); }
@@ -107,8 +128,6 @@ absl::Status MicroVm::MigrateTo(
 absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(const VmConfig& config, int fd,
                                                            absl::Duration peer_timeout) {
   ::migration::FrameStream s(fd);
-  absl::Status st = absl::OkStatus();
-  std::unique_ptr<MicroVm> vm(new MicroVm());
   auto fail = [&](absl::Status why) {
     (void)s.SendText(::migration::FrameType::kError, std::string(why.message()));
     return why;
@@ -116,20 +135,33 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(const VmConfig& confi
   absl::StatusOr<v1::MigrationHello> hello =
       ::migration::ReceiveHello(s, absl::Now() + peer_timeout);
   if (!hello.ok()) return fail(hello.status());
-  if (st = CheckRamLayout(hello->machine()); !st.ok()) return fail(st);
-  vm_memory::MemoryOptions options;
-  options.hugepages = config.hugepages;
-  absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> mem = vm_memory::GuestMemory::Create(
-      ::migration::RegionLayout(hello->machine()), options);
-  if (!mem.ok()) return fail(mem.status());
-  vm->memory_ = *std::move(mem);
+  // The VM is built now, while RAM comes; the switch-over only loads state.
+  absl::StatusOr<std::unique_ptr<MicroVm>> vm = PrepareIncoming(config, hello->skeleton());
+  if (!vm.ok()) return fail(vm.status());
   absl::StatusOr<v1::Snapshot> state =
-      ::migration::ReceiveMemoryAndState(s, *vm->memory_, peer_timeout);
+      ::migration::ReceiveMemoryAndState(s, *(*vm)->memory_, peer_timeout);
   if (!state.ok()) return fail(state.status());
-  absl::StatusOr<VmConfig> shaped = ShapeFromState(config, *state, "incoming migration");
-  if (!shaped.ok()) return fail(shaped.status());
-  if (st = vm->BuildFromState(*shaped, *state, "incoming migration"); !st.ok()) return fail(st);
+  if (state->machine().vcpus() != hello->machine().vcpus() ||
+      state->machine().irqchip() != hello->machine().irqchip()) {
+    return fail(absl::InvalidArgumentError(
+        "incoming migration: the state's vCPUs or irqchip differ from the HELLO's"));
+  }
+  if (absl::Status st = (*vm)->LoadFromState(*state, "incoming migration"); !st.ok()) {
+    return fail(st);
+  }
   RETURN_IF_ERROR(::migration::FinishIncoming(s, peer_timeout));
+  return vm;
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::PrepareIncoming(
+    const VmConfig& config, const v1::Snapshot& skeleton) {
+  ASSIGN_OR_RETURN(VmConfig shaped, ShapeFromState(config, skeleton, "incoming migration"));
+  std::unique_ptr<MicroVm> vm(new MicroVm());
+  vm_memory::MemoryOptions options;
+  options.hugepages = shaped.hugepages;
+  ASSIGN_OR_RETURN(vm->memory_, vm_memory::GuestMemory::Create(
+                                    ::migration::RegionLayout(skeleton.machine()), options));
+  RETURN_IF_ERROR(vm->PrepareFromState(shaped, skeleton));
   return vm;
 }
 

@@ -100,6 +100,11 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config
 
 absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot& s,
                                      const std::string& where) {
+  RETURN_IF_ERROR(PrepareFromState(config, s));
+  return LoadFromState(s, where);
+}
+
+absl::Status MicroVm::PrepareFromState(const VmConfig& config, const v1::Snapshot& s) {
   RETURN_IF_ERROR(CreateKvmVm(config));
   virtio_plan_ = PlanVirtio(config.virtio);
   RETURN_IF_ERROR(SetUpDevices(config));
@@ -108,6 +113,10 @@ absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot&
     RETURN_IF_ERROR(AddVcpu(config, i, cpuid).status());
   }
   CreateRunner();
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::LoadFromState(const v1::Snapshot& s, const std::string& where) {
   absl::Status st = LoadState(s);
   if (!st.ok()) return absl::Status(st.code(), absl::StrCat(where, ": ", st.message()));
   if (virtio_) virtio_->KickAfterRestore();

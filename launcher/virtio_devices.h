@@ -150,9 +150,10 @@ class VirtioDevices {
   absl::StatusOr<std::vector<std::unique_ptr<virtio::LoopHold>>> Quiesce(
       absl::Duration timeout);
   // One record per device, in plan order, with what backs it (`config`).
-  // While the loops are held.
+  // While the loops are held; without `with_state` (kind and backing only,
+  // a migration's description of the machine) at any time.
   absl::StatusOr<std::vector<kindling::migration::v1::Device>> SaveState(
-      const VirtioPlan& plan, const VirtioConfig& config) const;
+      const VirtioPlan& plan, const VirtioConfig& config, bool with_state = true) const;
   // Loads saved records (plan order) into these freshly created devices;
   // each must be the kind its slot holds.
   absl::Status RestoreState(const VirtioPlan& plan,

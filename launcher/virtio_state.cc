@@ -140,7 +140,7 @@ absl::StatusOr<std::vector<std::unique_ptr<virtio::LoopHold>>> VirtioDevices::Qu
 }
 
 absl::StatusOr<std::vector<v1::Device>> VirtioDevices::SaveState(
-    const VirtioPlan& plan, const VirtioConfig& config) const {
+    const VirtioPlan& plan, const VirtioConfig& config, bool with_state) const {
   std::vector<v1::Device> out;
   for (size_t i = 0; i < transports_.size(); ++i) {
     const VirtioSlot& slot = plan.slots[i];
@@ -151,6 +151,10 @@ absl::StatusOr<std::vector<v1::Device>> VirtioDevices::SaveState(
     v1::Virtio* v = d.mutable_virtio();
     v->set_kind(KindOf(slot.kind));
     *v->mutable_backing() = Backing(slot, config, t.device());
+    if (!with_state) {
+      out.push_back(std::move(d));
+      continue;
+    }
     if (auto* m = dynamic_cast<virtio::MmioTransport*>(&t)) {
       *v->mutable_mmio() = ::migration::EncodeMmio(m->SaveMmioState());
     } else if (auto* p = dynamic_cast<virtio::PciTransport*>(&t)) {
@@ -167,10 +171,16 @@ absl::StatusOr<std::vector<v1::Device>> VirtioDevices::SaveState(
 absl::Status VirtioDevices::RestoreState(const VirtioPlan& plan,
                                          const std::vector<const v1::Device*>& records) {
   if (records.size() != transports_.size()) {
-    return absl::InternalError("virtio records and devices differ in number");
+    return absl::InvalidArgumentError(absl::StrCat(
+        records.size(), " virtio device records for ", transports_.size(), " devices"));
   }
   for (size_t i = 0; i < transports_.size(); ++i) {
     const v1::Virtio& r = records[i]->virtio();
+    if (r.kind() != KindOf(plan.slots[i].kind)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          records[i]->name(), ": a ", v1::VirtioKind_Name(r.kind()), " record for slot ", i,
+          ", which holds ", v1::VirtioKind_Name(KindOf(plan.slots[i].kind))));
+    }
     if (plan.slots[i].kind == VirtioKind::kBalloon) {
       balloon_->RestoreState(::migration::DecodeBalloon(r.balloon()));
     }

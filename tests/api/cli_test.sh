@@ -116,7 +116,10 @@ timeout 60 "$kindling" run --incoming "unix:$tmp/mig.sock" </dev/null >"$tmp/mig
   2>"$tmp/migrated.err" &
 incoming_pid=$!
 for _ in $(seq 100); do [[ -S $tmp/mig.sock ]] && break; sleep 0.1; done
-timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_before.txt"
+for _ in $(seq 100); do
+  timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_before.txt"
+  grep -q 'ticker: tick [0-9]* sum' "$tmp/snap_before.txt" && break
+done
 "$kindling" migrate snap --to "unix:$tmp/mig.sock" --max-downtime-ms 500 >"$tmp/migrate.out" \
   2>"$tmp/migrate.err"
 status=$?

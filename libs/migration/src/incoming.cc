@@ -57,6 +57,20 @@ absl::StatusOr<v1::Snapshot> ParseState(const Frame& f) {
   return s;
 }
 
+bool SameMachine(const v1::Machine& a, const v1::Machine& b) {
+  if (a.vcpus() != b.vcpus() || a.irqchip() != b.irqchip() ||
+      a.regions_size() != b.regions_size()) {
+    return false;
+  }
+  for (int i = 0; i < a.regions_size(); ++i) {
+    if (a.regions(i).guest_address() != b.regions(i).guest_address() ||
+        a.regions(i).size() != b.regions(i).size()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Whether the state describes the RAM the hello made us allocate.
 bool SameRegions(const v1::Machine& m, const vm_memory::GuestMemory& mem) {
   std::vector<const vm_memory::GuestRegion*> regions = mem.regions();
@@ -89,6 +103,13 @@ absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadl
   if (total != hello.ram_bytes()) {
     return Bad(absl::StrCat("HELLO says ", hello.ram_bytes(), " bytes of RAM, its regions ",
                             total));
+  }
+  if (!hello.has_skeleton()) return Bad("HELLO without the machine's description");
+  if (absl::Status s = ValidateState(hello.skeleton()); !s.ok()) {
+    return Bad(absl::StrCat("HELLO's machine description: ", s.message()));
+  }
+  if (!SameMachine(hello.skeleton().machine(), hello.machine())) {
+    return Bad("HELLO's machine description differs from its machine");
   }
   return hello;
 }

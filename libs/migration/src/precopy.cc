@@ -195,6 +195,9 @@ class Migration {
     hello.set_stream_version(kStreamVersion);
     *hello.mutable_machine() = vm_.machine();
     hello.set_ram_bytes(vm_.memory().total_size());
+    ASSIGN_OR_RETURN(*hello.mutable_skeleton(), vm_.DescribeMachine());
+    hello.mutable_skeleton()->set_format_version(1);
+    *hello.mutable_skeleton()->mutable_machine() = vm_.machine();
     std::string bytes = hello.SerializeAsString();
     RETURN_IF_ERROR(s_.Send(FrameType::kHello, {reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 bytes.size()}));

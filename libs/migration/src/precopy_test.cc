@@ -67,6 +67,7 @@ class FakeVm : public MigrationSource {
     ++stops_;
     return absl::OkStatus();
   }
+  absl::StatusOr<v1::Snapshot> DescribeMachine() override { return CaptureState(); }
   absl::StatusOr<v1::Snapshot> CaptureState() override {
     v1::Snapshot s;
     *s.mutable_machine() = machine_;
@@ -255,6 +256,13 @@ TEST_CASE("a destination refuses a hostile stream, naming what is wrong") {
     h.mutable_machine()->set_vcpus(1);
     h.mutable_machine()->add_regions()->set_size(kRam);
     h.set_ram_bytes(ram);
+    v1::Snapshot* sk = h.mutable_skeleton();
+    sk->set_format_version(1);
+    *sk->mutable_machine() = h.machine();
+    sk->add_vcpus();
+    sk->mutable_irqchip()->mutable_kernel();
+    sk->mutable_machine()->set_irqchip(v1::IRQCHIP_MODE_FULL);
+    h.mutable_machine()->set_irqchip(v1::IRQCHIP_MODE_FULL);
     std::string b = h.SerializeAsString();
     REQUIRE(s.Send(FrameType::kHello, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}).ok());
   };

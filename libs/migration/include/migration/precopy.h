@@ -60,6 +60,9 @@ class MigrationSource {
   virtual ~MigrationSource() = default;
   virtual vm_memory::GuestMemory& memory() = 0;
   virtual const v1::Machine& machine() const = 0;
+  // The machine's description for the HELLO (MigrationHello.skeleton),
+  // taken while the guest runs.
+  virtual absl::StatusOr<v1::Snapshot> DescribeMachine() = 0;
   // Dirty logging on (and the VMM's own dirty bits cleared) / off again.
   virtual absl::Status StartDirtyLog() = 0;
   virtual void StopDirtyLog() = 0;
