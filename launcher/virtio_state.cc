@@ -46,6 +46,9 @@ v1::VirtioBacking Backing(const VirtioSlot& slot, const VirtioConfig& config,
     b.set_tap(config.nets[slot.index].tap);
     const auto& mac = static_cast<virtio::Net&>(device).mac();
     b.set_mac(std::string(mac.begin(), mac.end()));
+  } else if (slot.kind == VirtioKind::kVsock) {
+    b.set_vsock_cid(config.vsock->cid);
+    b.set_vsock_uds_path(config.vsock->uds_path);
   } else if (slot.kind == VirtioKind::kBalloon) {
     b.set_deflate_on_oom(config.balloon->deflate_on_oom);
     b.set_stats_interval_s(config.balloon->stats_interval_s);
@@ -73,6 +76,9 @@ absl::Status AddFromRecord(const v1::Virtio& r, VirtioConfig& c) {
       return absl::OkStatus();
     }
     case v1::VIRTIO_KIND_RNG: c.rng = true; return absl::OkStatus();
+    case v1::VIRTIO_KIND_VSOCK:  // bounds: ValidateVirtio
+      c.vsock = VsockConfig{b.vsock_cid(), b.vsock_uds_path(), false};
+      return absl::OkStatus();
     case v1::VIRTIO_KIND_CONSOLE: c.console = true; return absl::OkStatus();
     case v1::VIRTIO_KIND_BALLOON:
       if (b.stats_interval_s() > 86400) {

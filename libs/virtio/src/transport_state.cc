@@ -81,6 +81,10 @@ absl::Status Transport::RestoreState(const TransportState& state) {
 
 void Transport::KickAfterRestore() {
   if (!active_) return;
+  if (absl::Status s = device_->Restored(); !s.ok()) {
+    Fail(s);
+    return;
+  }
   for (uint16_t i = 0; i < queues_.size() && i < 64; ++i) {
     if (!queues_[i].active()) continue;
     interrupt().SignalQueue(i);

@@ -353,6 +353,24 @@ void Vsock::OnWritten(const std::shared_ptr<Conn>& c) {
 
 // ---- guest side ----
 
+absl::Status Vsock::Restored() {
+  if (!active_) return absl::OkStatus();
+  Queue& q = ctx_.queues[kEventQueue];
+  if (!q.active()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<DescriptorChain> chain, q.Pop());
+  if (!chain) {
+    std::fprintf(stderr, "kindling: %s: no event buffer for the transport reset\n",
+                 name().c_str());
+    return absl::OkStatus();
+  }
+  ChainWriter w(*ctx_.memory, *chain);
+  const uint32_t transport_reset = 0;  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, le32
+  RETURN_IF_ERROR(w.WriteObj(transport_reset));
+  RETURN_IF_ERROR(q.PushUsed(chain->head, static_cast<uint32_t>(w.written())));
+  ctx_.interrupt->SignalQueue(kEventQueue);
+  return absl::OkStatus();
+}
+
 absl::Status Vsock::ProcessQueue(uint16_t index) {
   if (!active_) return absl::OkStatus();
   if (index == kTxQueue) return Transmit();

@@ -463,3 +463,27 @@ TEST_CASE("virtio-vsock: the number of connections is bounded") {
 
 }  // namespace
 }  // namespace virtio
+
+namespace virtio {
+namespace {
+
+TEST_CASE("vsock: after a restore the driver hears TRANSPORT_RESET on the event queue") {
+  VsockEnv env;
+  absl::Status s;
+  env.loop.RunSync([&] { s = env.vsock->Restored(); });
+  REQUIRE(s.ok());  // no event buffer yet: nothing to say, nothing broken
+  REQUIRE(env.ev.used_idx() == 0);
+  uint64_t buf = env.ev.scratch().value;
+  REQUIRE(env.mem->WriteObj(GuestAddress(buf), uint32_t{0xffffffff}).ok());
+  env.ev.AddChain({{buf, 4, true}});
+  int irqs = env.irq.queue;
+  env.loop.RunSync([&] { s = env.vsock->Restored(); });
+  REQUIRE(s.ok());
+  REQUIRE(env.ev.used_idx() == 1);
+  REQUIRE(env.ev.used(0).len == 4);
+  REQUIRE(env.mem->ReadObj<uint32_t>(GuestAddress(buf)).value() == 0);  // TRANSPORT_RESET
+  REQUIRE(env.irq.queue > irqs);
+}
+
+}  // namespace
+}  // namespace virtio

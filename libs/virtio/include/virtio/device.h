@@ -84,6 +84,10 @@ class VirtioDevice {
   // Whether this device's state can be saved at all; the error says why
   // not (e.g. state that lives in host sockets or the host kernel).
   virtual absl::Status CheckSnapshot() const { return absl::OkStatus(); }
+  // On the loop thread after a restore (Transport::KickAfterRestore), for
+  // what the device must tell the driver about the move (vsock: its
+  // connections are gone). An error breaks the device.
+  virtual absl::Status Restored() { return absl::OkStatus(); }
 };
 
 // Serves at most one queue's worth of chains from queue `index`: each goes

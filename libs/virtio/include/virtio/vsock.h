@@ -105,10 +105,10 @@ class Vsock : public VirtioDevice {
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
   void Reset() override;
-  absl::Status CheckSnapshot() const override {
-    return absl::FailedPreconditionError(
-        "virtio-vsock: its connections are host sockets, which a snapshot cannot carry yet");
-  }
+  // A snapshot does not carry connections (they are host sockets): after a
+  // restore the driver gets VIRTIO_VSOCK_EVENT_TRANSPORT_RESET and drops
+  // its own, as Firecracker does; listening sockets stay.
+  absl::Status Restored() override;
 
   // Open connections (handshakes included); any thread.
   size_t connections() const { return connections_.load(); }
