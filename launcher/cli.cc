@@ -197,11 +197,12 @@ guest), and exits with the guest's status.
                          of booting: the snapshot gives vCPUs, memory and
                          irqchip, so only --stats, --hugepages and
                          --restore-mode may be given with it
-  --restore-mode eager|lazy  how guest RAM is loaded: eager (default) reads
-                         the memory file, checking each chunk's CRC-32, before
-                         the vCPUs start; lazy maps it privately, so pages load
-                         on first touch and VMs restored from one snapshot
-                         share its page cache
+  --restore-mode eager|lazy|uffd  how guest RAM is loaded: eager (default)
+                         reads the memory file, checking each chunk's CRC-32,
+                         before the vCPUs start; lazy maps it privately, so
+                         pages load on first touch and VMs restored from one
+                         snapshot share its page cache; uffd fills fresh RAM
+                         page by page on first touch through userfaultfd
   --incoming ADDR        wait on ADDR (unix:PATH or tcp:HOST:PORT) for a live
                          migration (kindling migrate ... --to ADDR) and run
                          the VM it brings; like --restore, only --stats and

@@ -180,7 +180,9 @@ TEST_CASE("--restore needs no kernel and refuses flags that shape a new machine"
                    "--cpus cannot be given with --restore"));
   REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--kernel", "k"}).status(),
                    "--kernel cannot be given with --restore"));
-  REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--restore-mode", "uffd"}).status(),
-                   "expected eager or lazy"));
+  REQUIRE(ParseRunFlags({"--restore", "/s", "--restore-mode", "uffd"})->restore_mode ==
+          ::migration::RestoreMode::kUffd);
+  REQUIRE(Mentions(ParseRunFlags({"--restore", "/s", "--restore-mode", "postcopy"}).status(),
+                   "expected eager, lazy or uffd"));
   REQUIRE(Mentions(ParseRunFlags({"--restore"}).status(), "--restore needs a value"));
 }

@@ -173,6 +173,9 @@ class MicroVm {
 
   std::unique_ptr<vcpu::Kvm> kvm_;
   std::unique_ptr<vm_memory::GuestMemory> memory_;
+  // A uffd restore's page server: destroyed after everything below (vCPUs,
+  // devices) that may still touch guest RAM, before the RAM itself.
+  std::unique_ptr<::migration::UffdPager> pager_;
   std::unique_ptr<vcpu::Vm> vm_;
   std::vector<std::unique_ptr<vcpu::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<vcpu::KvmStats>> stats_;

@@ -93,7 +93,10 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config
   std::unique_ptr<MicroVm> vm(new MicroVm());
   vm_memory::MemoryOptions options;
   options.hugepages = shaped.hugepages;
-  ASSIGN_OR_RETURN(vm->memory_, ::migration::RestoreMemory(dir, s, mode, options));
+  ASSIGN_OR_RETURN(::migration::RestoredMemory ram,
+                   ::migration::RestoreMemory(dir, s, mode, options));
+  vm->memory_ = std::move(ram.memory);
+  vm->pager_ = std::move(ram.pager);
   RETURN_IF_ERROR(vm->BuildFromState(shaped, s, dir));
   return vm;
 }

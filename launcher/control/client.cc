@@ -40,7 +40,7 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
   snapshot ID DIR [--stay-paused] [--diff]
                                   save the VM (paused meanwhile) into DIR;
                                   resume it with `kindling run --restore DIR`
-  restore DIR [--id ID] [--restore-mode eager|lazy]
+  restore DIR [--id ID] [--restore-mode eager|lazy|uffd]
                                   a new VM from a snapshot, CREATED (start
                                   resumes the guest); prints its id
   migrate ID --to ADDR [--mode precopy|auto-converge] [--max-downtime-ms N]
@@ -316,10 +316,10 @@ int Restore(v1::VmService::Stub& stub, const Common& c) {
       req.set_vm_id(c.rest[++i]);
     } else if (a == "--restore-mode" && has_next) {
       const std::string& m = c.rest[++i];
-      if (m != "eager" && m != "lazy") {
-        return Usage(absl::StrCat("--restore-mode '", m, "': expected eager or lazy"));
-      }
-      req.set_mode(m == "lazy" ? v1::RESTORE_MODE_LAZY : v1::RESTORE_MODE_EAGER);
+      if (m == "eager") req.set_mode(v1::RESTORE_MODE_EAGER);
+      else if (m == "lazy") req.set_mode(v1::RESTORE_MODE_LAZY);
+      else if (m == "uffd") req.set_mode(v1::RESTORE_MODE_UFFD);
+      else return Usage(absl::StrCat("--restore-mode '", m, "': expected eager, lazy or uffd"));
     } else if (a.rfind("--", 0) == 0) {
       return Usage(absl::StrCat("restore: unknown option ", a));
     } else {

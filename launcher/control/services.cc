@@ -228,6 +228,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
     case v1::RESTORE_MODE_UNSPECIFIED:
     case v1::RESTORE_MODE_EAGER: mode = "eager"; break;
     case v1::RESTORE_MODE_LAZY: mode = "lazy"; break;
+    case v1::RESTORE_MODE_UFFD: mode = "uffd"; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("mode: ", req.mode(), " is not a RestoreMode"));
   }

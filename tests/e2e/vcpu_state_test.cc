@@ -181,13 +181,16 @@ TEST_CASE("A guest saved to a snapshot directory resumes from it, on both irqchi
                         Case{"full, eager", vcpu::IrqchipMode::kFull,
                              migration::RestoreMode::kEager, 1},
                         Case{"split, lazy", vcpu::IrqchipMode::kSplit,
-                             migration::RestoreMode::kLazy, 2}}) {
+                             migration::RestoreMode::kLazy, 2},
+                        Case{"full, uffd", vcpu::IrqchipMode::kFull,
+                             migration::RestoreMode::kUffd, 1}}) {
     DYNAMIC_SECTION(c.name) {
       Console unused;
       VmConfig config = TickerConfig(unused);
       config.irqchip = c.irqchip;
       std::string dir = SnapshotDir(std::string("snap_") + std::to_string(c.restores) +
-                                    (c.irqchip == vcpu::IrqchipMode::kSplit ? "s" : "f"));
+                                    (c.irqchip == vcpu::IrqchipMode::kSplit ? "s" : "f") +
+                                    std::to_string(static_cast<int>(c.restore)));
       int seen = SnapshotAtTick3(config, dir);
       REQUIRE(seen >= 3);
       REQUIRE(seen < 20);
@@ -286,9 +289,12 @@ TEST_CASE("A guest using virtio-blk and virtio-rng resumes with its devices, mmi
   for (const Case& c : {Case{"mmio, eager", kindling::VirtioTransport::kMmio,
                              migration::RestoreMode::kEager},
                         Case{"pci, lazy", kindling::VirtioTransport::kPci,
-                             migration::RestoreMode::kLazy}}) {
+                             migration::RestoreMode::kLazy},
+                        Case{"pci, uffd", kindling::VirtioTransport::kPci,
+                             migration::RestoreMode::kUffd}}) {
     DYNAMIC_SECTION(c.name) {
-      std::string tag = c.transport == kindling::VirtioTransport::kPci ? "pci" : "mmio";
+      std::string tag = std::string(c.transport == kindling::VirtioTransport::kPci ? "pci" : "mmio") +
+                        std::to_string(static_cast<int>(c.restore));
       std::string dir = SnapshotDir("snap_probe_" + tag);
       Console console;
       VmConfig config = ProbeConfig(c.transport, SnapshotDir("probe_" + tag + ".img"));

@@ -242,24 +242,38 @@ std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m) {
 absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name) {
   if (name == "eager") return RestoreMode::kEager;
   if (name == "lazy") return RestoreMode::kLazy;
+  if (name == "uffd") return RestoreMode::kUffd;
   return absl::InvalidArgumentError(absl::StrCat(
-      "restore mode '", std::string(name), "': expected eager or lazy"));
+      "restore mode '", std::string(name), "': expected eager, lazy or uffd"));
 }
 
-absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> RestoreMemory(
-    const std::string& dir, const v1::Snapshot& s, RestoreMode mode,
-    const vm_memory::MemoryOptions& options) {
+absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::Snapshot& s,
+                                             RestoreMode mode,
+                                             const vm_memory::MemoryOptions& options) {
+  RestoredMemory out;
+  if (mode != RestoreMode::kEager && options.hugepages) {
+    return absl::InvalidArgumentError(
+        "lazy and uffd restores fill guest RAM in 4 KiB pages: hugepages need an eager one");
+  }
   if (mode == RestoreMode::kLazy) {
-    if (options.hugepages) {
-      return absl::InvalidArgumentError(
-          "a lazy restore maps the memory file in 4 KiB pages: hugepages need an eager one");
-    }
-    return MapSnapshotMemory(dir, s);
+    auto memory = MapSnapshotMemory(dir, s);
+    if (!memory.ok()) return memory.status();
+    out.memory = *std::move(memory);
+    return out;
   }
   auto memory = vm_memory::GuestMemory::Create(RegionLayout(s.machine()), options);
   if (!memory.ok()) return memory.status();
-  if (absl::Status st = LoadSnapshotMemory(dir, s, **memory); !st.ok()) return st;
-  return memory;
+  out.memory = *std::move(memory);
+  if (mode == RestoreMode::kEager) {
+    if (absl::Status st = LoadSnapshotMemory(dir, s, *out.memory); !st.ok()) return st;
+    return out;
+  }
+  auto file = OpenIn(dir, kMemoryFile, O_RDONLY);
+  if (!file.ok()) return file.status();
+  auto pager = UffdPager::Start(*out.memory, *std::move(file));
+  if (!pager.ok()) return pager.status();
+  out.pager = *std::move(pager);
+  return out;
 }
 
 }  // namespace migration

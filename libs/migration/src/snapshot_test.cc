@@ -158,22 +158,24 @@ TEST_CASE("A lazy restore maps the memory file; a re-snapshot does not disturb i
   REQUIRE(WriteSnapshot(dir, MinimalState(), *mem).ok());
   auto s = ReadSnapshot(dir);
   REQUIRE(s.ok());
-  auto lazy = RestoreMemory(dir, *s, RestoreMode::kLazy, {});
-  REQUIRE(lazy.ok());
-  CHECK((*lazy)->regions()[0]->private_file());
-  CHECK(*(*lazy)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  auto restored = RestoreMemory(dir, *s, RestoreMode::kLazy, {});
+  REQUIRE(restored.ok());
+  auto& lazy = restored->memory;
+  CHECK(lazy->regions()[0]->private_file());
+  CHECK(*lazy->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
   // The restored guest writes into a page that is a hole in the file...
-  REQUIRE((*lazy)->WriteObj<uint8_t>(GuestAddress(0x100000), 0x42).ok());
+  REQUIRE(lazy->WriteObj<uint8_t>(GuestAddress(0x100000), 0x42).ok());
   // ...and a snapshot of it, written over the one it maps, keeps that
   // write and leaves the mapping intact (the old file is renamed over).
-  REQUIRE(WriteSnapshot(dir, MinimalState(), **lazy).ok());
-  CHECK(*(*lazy)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  REQUIRE(WriteSnapshot(dir, MinimalState(), *lazy).ok());
+  CHECK(*lazy->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
   auto again = ReadSnapshot(dir);
   REQUIRE(again.ok());
   auto eager = RestoreMemory(dir, *again, RestoreMode::kEager, {});
   REQUIRE(eager.ok());
-  CHECK(*(*eager)->ReadObj<uint8_t>(GuestAddress(0x100000)) == 0x42);
-  CHECK(*(*eager)->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  CHECK(*eager->memory->ReadObj<uint8_t>(GuestAddress(0x100000)) == 0x42);
+  CHECK(*eager->memory->ReadObj<uint8_t>(GuestAddress(0x3000)) == 0x7e);
+  CHECK(eager->pager == nullptr);
 
   vm_memory::MemoryOptions huge;
   huge.hugepages = true;
@@ -182,5 +184,6 @@ TEST_CASE("A lazy restore maps the memory file; a re-snapshot does not disturb i
   CHECK(std::string(refused.status().message()).find("hugepages") != std::string::npos);
   CHECK(*ParseRestoreMode("lazy") == RestoreMode::kLazy);
   CHECK(*ParseRestoreMode("eager") == RestoreMode::kEager);
-  CHECK_FALSE(ParseRestoreMode("uffd").ok());
+  CHECK(*ParseRestoreMode("uffd") == RestoreMode::kUffd);
+  CHECK_FALSE(ParseRestoreMode("postcopy").ok());
 }

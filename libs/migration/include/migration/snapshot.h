@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "migration/snapshot.pb.h"
+#include "migration/uffd_pager.h"
 #include "vm-memory/guest_memory.h"
 
 namespace migration {
@@ -63,10 +64,17 @@ std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m);
 enum class RestoreMode {
   kEager,  // new RAM, the memory file read into it, checksums checked
   kLazy,   // the memory file mapped privately (MapSnapshotMemory)
+  kUffd,   // new RAM whose pages a userfaultfd handler fills on first touch
 };
 absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name);
+struct RestoredMemory {
+  std::unique_ptr<vm_memory::GuestMemory> memory;
+  // kUffd: serves the pages; keep it alive as long as the RAM is in use
+  // (destroy it after the vCPUs and devices stopped). Null otherwise.
+  std::unique_ptr<UffdPager> pager;
+};
 // Guest RAM for a restored VM, by `mode`. Hugepages (options) need kEager.
-absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> RestoreMemory(
+absl::StatusOr<RestoredMemory> RestoreMemory(
     const std::string& dir, const v1::Snapshot& s, RestoreMode mode,
     const vm_memory::MemoryOptions& options);
 
