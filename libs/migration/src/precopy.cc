@@ -259,8 +259,8 @@ class Migration {
 
   absl::Status SwitchOver() {
     absl::Time stop = absl::Now();
+    stopped_ = true;  // even a Stop that fails halfway is undone by Resume
     RETURN_IF_ERROR(vm_.Stop());
-    stopped_ = true;
     ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> last, vm_.TakeDirty());
     for (size_t i = 0; i < last.size() && i < pending_.size(); ++i) {
       for (size_t w = 0; w < last[i].size() && w < pending_[i].size(); ++w) {

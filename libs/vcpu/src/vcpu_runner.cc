@@ -135,6 +135,13 @@ void VcpuRunner::RunLoop(size_t index) {
     {
       absl::MutexLock lock(&mu_);
       if (paused_) {
+        // KVM finishes the instruction of an I/O or MMIO exit only on the
+        // next KVM_RUN; with immediate_exit it does just that and returns,
+        // so a paused vCPU's saved state is after that instruction (else
+        // a restored or migrated guest would repeat an OUT, e.g. print a
+        // serial byte twice, or lose an IN's value). KVM API, KVM_RUN.
+        vcpu.SetImmediateExit(true);
+        (void)vcpu.Run();
         ++parked_;
         mu_.Await(absl::Condition(
             +[](VcpuRunner* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
