@@ -46,27 +46,6 @@ std::vector<Span> Spans(const vm_memory::GuestMemory& memory) {
   return spans;
 }
 
-// The data ranges of `fd` within [0, size), per SEEK_DATA/SEEK_HOLE (a file
-// system without them reports one range: the whole file).
-absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DataRanges(int fd,
-                                                                      uint64_t size) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  uint64_t off = 0;
-  while (off < size) {
-    off_t d = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
-    if (d < 0) {
-      if (errno == ENXIO) break;
-      return absl::ErrnoToStatus(errno, "lseek(SEEK_DATA)");
-    }
-    if (static_cast<uint64_t>(d) >= size) break;
-    off_t h = ::lseek(fd, d, SEEK_HOLE);
-    if (h < 0) return absl::ErrnoToStatus(errno, "lseek(SEEK_HOLE)");
-    uint64_t end = std::min<uint64_t>(h, size);
-    out.push_back({static_cast<uint64_t>(d), end});
-    off = end;
-  }
-  return out;
-}
 
 absl::Status WriteAll(int fd, const uint8_t* p, uint64_t len, uint64_t off) {
   while (len > 0) {
@@ -167,6 +146,28 @@ std::string GuestRanges(const std::vector<Span>& spans, uint64_t lo, uint64_t hi
 }
 
 }  // namespace
+
+// The data ranges of `fd` within [0, size), per SEEK_DATA/SEEK_HOLE (a file
+// system without them reports one range: the whole file).
+absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DataRanges(int fd,
+                                                                      uint64_t size) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t off = 0;
+  while (off < size) {
+    off_t d = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;
+      return absl::ErrnoToStatus(errno, "lseek(SEEK_DATA)");
+    }
+    if (static_cast<uint64_t>(d) >= size) break;
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) return absl::ErrnoToStatus(errno, "lseek(SEEK_HOLE)");
+    uint64_t end = std::min<uint64_t>(h, size);
+    out.push_back({static_cast<uint64_t>(d), end});
+    off = end;
+  }
+  return out;
+}
 
 absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
     const vm_memory::GuestMemory& memory, int fd, uint32_t chunk_size) {

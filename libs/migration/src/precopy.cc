@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
+#include "migration/memory_file.h"
 #include "migration/snapshot.h"
 
 namespace migration {
@@ -127,20 +128,12 @@ std::vector<std::vector<uint64_t>> AllPages(const vm_memory::GuestMemory& mem) {
         bits[p / 64] |= 1ULL << (p % 64);
       }
     };
-    uint64_t off = 0;
-    bool seekable = !r->private_file();
-    while (seekable && off < r->size()) {
-      off_t d = ::lseek(r->fd(), static_cast<off_t>(off), SEEK_DATA);
-      if (d < 0 || static_cast<uint64_t>(d) >= r->size()) break;
-      off_t h = ::lseek(r->fd(), d, SEEK_HOLE);
-      if (h < 0) {
-        seekable = false;
-        break;
-      }
-      mark(d, std::min<uint64_t>(h, r->size()));
-      off = h;
-    }
-    if (!seekable) mark(0, r->size());
+    // A lazily restored region's file holes say nothing about its pages.
+    absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> ranges =
+        absl::UnimplementedError("not a memfd");
+    if (!r->private_file()) ranges = DataRanges(r->fd(), r->size());
+    if (!ranges.ok()) ranges = {{0, r->size()}};
+    for (const auto& [lo, hi] : *ranges) mark(lo, hi);
     out.push_back(std::move(bits));
   }
   return out;

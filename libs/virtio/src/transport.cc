@@ -84,16 +84,19 @@ void Transport::Activate() {
       return;
     }
   }
-  ActivateContext ctx{&memory_, queues_, &interrupt(), features,
-                      [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); },
-                      [this](std::function<absl::Status()> fn) { PostToDevice(std::move(fn)); }};
-  absl::Status s = device_->Activate(ctx);
+  absl::Status s = device_->Activate(MakeContext(features));
   if (!s.ok()) {
     Fail(s);
     return;
   }
   active_ = true;
   ProcessPending();  // notifications that raced with activation
+}
+
+ActivateContext Transport::MakeContext(uint64_t features) {
+  return {&memory_, queues_, &interrupt(), features,
+          [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); },
+          [this](std::function<absl::Status()> fn) { PostToDevice(std::move(fn)); }};
 }
 
 void Transport::ResetOnLoop() {

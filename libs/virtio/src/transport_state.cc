@@ -71,10 +71,7 @@ absl::Status Transport::RestoreState(const TransportState& state) {
   config_generation_.store(state.config_generation);
   status_.store(state.status | (broken ? kStatusNeedsReset : 0));
   if (!activate) return absl::OkStatus();
-  ActivateContext ctx{&memory_, queues_, &interrupt(), state.driver_features,
-                      [this](uint16_t q) { Notify(q); }, [this] { ConfigChanged(); },
-                      [this](std::function<absl::Status()> fn) { PostToDevice(std::move(fn)); }};
-  RETURN_IF_ERROR(device_->Activate(ctx));
+  RETURN_IF_ERROR(device_->Activate(MakeContext(state.driver_features)));
   active_ = true;
   return absl::OkStatus();
 }

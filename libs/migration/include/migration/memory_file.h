@@ -10,6 +10,8 @@
 #define MIGRATION_MEMORY_FILE_H_
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "migration/snapshot.pb.h"
@@ -20,6 +22,11 @@ namespace migration {
 namespace v1 = ::kindling::migration::v1;
 
 inline constexpr uint32_t kDefaultChunkSize = 2 << 20;
+
+// The data ranges [begin, end) of `fd` within [0, size), per
+// SEEK_DATA/SEEK_HOLE (a file system without them reports one range: the
+// whole file).
+absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DataRanges(int fd, uint64_t size);
 
 // Writes every region of `memory` into `fd` (truncated first) and returns
 // the manifest with the chunk checksums.

@@ -107,6 +107,9 @@ class Transport {
 
  private:
   void Activate();
+  // What the device is activated with: the queues, the interrupt and the
+  // transport's callbacks, for the negotiated `features`.
+  ActivateContext MakeContext(uint64_t features);
   void ResetOnLoop();
   void ProcessPending();
 
