@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<MicroVm>> Build(const kindling::RunOptions& opts)
   ASSIGN_OR_RETURN(vm_memory::UniqueFd listener, ::migration::Listen(opts.incoming));
   std::fprintf(stderr, "kindling: waiting for a migration on %s\n", opts.incoming.c_str());
   ASSIGN_OR_RETURN(vm_memory::UniqueFd conn, ::migration::Accept(listener.get(), absl::Hours(24)));
-  return MicroVm::Incoming(opts.vm, conn.get());
+  return MicroVm::Incoming(opts.vm, std::move(conn));
 }
 
 int Run(const std::vector<std::string>& args) {
@@ -97,6 +97,10 @@ int Run(const std::vector<std::string>& args) {
   std::thread(ForwardStdin, raw).detach();
 
   VcpuRunner::Outcome out = (*vm)->Run();
+  // A post-copy source is done only when every page came, needed or not.
+  if (absl::Status s = (*vm)->WaitPostcopy(absl::Minutes(5)); !s.ok()) {
+    std::fprintf(stderr, "kindling: post-copy: %s\n", std::string(s.message()).c_str());
+  }
   if (opts->print_stats) {
     if (auto stats = (*vm)->ReadStats(); stats.ok()) {
       for (const char* key : {"exits", "io_exits", "mmio_exits", "irq_exits",
@@ -107,6 +111,12 @@ int Run(const std::vector<std::string>& args) {
           std::fprintf(stderr, "kindling: stat %s %llu\n", key,
                        static_cast<unsigned long long>(it->second));
         }
+      }
+      if (const ::migration::PostcopyPager* p = (*vm)->postcopy()) {
+        ::migration::PostcopyPager::Stats st = p->stats();
+        std::fprintf(stderr, "kindling: stat postcopy_faults %llu postcopy_requests %llu\n",
+                     static_cast<unsigned long long>(st.faults),
+                     static_cast<unsigned long long>(st.requests));
       }
       // Memory: what the VMM itself holds (anonymous + file) apart from
       // guest RAM (shared memfd pages).

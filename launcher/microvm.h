@@ -113,10 +113,21 @@ class MicroVm {
   absl::Status MigrateTo(int fd, const ::migration::MigrationOptions& options,
                          const std::function<void(const ::migration::MigrationProgress&)>&
                              progress);
-  // Destination side: a VM built from the stream on `fd`, ready to Run()
+  // Destination side: a VM built from the stream on `conn`, ready to Run()
   // (the source has handed over). Of `config` only the host side is used.
+  // A post-copy keeps `conn` and pages RAM in while the guest runs; if the
+  // stream fails after the switch-over the guest cannot go on (its pages
+  // will never come): `on_postcopy_failure` is called, by default it prints
+  // the error and ends the process with status 125 (the source keeps its
+  // paused copy).
   static absl::StatusOr<std::unique_ptr<MicroVm>> Incoming(
-      const VmConfig& config, int fd, absl::Duration peer_timeout = absl::Seconds(60));
+      const VmConfig& config, vm_memory::UniqueFd conn,
+      absl::Duration peer_timeout = absl::Seconds(60),
+      std::function<void(const absl::Status&)> on_postcopy_failure = nullptr);
+  // A post-copy destination: waits until every page has come.
+  absl::Status WaitPostcopy(absl::Duration timeout);
+  // A post-copy destination's page server (faults, requests), else null.
+  const ::migration::PostcopyPager* postcopy() const { return postcopy_.get(); }
   // Presses the ACPI power button: the guest sees a Notify on \_SB.PWRB
   // through the GED's interrupt and decides (Linux with acpid or systemd
   // powers off, which stops the VM with status 0). Safe from any thread.
@@ -176,6 +187,9 @@ class MicroVm {
   // A uffd restore's page server: destroyed after everything below (vCPUs,
   // devices) that may still touch guest RAM, before the RAM itself.
   std::unique_ptr<::migration::UffdPager> pager_;
+  // A post-copy destination's stream and page server (the same rule).
+  vm_memory::UniqueFd incoming_;
+  std::unique_ptr<::migration::PostcopyPager> postcopy_;
   std::unique_ptr<vcpu::Vm> vm_;
   std::vector<std::unique_ptr<vcpu::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<vcpu::KvmStats>> stats_;

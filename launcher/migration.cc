@@ -1,9 +1,13 @@
 // MicroVm's live-migration halves: the VM as a migration::MigrationSource
 // (dirty log on its memslots, vCPU throttling, the switch-over) and a VM
 // built from an incoming stream. The protocol is libs/migration's.
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "launcher/microvm.h"
+#include "migration/postcopy.h"
 #include "migration/precopy.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
@@ -125,9 +129,24 @@ absl::Status MicroVm::MigrateTo(
   return ::migration::Migrate(fd, source, options, progress);
 }
 
-absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(const VmConfig& config, int fd,
-                                                           absl::Duration peer_timeout) {
-  ::migration::FrameStream s(fd);
+namespace {
+
+// A post-copy destination whose source is gone cannot run its guest on.
+void EndForLostPages(const absl::Status& why) {
+  std::fprintf(stderr,
+               "kindling: error: post-copy migration failed after the switch-over: %s; the "
+               "guest cannot run on without its missing pages (the source keeps its paused "
+               "copy)\n",
+               std::string(why.message()).c_str());
+  std::_Exit(125);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(
+    const VmConfig& config, vm_memory::UniqueFd conn, absl::Duration peer_timeout,
+    std::function<void(const absl::Status&)> on_postcopy_failure) {
+  ::migration::FrameStream s(conn.get());
   auto fail = [&](absl::Status why) {
     (void)s.SendText(::migration::FrameType::kError, std::string(why.message()));
     return why;
@@ -138,19 +157,37 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(const VmConfig& confi
   // The VM is built now, while RAM comes; the switch-over only loads state.
   absl::StatusOr<std::unique_ptr<MicroVm>> vm = PrepareIncoming(config, hello->skeleton());
   if (!vm.ok()) return fail(vm.status());
-  absl::StatusOr<v1::Snapshot> state =
+  absl::StatusOr<::migration::IncomingState> in =
       ::migration::ReceiveMemoryAndState(s, *(*vm)->memory_, peer_timeout);
-  if (!state.ok()) return fail(state.status());
-  if (state->machine().vcpus() != hello->machine().vcpus() ||
-      state->machine().irqchip() != hello->machine().irqchip()) {
+  if (!in.ok()) return fail(in.status());
+  if (in->state.machine().vcpus() != hello->machine().vcpus() ||
+      in->state.machine().irqchip() != hello->machine().irqchip()) {
     return fail(absl::InvalidArgumentError(
         "incoming migration: the state's vCPUs or irqchip differ from the HELLO's"));
   }
-  if (absl::Status st = (*vm)->LoadFromState(*state, "incoming migration"); !st.ok()) {
+  if (in->postcopy) {  // pages may be needed from here on: serve them first
+    absl::StatusOr<std::unique_ptr<::migration::PostcopyPager>> pager =
+        ::migration::PostcopyPager::Start(
+            *(*vm)->memory_, conn.get(), *std::move(in->postcopy), peer_timeout,
+            on_postcopy_failure ? std::move(on_postcopy_failure) : EndForLostPages);
+    if (!pager.ok()) return fail(pager.status());
+    (*vm)->postcopy_ = *std::move(pager);
+  }
+  if (absl::Status st = (*vm)->LoadFromState(in->state, "incoming migration"); !st.ok()) {
     return fail(st);
   }
-  RETURN_IF_ERROR(::migration::FinishIncoming(s, peer_timeout));
+  if ((*vm)->postcopy_) {
+    RETURN_IF_ERROR((*vm)->postcopy_->Finish(peer_timeout));
+    (*vm)->incoming_ = std::move(conn);
+  } else {
+    RETURN_IF_ERROR(::migration::FinishIncoming(s, peer_timeout));
+  }
   return vm;
+}
+
+absl::Status MicroVm::WaitPostcopy(absl::Duration timeout) {
+  if (!postcopy_) return absl::OkStatus();
+  return postcopy_->WaitComplete(timeout);
 }
 
 absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::PrepareIncoming(

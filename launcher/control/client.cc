@@ -149,6 +149,10 @@ std::string MigrationLine(const v1::MigrationProgress& p) {
     return absl::StrFormat("migration done: %.1f MiB sent, downtime %.1f ms",
                            p.bytes_sent() / 1048576.0, p.downtime_us() / 1000.0);
   }
+  if (p.phase() == "postcopy") {
+    return absl::StrFormat("migration post-copy: %.1f MiB sent, %u pages asked for, %u to go",
+                           p.bytes_sent() / 1048576.0, p.postcopy_requests(), p.postcopy_left());
+  }
   return absl::StrFormat("migration round %u: %.1f MiB sent, %u pages dirtied, %.1f MiB/s%s",
                          p.round(), p.bytes_sent() / 1048576.0, p.dirty_pages(),
                          p.rate_bytes_per_s() / 1048576.0,

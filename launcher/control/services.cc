@@ -340,8 +340,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Migrate(const v1::MigrateVmRequest& req) {
     case v1::MIGRATION_MODE_UNSPECIFIED:
     case v1::MIGRATION_MODE_PRECOPY: break;
     case v1::MIGRATION_MODE_AUTO_CONVERGE: m.mode = 1; break;
-    case v1::MIGRATION_MODE_POSTCOPY:
-      return absl::UnimplementedError("mode: post-copy is not implemented yet");
+    case v1::MIGRATION_MODE_POSTCOPY: m.mode = 2; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("mode: ", req.mode(), " is not a MigrationMode"));
   }

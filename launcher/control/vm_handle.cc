@@ -44,6 +44,9 @@ v1::Event MigrationEvent(const std::string& id, const Counters& c) {
     if (k == "rate_bytes_per_s") p->set_rate_bytes_per_s(v);
     if (k == "throttle_percent") p->set_throttle_percent(static_cast<uint32_t>(std::min<uint64_t>(v, 100)));
     if (k == "downtime_us") p->set_downtime_us(v);
+    if (k == "postcopy_requests") p->set_postcopy_requests(v);
+    if (k == "postcopy_left") p->set_postcopy_left(v);
+    if (k == "postcopy") p->set_phase("postcopy");
     if (k == "done") p->set_phase("done");
   }
   return e;

@@ -252,8 +252,9 @@ absl::Status VmProcess::Snapshot(const control::SnapshotRequest& req) {
 // running.
 absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
   ::migration::MigrationOptions o;
-  o.mode = req.mode == 1 ? ::migration::MigrationMode::kAutoConverge
-                         : ::migration::MigrationMode::kPrecopy;
+  o.mode = req.mode == 2   ? ::migration::MigrationMode::kPostcopy
+           : req.mode == 1 ? ::migration::MigrationMode::kAutoConverge
+                           : ::migration::MigrationMode::kPrecopy;
   o.max_downtime = absl::Milliseconds(req.max_downtime_ms);
   o.bandwidth_bytes_per_s = uint64_t{req.bandwidth_mibps} << 20;
   ASSIGN_OR_RETURN(vm_memory::UniqueFd fd,
@@ -267,7 +268,9 @@ absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
                   {"rate_bytes_per_s", p.rate_bytes_per_s},
                   {"throttle_percent", static_cast<uint64_t>(p.throttle_percent)},
                   {"downtime_us", static_cast<uint64_t>(absl::ToInt64Microseconds(p.downtime))},
-                  {p.phase == "done" ? "done" : "precopy", 1}};
+                  {"postcopy_requests", p.postcopy_requests},
+                  {"postcopy_left", p.postcopy_left},
+                  {p.phase, 1}};
     absl::MutexLock l(&out_mu_);
     Publish({Type::kMigrationProgress, 0, EncodeCounters(c)});
   });
@@ -275,6 +278,8 @@ absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
                req.destination.c_str(), s.ok() ? "done" : "failed",
                static_cast<long long>(absl::ToInt64Milliseconds(absl::Now() - start)),
                s.ok() ? "" : ": ", s.ok() ? "" : std::string(s.message()).c_str());
+  // A post-copy that failed after the switch-over left the guest stopped.
+  if (::migration::SourceStranded(s)) SetState(control::VmState::kPaused, 0, "");
   return s;
 }
 

@@ -150,7 +150,7 @@ absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view p) {
   r.max_downtime_ms = static_cast<uint32_t>(GetLe(p.substr(1), 4));
   r.bandwidth_mibps = static_cast<uint32_t>(GetLe(p.substr(5), 4));
   r.destination = std::string(p.substr(9));
-  if (r.mode > 1) return absl::InvalidArgumentError("migrate request: unknown mode");
+  if (r.mode > 2) return absl::InvalidArgumentError("migrate request: unknown mode");
   if (r.max_downtime_ms == 0 || r.max_downtime_ms > 60000) {
     return absl::InvalidArgumentError("migrate request: downtime limit outside 1 to 60000 ms");
   }

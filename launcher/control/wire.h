@@ -110,7 +110,7 @@ struct SnapshotRequest {
 std::string EncodeSnapshotRequest(const SnapshotRequest& r);
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view payload);
 
-// A live migration: u8 mode (0 precopy, 1 auto-converge), u32le downtime
+// A live migration: u8 mode (0 precopy, 1 auto-converge, 2 postcopy), u32le downtime
 // limit in ms (1 to 60000), u32le bandwidth in MiB/s (0: unlimited), then
 // the destination address (unix:PATH or tcp:HOST:PORT, 1 to 4096 bytes).
 struct MigrateRequest {

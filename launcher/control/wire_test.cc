@@ -102,7 +102,7 @@ TEST_CASE("a migrate request carries its mode, limits and destination") {
   CHECK(r->max_downtime_ms == 50);
   CHECK(r->bandwidth_mibps == 8);
   CHECK(Decode(Encode({Type::kMigrationProgress, 0, ""})).ok());
-  for (const MigrateRequest& bad : {MigrateRequest{"unix:/m", 2, 50, 0},
+  for (const MigrateRequest& bad : {MigrateRequest{"unix:/m", 3, 50, 0},
                                     MigrateRequest{"unix:/m", 0, 0, 0},
                                     MigrateRequest{"unix:/m", 0, 60001, 0},
                                     MigrateRequest{std::string("a\0b", 3), 0, 5, 0}}) {

@@ -297,9 +297,8 @@ def state_validation(d):
     mig = vm_pb2.MigrateVmRequest
     expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="tcp:nowhere")),
                  E.INVALID_ARGUMENT, "destination: ", "migrate to tcp without a port")
-    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
-                                           mode=vm_pb2.MIGRATION_MODE_POSTCOPY)),
-                 E.UNIMPLEMENTED, "post-copy", "post-copy migration")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m", mode=77)),
+                 E.INVALID_ARGUMENT, "mode: 77 is not a MigrationMode", "migration mode 77")
     expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
                                            max_downtime_ms=70000)),
                  E.INVALID_ARGUMENT, "max_downtime_ms: 70000", "downtime above the limit")

@@ -83,10 +83,13 @@ struct Migrated {
   std::string source_text, dest_text;
   VcpuRunner::Outcome dest_outcome;
   std::vector<::migration::MigrationProgress> progress;
+  ::migration::PostcopyPager::Stats postcopy;  // the destination's, once all came
 };
 
 // Runs `config` until round 2, migrates it, and runs the destination to
-// its end (or, with `rounds_after` > 0, for that many more rounds).
+// its end (or, with `rounds_after` > 0, for that many more rounds). The
+// destination runs as soon as it has the guest: a post-copy source is
+// still sending then.
 Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
                  int rounds_after = 0) {
   Migrated m;
@@ -100,29 +103,27 @@ Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
   int fds[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   absl::StatusOr<std::unique_ptr<MicroVm>> dst = absl::UnknownError("not yet");
-  std::thread receiver([&] {
+  std::thread receiver([&, conn = vm_memory::UniqueFd(fds[1])]() mutable {
     VmConfig host;
     host.console_output = dst_console.Sink();
-    dst = MicroVm::Incoming(host, fds[1]);
+    dst = MicroVm::Incoming(host, std::move(conn));
+    if (dst.ok()) m.dest_outcome = (*dst)->Run();
   });
   m.source = (*src)->MigrateTo(fds[0], o, [&](const ::migration::MigrationProgress& p) {
     m.progress.push_back(p);
   });
+  if (m.source.ok() && rounds_after > 0) {
+    int from = Rounds(src_console.Get()).back();
+    WaitForRound(dst_console, from + rounds_after);
+    if (dst.ok()) (*dst)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
+  }
   receiver.join();
   ::close(fds[0]);
-  ::close(fds[1]);
   if (m.source.ok()) {
     INFO(dst.status().message());
     REQUIRE(dst.ok());
-    if (rounds_after == 0) {
-      m.dest_outcome = (*dst)->Run();
-    } else {
-      std::thread dest([&] { m.dest_outcome = (*dst)->Run(); });
-      int from = Rounds(src_console.Get()).back();
-      WaitForRound(dst_console, from + rounds_after);
-      (*dst)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
-      dest.join();
-    }
+    REQUIRE((*dst)->WaitPostcopy(absl::Seconds(60)).ok());
+    if ((*dst)->postcopy()) m.postcopy = (*dst)->postcopy()->stats();
   }
   runner.join();
   m.source_text = src_console.Get();
@@ -190,6 +191,32 @@ TEST_CASE("Auto-converge throttles a guest that outruns a capped link") {
   REQUIRE(most >= 20);
   std::printf("auto-converge: %zu rounds, throttle up to %d%%, downtime %s\n",
               m.progress.size(), most,
+              absl::FormatDuration(m.progress.back().downtime).c_str());
+}
+
+TEST_CASE("Post-copy runs the guest there first and brings its dirtied pages on demand") {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    KINDLING_SKIP("/dev/kvm is not available on this host");
+  }
+  VmConfig c = ProbeConfig(Tmp("mig_postcopy.img"), "probe.mib=4 probe.rounds=30 probe.verify=2");
+  ::migration::MigrationOptions o;
+  o.mode = ::migration::MigrationMode::kPostcopy;
+  o.postcopy_after_rounds = 0;  // switch right after round 0: much is still dirty
+  // A slow background push: the guest, verifying its area every other
+  // round, faults on pages before the push brings them.
+  o.postcopy_bandwidth_bytes_per_s = 128 << 10;
+  Migrated m = Migrate(c, o);
+  RequireCarriedOn(m);
+  bool switched = false;
+  for (const auto& p : m.progress) switched |= p.phase == "postcopy";
+  REQUIRE(switched);
+  REQUIRE(m.progress.back().phase == "done");
+  REQUIRE(m.progress.back().postcopy_left == 0);
+  REQUIRE(m.postcopy.pages_missing == 0);
+  REQUIRE(m.postcopy.requests > 0);
+  REQUIRE(m.postcopy.pages_placed > 0);
+  std::printf("postcopy: %lu pages placed, %lu faults, %lu asked for, downtime %s\n",
+              m.postcopy.pages_placed, m.postcopy.faults, m.postcopy.requests,
               absl::FormatDuration(m.progress.back().downtime).c_str());
 }
 

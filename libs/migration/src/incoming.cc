@@ -16,17 +16,10 @@ absl::Status Bad(absl::string_view what) {
 }
 
 absl::Status LoadPages(const Frame& f, vm_memory::GuestMemory& mem) {
-  if (f.payload.size() < 8 + kStreamPage || (f.payload.size() - 8) % kStreamPage != 0) {
-    return Bad(absl::StrCat("a PAGES frame of ", f.payload.size(), " bytes is not whole pages"));
-  }
-  uint64_t gpa;
-  std::memcpy(&gpa, f.payload.data(), 8);
-  if (gpa % kStreamPage != 0) return Bad(absl::StrCat("page address 0x", absl::Hex(gpa)));
-  std::span<const uint8_t> data(reinterpret_cast<const uint8_t*>(f.payload.data()) + 8,
-                                f.payload.size() - 8);
-  absl::Status s = mem.Write(vm_memory::GuestAddress(gpa), data);
+  ASSIGN_OR_RETURN(PagesFrame pf, ParsePagesFrame(f));
+  absl::Status s = mem.Write(vm_memory::GuestAddress(pf.gpa), pf.data);
   if (!s.ok()) {
-    return Bad(absl::StrCat(data.size() / kStreamPage, " pages at 0x", absl::Hex(gpa),
+    return Bad(absl::StrCat(pf.data.size() / kStreamPage, " pages at 0x", absl::Hex(pf.gpa),
                             " are not guest RAM: ", s.message()));
   }
   return absl::OkStatus();
@@ -114,11 +107,12 @@ absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadl
   return hello;
 }
 
-absl::StatusOr<v1::Snapshot> ReceiveMemoryAndState(FrameStream& s,
-                                                   vm_memory::GuestMemory& memory,
-                                                   absl::Duration peer_timeout) {
+absl::StatusOr<IncomingState> ReceiveMemoryAndState(FrameStream& s,
+                                                    vm_memory::GuestMemory& memory,
+                                                    absl::Duration peer_timeout) {
   RETURN_IF_ERROR(s.Send(FrameType::kReady, {}));
   std::optional<v1::Snapshot> state;
+  std::optional<PageBitmap> postcopy;
   while (true) {
     ASSIGN_OR_RETURN(Frame f, s.Receive(absl::Now() + peer_timeout));
     switch (f.type) {
@@ -130,6 +124,11 @@ absl::StatusOr<v1::Snapshot> ReceiveMemoryAndState(FrameStream& s,
         if (state) return Bad("ZEROES after STATE");
         RETURN_IF_ERROR(LoadZeroes(f, memory));
         break;
+      case FrameType::kPostcopy: {
+        if (state || postcopy) return Bad("POSTCOPY after STATE or a second POSTCOPY");
+        ASSIGN_OR_RETURN(postcopy, DecodePageBitmap(f.payload, memory));
+        break;
+      }
       case FrameType::kState: {
         if (state) return Bad("a second STATE");
         ASSIGN_OR_RETURN(state, ParseState(f));
@@ -140,7 +139,7 @@ absl::StatusOr<v1::Snapshot> ReceiveMemoryAndState(FrameStream& s,
       }
       case FrameType::kEnd:
         if (!state) return Bad("END before STATE");
-        return *std::move(state);
+        return IncomingState{*std::move(state), std::move(postcopy)};
       case FrameType::kError:
         return absl::AbortedError(absl::StrCat("the source gave up: ", f.payload));
       default:

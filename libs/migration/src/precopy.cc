@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "migration/memory_file.h"
@@ -20,14 +21,6 @@ alignas(64) const uint8_t kZeroPage[kStreamPage] = {};
 
 std::span<const uint8_t> AsBytes(const uint64_t& v) {
   return {reinterpret_cast<const uint8_t*>(&v), sizeof v};
-}
-
-uint64_t CountBits(const std::vector<std::vector<uint64_t>>& maps) {
-  uint64_t n = 0;
-  for (const auto& m : maps) {
-    for (uint64_t w : m) n += std::popcount(w);
-  }
-  return n;
 }
 
 // Sends pages of guest RAM, paced to the bandwidth limit.
@@ -169,16 +162,18 @@ class Migration {
     RETURN_IF_ERROR(vm_.StartDirtyLog());
     dirty_log_ = true;
     RETURN_IF_ERROR(Precopy());
-    return SwitchOver();
+    return o_.mode == MigrationMode::kPostcopy ? SwitchToPostcopy() : SwitchOver();
   }
 
-  // Undoes what a failed run left behind; the source runs on.
+  // Undoes what a failed run left behind; the source runs on, unless a
+  // post-copy's GO went out (the guest ran on there): it stays stopped.
   void Abort(const absl::Status& why) {
     (void)s_.SendText(FrameType::kError, std::string(why.message()));
-    if (stopped_) vm_.Resume();
+    if (stopped_ && !went_) vm_.Resume();
     vm_.SetThrottle(0);
     if (dirty_log_) vm_.StopDirtyLog();
   }
+  bool went() const { return went_; }
 
  private:
   absl::Time Deadline() const { return absl::Now() + o_.peer_timeout; }
@@ -203,9 +198,10 @@ class Migration {
                                                                    : o_.max_rounds;
     for (p_.round = 1;; ++p_.round) {
       ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> dirty, vm_.TakeDirty());
-      p_.dirty_pages = CountBits(dirty);
+      p_.dirty_pages = CountPages(dirty);
       uint64_t dirty_bytes = p_.dirty_pages * kStreamPage;
-      if (Fits(dirty_bytes)) {
+      if (Fits(dirty_bytes) ||
+          (o_.mode == MigrationMode::kPostcopy && p_.round > o_.postcopy_after_rounds)) {
         pending_ = std::move(dirty);
         return absl::OkStatus();
       }
@@ -250,37 +246,83 @@ class Migration {
     return absl::OkStatus();
   }
 
-  absl::Status SwitchOver() {
-    absl::Time stop = absl::Now();
+  // Stops the guest; returns every page it dirtied since the last round
+  // was sent.
+  absl::StatusOr<PageBitmap> StopAndTakeDirty() {
+    stop_time_ = absl::Now();
     stopped_ = true;  // even a Stop that fails halfway is undone by Resume
     RETURN_IF_ERROR(vm_.Stop());
-    ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> last, vm_.TakeDirty());
+    ASSIGN_OR_RETURN(PageBitmap last, vm_.TakeDirty());
     for (size_t i = 0; i < last.size() && i < pending_.size(); ++i) {
       for (size_t w = 0; w < last[i].size() && w < pending_[i].size(); ++w) {
         last[i][w] |= pending_[i][w];
       }
     }
-    RETURN_IF_ERROR(sender_.Send(last, /*skip_zero=*/false));
+    return last;
+  }
+
+  absl::Status SendStateAndEnd() {
     ASSIGN_OR_RETURN(v1::Snapshot state, vm_.CaptureState());
     state.set_format_version(1);
     *state.mutable_machine()->mutable_regions() = vm_.machine().regions();
     std::string bytes = state.SerializeAsString();
     RETURN_IF_ERROR(s_.Send(FrameType::kState, {reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 bytes.size()}));
-    RETURN_IF_ERROR(s_.Send(FrameType::kEnd, {}));
+    return s_.Send(FrameType::kEnd, {});
+  }
+
+  absl::Status SwitchOver() {
+    ASSIGN_OR_RETURN(PageBitmap last, StopAndTakeDirty());
+    RETURN_IF_ERROR(sender_.Send(last, /*skip_zero=*/false));
+    RETURN_IF_ERROR(SendStateAndEnd());
     RETURN_IF_ERROR(s_.Expect(FrameType::kDone, Deadline()).status());
     RETURN_IF_ERROR(s_.Send(FrameType::kGo, {}));
-    p_.downtime = absl::Now() - stop;
+    p_.downtime = absl::Now() - stop_time_;
+    Finished();
+    return absl::OkStatus();
+  }
+
+  // The dirtied pages do not wait: the guest moves with the state, and the
+  // destination gets them on demand and in the background.
+  absl::Status SwitchToPostcopy() {
+    ASSIGN_OR_RETURN(PageBitmap last, StopAndTakeDirty());
+    std::string bits = EncodePageBitmap(last);
+    RETURN_IF_ERROR(s_.Send(FrameType::kPostcopy,
+                            {reinterpret_cast<const uint8_t*>(bits.data()), bits.size()}));
+    RETURN_IF_ERROR(SendStateAndEnd());
+    p_.postcopy_left = CountPages(last);
+    const uint64_t total = p_.postcopy_left;
+    auto on_go = [&] {
+      went_ = true;
+      p_.downtime = absl::Now() - stop_time_;
+      vm_.StopDirtyLog();
+      dirty_log_ = false;
+    };
+    auto on_progress = [&](const PostcopySourceStats& st) {
+      postcopy_pages_ = st.pages_sent;
+      p_.postcopy_requests = st.requests;
+      p_.postcopy_left = total - st.pages_sent;
+      Report("postcopy");
+    };
+    const uint64_t cap = o_.postcopy_bandwidth_bytes_per_s ? o_.postcopy_bandwidth_bytes_per_s
+                                                           : o_.bandwidth_bytes_per_s;
+    RETURN_IF_ERROR(ServePostcopy(s_, vm_.memory(), std::move(last), cap, o_.peer_timeout, on_go,
+                                  on_progress));
+    Finished();
+    return absl::OkStatus();
+  }
+
+  void Finished() {
     vm_.SetThrottle(0);
-    vm_.StopDirtyLog();
+    if (dirty_log_) vm_.StopDirtyLog();
+    dirty_log_ = false;
     vm_.Migrated();
     Report("done");
-    return absl::OkStatus();
   }
 
   void Report(const char* phase) {
     p_.phase = phase;
-    p_.pages_sent = sender_.pages_sent();
+    p_.pages_sent = sender_.pages_sent() + postcopy_pages_;
     p_.bytes_sent = s_.bytes_sent();
     if (progress_) progress_(p_);
   }
@@ -294,25 +336,42 @@ class Migration {
   MigrationProgress p_;
   std::vector<std::vector<uint64_t>> pending_;  // dirty when pre-copy ended
   uint64_t last_round_bytes_ = 0;
+  uint64_t postcopy_pages_ = 0;
+  absl::Time stop_time_;
   bool dirty_log_ = false;
   bool stopped_ = false;
+  bool went_ = false;  // post-copy: GO sent, the guest is the destination's
 };
+
+constexpr char kStrandedPayload[] = "kindling.dev/migration/source-stranded";
 
 }  // namespace
 
 absl::StatusOr<MigrationMode> ParseMigrationMode(std::string_view name) {
   if (name == "precopy") return MigrationMode::kPrecopy;
   if (name == "auto-converge") return MigrationMode::kAutoConverge;
+  if (name == "postcopy") return MigrationMode::kPostcopy;
   return absl::InvalidArgumentError(absl::StrCat(
-      "migration mode '", std::string(name), "': expected precopy or auto-converge"));
+      "migration mode '", std::string(name), "': expected precopy, auto-converge or postcopy"));
+}
+
+bool SourceStranded(const absl::Status& s) {
+  return s.GetPayload(kStrandedPayload).has_value();
 }
 
 absl::Status Migrate(int fd, MigrationSource& vm, const MigrationOptions& options,
                      const std::function<void(const MigrationProgress&)>& progress) {
   Migration m(fd, vm, options, progress);
   absl::Status s = m.Run();
-  if (!s.ok()) m.Abort(s);
-  return s;
+  if (s.ok()) return s;
+  m.Abort(s);
+  if (!m.went()) return s;
+  absl::Status stranded = absl::AbortedError(absl::StrCat(
+      "post-copy failed after the switch-over: ", s.message(),
+      "; the guest stays paused here with its state as at the switch-over (it ran on at the "
+      "destination: resuming it here would fork it)"));
+  stranded.SetPayload(kStrandedPayload, absl::Cord("1"));
+  return stranded;
 }
 
 }  // namespace migration

@@ -13,117 +13,14 @@
 #include <cstring>
 #include <thread>
 
+#include "libs/migration/src/fake_source.h"
 #include "migration/address.h"
 #include "migration/snapshot.h"
 
 using namespace migration;
+using namespace migration::testing;
 
 namespace {
-
-constexpr uint64_t kRam = 16 << 20;
-
-std::unique_ptr<vm_memory::GuestMemory> Ram() {
-  vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};
-  return std::move(*vm_memory::GuestMemory::Create({&spec, 1}));
-}
-
-class FakeVm : public MigrationSource {
- public:
-  explicit FakeVm(uint64_t dirty_pages_per_ms) : mem_(Ram()), rate_(dirty_pages_per_ms) {
-    machine_.set_vcpus(1);
-    machine_.set_irqchip(v1::IRQCHIP_MODE_SPLIT);
-    v1::MemoryRegion* r = machine_.add_regions();
-    r->set_size(kRam);
-    // Some data before the migration starts, and pages that become zero.
-    for (uint64_t p = 0; p < 512; ++p) Touch(p, p + 1);
-    guest_ = std::thread([this] { Guest(); });
-  }
-  ~FakeVm() override {
-    quit_ = true;
-    running_ = false;
-    guest_.join();
-  }
-
-  vm_memory::GuestMemory& memory() override { return *mem_; }
-  const v1::Machine& machine() const override { return machine_; }
-  absl::Status StartDirtyLog() override {
-    for (auto* r : mem_->regions()) r->dirty_bitmap().TakeAndClear();
-    logging_ = true;
-    return absl::OkStatus();
-  }
-  void StopDirtyLog() override { logging_ = false; }
-  absl::StatusOr<std::vector<std::vector<uint64_t>>> TakeDirty() override {
-    std::vector<std::vector<uint64_t>> out;
-    for (auto* r : mem_->regions()) out.push_back(r->dirty_bitmap().TakeAndClear());
-    return out;
-  }
-  void SetThrottle(int percent) override {
-    throttle_ = percent;
-    max_throttle_ = std::max(max_throttle_.load(), percent);
-  }
-  absl::Status Stop() override {
-    running_ = false;
-    while (in_guest_) std::this_thread::yield();
-    ++stops_;
-    return absl::OkStatus();
-  }
-  absl::StatusOr<v1::Snapshot> DescribeMachine() override { return CaptureState(); }
-  absl::StatusOr<v1::Snapshot> CaptureState() override {
-    v1::Snapshot s;
-    *s.mutable_machine() = machine_;
-    s.add_vcpus();
-    s.mutable_irqchip()->mutable_ioapic();
-    s.set_producer("fake");
-    return s;
-  }
-  void Resume() override {
-    ++resumes_;
-    running_ = true;
-  }
-  void Migrated() override { migrated_ = true; }
-
-  std::atomic<int> stops_{0}, resumes_{0}, throttle_{0}, max_throttle_{0};
-  std::atomic<bool> migrated_{false}, logging_{false};
-
- private:
-  void Touch(uint64_t page, uint64_t value) {
-    uint64_t gpa = (page % (kRam / 4096)) * 4096;
-    if (!mem_->Write(vm_memory::GuestAddress(gpa + 8 * (value % 512)),
-                     {reinterpret_cast<const uint8_t*>(&value), 8})
-             .ok()) {
-      std::abort();
-    }
-  }
-  void Guest() {
-    uint64_t n = 0;
-    while (!quit_) {
-      in_guest_ = running_.load();
-      if (!in_guest_) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-        continue;
-      }
-      for (uint64_t i = 0; i < rate_; ++i, ++n) Touch(n * 7919, n);
-      in_guest_ = false;
-      int t = throttle_;
-      std::this_thread::sleep_for(std::chrono::microseconds(1000 + t * 1000 / (100 - t)));
-    }
-  }
-
-  std::unique_ptr<vm_memory::GuestMemory> mem_;
-  v1::Machine machine_;
-  uint64_t rate_;
-  std::atomic<bool> running_{true}, quit_{false}, in_guest_{false};
-  std::thread guest_;
-};
-
-struct Pair {
-  Pair() { REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) == 0); }
-  ~Pair() {
-    ::close(fd[0]);
-    ::close(fd[1]);
-  }
-  int fd[2];
-};
 
 // The destination's whole side; returns its RAM once GO came.
 absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> Receive(int fd) {
@@ -131,18 +28,11 @@ absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> Receive(int fd) {
   absl::StatusOr<v1::MigrationHello> hello = ReceiveHello(s, absl::Now() + absl::Seconds(10));
   if (!hello.ok()) return hello.status();
   auto ram = Ram();
-  absl::StatusOr<v1::Snapshot> st = ReceiveMemoryAndState(s, *ram, absl::Seconds(10));
+  absl::StatusOr<IncomingState> st = ReceiveMemoryAndState(s, *ram, absl::Seconds(10));
   if (!st.ok()) return st.status();
   absl::Status done = FinishIncoming(s, absl::Seconds(10));
   if (!done.ok()) return done;
   return ram;
-}
-
-bool SameRam(vm_memory::GuestMemory& a, vm_memory::GuestMemory& b) {
-  std::vector<uint8_t> x(kRam), y(kRam);
-  REQUIRE(a.Read(vm_memory::GuestAddress(0), x).ok());
-  REQUIRE(b.Read(vm_memory::GuestAddress(0), y).ok());
-  return x == y;
 }
 
 }  // namespace
@@ -238,6 +128,63 @@ TEST_CASE("a destination that goes away leaves the source running") {
   REQUIRE_FALSE(vm.logging_);
 }
 
+TEST_CASE("post-copy: a destination lost after GO leaves the source stopped, its state intact") {
+  FakeVm vm(20);
+  Pair p;
+  absl::Status result;
+  std::thread src([&] {
+    MigrationOptions o;
+    o.mode = MigrationMode::kPostcopy;
+    o.postcopy_after_rounds = 0;
+    o.postcopy_bandwidth_bytes_per_s = 64 << 10;  // still pushing when the link goes
+    result = Migrate(p.fd[0], vm, o, nullptr);
+  });
+  {
+    FrameStream s(p.fd[1]);
+    REQUIRE(ReceiveHello(s, absl::Now() + absl::Seconds(5)).ok());
+    auto ram = Ram();
+    auto in = ReceiveMemoryAndState(s, *ram, absl::Seconds(10));
+    REQUIRE(in.ok());
+    REQUIRE(in->postcopy.has_value());
+    REQUIRE(CountPages(*in->postcopy) > 0);
+    REQUIRE(s.Send(FrameType::kDone, {}).ok());
+    REQUIRE(s.Expect(FrameType::kGo, absl::Now() + absl::Seconds(5)).ok());
+    ::shutdown(p.fd[1], SHUT_RDWR);
+  }
+  src.join();
+  INFO(result.message());
+  REQUIRE(SourceStranded(result));
+  REQUIRE_THAT(std::string(result.message()), Catch::Contains("stays paused here"));
+  REQUIRE(vm.stops_ == 1);
+  REQUIRE(vm.resumes_ == 0);
+  REQUIRE_FALSE(vm.migrated_);
+  REQUIRE_FALSE(vm.logging_);
+}
+
+TEST_CASE("post-copy: a destination that gives up before GO leaves the source running") {
+  FakeVm vm(20);
+  Pair p;
+  absl::Status result;
+  std::thread src([&] {
+    MigrationOptions o;
+    o.mode = MigrationMode::kPostcopy;
+    result = Migrate(p.fd[0], vm, o, nullptr);
+  });
+  {
+    FrameStream s(p.fd[1]);
+    REQUIRE(ReceiveHello(s, absl::Now() + absl::Seconds(5)).ok());
+    auto ram = Ram();
+    REQUIRE(ReceiveMemoryAndState(s, *ram, absl::Seconds(10)).ok());
+    REQUIRE(s.SendText(FrameType::kError, "no userfaultfd here").ok());
+  }
+  src.join();
+  REQUIRE_THAT(std::string(result.message()), Catch::Contains("no userfaultfd here"));
+  REQUIRE_FALSE(SourceStranded(result));
+  REQUIRE(vm.stops_ == 1);
+  REQUIRE(vm.resumes_ == 1);
+  REQUIRE_FALSE(vm.migrated_);
+}
+
 TEST_CASE("a destination refuses a hostile stream, naming what is wrong") {
   auto send_then_receive = [](auto&& send) {
     Pair p;
@@ -293,6 +240,12 @@ TEST_CASE("a destination refuses a hostile stream, naming what is wrong") {
                  REQUIRE(s.Send(FrameType::kEnd, {}).ok());
                }),
                Catch::Contains("END before STATE"));
+  REQUIRE_THAT(send_then_receive([&](FrameStream& s) {
+                 hello(s);
+                 std::vector<uint8_t> short_bitmap(8, 0xff);
+                 REQUIRE(s.Send(FrameType::kPostcopy, short_bitmap).ok());
+               }),
+               Catch::Contains("a POSTCOPY bitmap of 8 bytes for RAM that needs 512"));
   REQUIRE_THAT(send_then_receive([&](FrameStream& s) {
                  hello(s);
                  std::string junk = "not a snapshot at all";

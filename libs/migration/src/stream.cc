@@ -16,9 +16,9 @@ namespace {
 
 bool KnownType(uint8_t t) {
   return (t >= static_cast<uint8_t>(FrameType::kHello) &&
-          t <= static_cast<uint8_t>(FrameType::kGo)) ||
+          t <= static_cast<uint8_t>(FrameType::kPostcopyEnd)) ||
          (t >= static_cast<uint8_t>(FrameType::kReady) &&
-          t <= static_cast<uint8_t>(FrameType::kError));
+          t <= static_cast<uint8_t>(FrameType::kPageRequest));
 }
 
 // The most a frame of each type may carry.
@@ -29,10 +29,13 @@ size_t MaxPayload(FrameType t) {
     case FrameType::kEnd:
     case FrameType::kGo:
     case FrameType::kReady:
-    case FrameType::kDone: return 0;
+    case FrameType::kDone:
+    case FrameType::kPostcopyEnd: return 0;
+    case FrameType::kPageRequest: return 8;
     case FrameType::kError: return 4096;
     case FrameType::kHello: return 64 << 10;
-    case FrameType::kState: return kMaxFramePayload;
+    case FrameType::kState:
+    case FrameType::kPostcopy: return kMaxFramePayload;
   }
   return 0;
 }
@@ -50,6 +53,9 @@ const char* FrameTypeName(FrameType t) {
     case FrameType::kReady: return "READY";
     case FrameType::kDone: return "DONE";
     case FrameType::kError: return "ERROR";
+    case FrameType::kPostcopy: return "POSTCOPY";
+    case FrameType::kPostcopyEnd: return "POSTCOPY_END";
+    case FrameType::kPageRequest: return "PAGE_REQUEST";
   }
   return "?";
 }

@@ -11,19 +11,22 @@
 //   FrameStream s(fd);
 //   ASSIGN_OR_RETURN(v1::MigrationHello hello, migration::ReceiveHello(s, deadline));
 //   ... allocate RAM of hello.machine()'s shape ...
-//   ASSIGN_OR_RETURN(v1::Snapshot state, migration::ReceiveMemoryAndState(s, ram, timeout));
-//   ... build the VM from `state` ...
+//   ASSIGN_OR_RETURN(IncomingState in, migration::ReceiveMemoryAndState(s, ram, timeout));
+//   ... a post-copy (in.postcopy): PostcopyPager::Start ...
+//   ... build the VM from `in.state` ...
 //   RETURN_IF_ERROR(migration::FinishIncoming(s, timeout));   // DONE, then GO
 #ifndef MIGRATION_PRECOPY_H_
 #define MIGRATION_PRECOPY_H_
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "migration/postcopy.h"
 #include "migration/snapshot.pb.h"
 #include "migration/stream.h"
 #include "vm-memory/guest_memory.h"
@@ -32,7 +35,10 @@ namespace migration {
 
 namespace v1 = ::kindling::migration::v1;
 
-enum class MigrationMode { kPrecopy, kAutoConverge };
+// kPostcopy: after round 0 and `postcopy_after_rounds` rounds of dirtied
+// pages (or sooner, once the rest would fit the downtime), the guest moves
+// and the pages it still lacks follow on demand (postcopy.h).
+enum class MigrationMode { kPrecopy, kAutoConverge, kPostcopy };
 absl::StatusOr<MigrationMode> ParseMigrationMode(std::string_view name);
 
 struct MigrationOptions {
@@ -40,18 +46,25 @@ struct MigrationOptions {
   uint64_t bandwidth_bytes_per_s = 0;  // 0: as fast as the link goes
   absl::Duration max_downtime = absl::Milliseconds(300);  // QEMU's default
   int max_rounds = 30;                 // pre-copy gives up after these
+  int postcopy_after_rounds = 1;       // kPostcopy: dirty rounds before the switch
+  // kPostcopy: the cap on the background push after the switch (QEMU's
+  // max-postcopy-bandwidth); 0: bandwidth_bytes_per_s. Pages a fault asks
+  // for go out at once regardless.
+  uint64_t postcopy_bandwidth_bytes_per_s = 0;
   absl::Duration peer_timeout = absl::Seconds(60);
 };
 
 struct MigrationProgress {
-  std::string phase;  // "precopy", "stop-and-copy", "done"
+  std::string phase;  // "precopy", "postcopy" (after the switch), "done"
   int round = 0;
   uint64_t pages_sent = 0;
   uint64_t bytes_sent = 0;
   uint64_t dirty_pages = 0;    // left after this round
   uint64_t rate_bytes_per_s = 0;
   int throttle_percent = 0;
-  absl::Duration downtime;     // once stopped: so far
+  absl::Duration downtime;     // once the guest runs again (there): how long it stood
+  uint64_t postcopy_requests = 0;  // pages the destination's faults asked for
+  uint64_t postcopy_left = 0;      // pages the destination still lacks
 };
 
 // What the migration needs from the source VM; implemented by the embedder.
@@ -81,20 +94,29 @@ class MigrationSource {
 };
 
 // Runs a whole migration over the connected socket `fd`. Any error before
-// GO leaves the source running as before (Resume, dirty logging off).
+// GO leaves the source running as before (Resume, dirty logging off). A
+// post-copy that fails after GO cannot do that (the guest ran on at the
+// destination): the source stays stopped with its state intact, and the
+// error says so (SourceStranded).
 absl::Status Migrate(int fd, MigrationSource& vm, const MigrationOptions& options,
                      const std::function<void(const MigrationProgress&)>& progress);
+bool SourceStranded(const absl::Status& s);
 
 // Destination. ReceiveHello checks the version and the shape (bounded as
 // ValidateSnapshot bounds a snapshot's) and answers nothing yet.
 absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadline);
 // Sends READY, then loads pages into `memory` (every range checked against
-// it) until STATE and END; returns the state. `peer_timeout` bounds each
-// wait for a frame.
-absl::StatusOr<v1::Snapshot> ReceiveMemoryAndState(FrameStream& s,
-                                                   vm_memory::GuestMemory& memory,
-                                                   absl::Duration peer_timeout);
-// Sends DONE and waits for GO.
+// it) until STATE and END; returns the state and, for a post-copy, the
+// pages still to come (hand them to a PostcopyPager before loading the
+// state). `peer_timeout` bounds each wait for a frame.
+struct IncomingState {
+  v1::Snapshot state;
+  std::optional<PageBitmap> postcopy;
+};
+absl::StatusOr<IncomingState> ReceiveMemoryAndState(FrameStream& s,
+                                                    vm_memory::GuestMemory& memory,
+                                                    absl::Duration peer_timeout);
+// Sends DONE and waits for GO (a pre-copy; PostcopyPager::Finish otherwise).
 absl::Status FinishIncoming(FrameStream& s, absl::Duration peer_timeout);
 
 }  // namespace migration

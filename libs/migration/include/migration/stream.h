@@ -27,10 +27,13 @@ enum class FrameType : uint8_t {
   kState = 4,   // Snapshot, without a memory manifest
   kEnd = 5,     // nothing more follows
   kGo = 6,      // the destination may run the guest
+  kPostcopy = 7,     // before STATE: the pages the destination lacks (postcopy.h)
+  kPostcopyEnd = 8,  // post-copy: every missing page has been sent
   // Destination -> source.
   kReady = 16,  // RAM allocated: send pages
   kDone = 17,   // state loaded: waiting for kGo
   kError = 18,  // text: why the destination gave up
+  kPageRequest = 19,  // post-copy: u64 guest address of a page a fault needs
 };
 
 inline constexpr uint64_t kStreamPage = 4096;
@@ -57,6 +60,7 @@ class FrameStream {
   // The next frame, which must be `want` (a kError from the peer becomes
   // an error carrying its text).
   absl::StatusOr<Frame> Expect(FrameType want, absl::Time deadline);
+  int fd() const { return fd_; }
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
 
