@@ -43,7 +43,7 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
   restore DIR [--id ID] [--restore-mode eager|lazy|uffd]
                                   a new VM from a snapshot, CREATED (start
                                   resumes the guest); prints its id
-  migrate ID --to ADDR [--mode precopy|auto-converge] [--max-downtime-ms N]
+  migrate ID --to ADDR [--mode precopy|auto-converge|postcopy] [--max-downtime-ms N]
           [--bandwidth-mibps N]   move the running VM to a kindling waiting
                                   on ADDR (unix:PATH or tcp:HOST:PORT, e.g.
                                   `kindling run --incoming ADDR`), printing
