@@ -4,19 +4,17 @@
 // the stream and a stop eventfd.
 #include "migration/postcopy.h"
 
-#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
+#include "migration/uffd_pager.h"
 
 namespace migration {
 namespace {
@@ -63,18 +61,17 @@ absl::StatusOr<std::unique_ptr<PostcopyPager>> PostcopyPager::Start(
     return absl::InvalidArgumentError("post-copy: the bitmap does not match the RAM's regions");
   }
   for (const vm_memory::GuestRegion* r : memory.regions()) {
-    if (r->page_size() != kPage || r->private_file()) {
-      return absl::InvalidArgumentError(
-          "post-copy needs guest RAM of 4 KiB pages in memfds (no hugepages)");
+    if (r->private_file()) {  // its holes would read the file, not fault
+      return absl::InvalidArgumentError("post-copy needs guest RAM in memfds, not a mapped file");
     }
   }
   std::unique_ptr<PostcopyPager> p(
       new PostcopyPager(memory, fd, std::move(missing), peer_timeout, std::move(on_failure)));
+  RETURN_IF_ERROR(p->Register());
   {
     absl::MutexLock l(&p->mu_);
     RETURN_IF_ERROR(Discard(memory, p->missing_));
   }
-  RETURN_IF_ERROR(p->Register());
   p->thread_ = std::thread([raw = p.get()] { raw->Serve(); });
   return p;
 }
@@ -92,29 +89,7 @@ PostcopyPager::PostcopyPager(vm_memory::GuestMemory& memory, int fd, PageBitmap 
 }
 
 absl::Status PostcopyPager::Register() {
-  // Not UFFD_USER_MODE_ONLY: KVM's own accesses to guest RAM must fault too.
-  uffd_.reset(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
-  if (!uffd_.valid()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "post-copy needs userfaultfd, which is not available here (", std::strerror(errno),
-        "; vm.unprivileged_userfaultfd or the process's privileges)"));
-  }
-  uffdio_api api = {};
-  api.api = UFFD_API;
-  if (::ioctl(uffd_.get(), UFFDIO_API, &api) != 0) return absl::ErrnoToStatus(errno, "UFFDIO_API");
-  if (!(api.features & UFFD_FEATURE_MISSING_SHMEM)) {
-    return absl::FailedPreconditionError(
-        "post-copy: this kernel's userfaultfd does not handle shared memory (memfd) faults");
-  }
-  for (const Region& r : regions_) {
-    uffdio_register reg = {};
-    reg.range.start = r.host;
-    reg.range.len = r.size;
-    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-    if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) {
-      return absl::ErrnoToStatus(errno, "UFFDIO_REGISTER of guest RAM");
-    }
-  }
+  ASSIGN_OR_RETURN(uffd_, RegisterMissingFaults(memory_, "post-copy"));
   stop_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_.valid()) return absl::ErrnoToStatus(errno, "eventfd");
   return absl::OkStatus();

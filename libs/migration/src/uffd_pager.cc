@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kindling/status_macros.h"
 
 namespace migration {
 namespace {
@@ -25,23 +26,26 @@ absl::Status Errno(int err, std::string_view what) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<UffdPager>> UffdPager::Start(vm_memory::GuestMemory& memory,
-                                                             vm_memory::UniqueFd file) {
+absl::StatusOr<vm_memory::UniqueFd> RegisterMissingFaults(const vm_memory::GuestMemory& memory,
+                                                          absl::string_view purpose) {
   // Not UFFD_USER_MODE_ONLY: KVM's own accesses to guest RAM must fault too.
   vm_memory::UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
   if (!uffd.valid()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "userfaultfd is not available here (", std::strerror(errno),
+        purpose, " needs userfaultfd, which is not available here (", std::strerror(errno),
         "; vm.unprivileged_userfaultfd or the process's privileges)"));
   }
   uffdio_api api = {};
   api.api = UFFD_API;
   if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0) return Errno(errno, "UFFDIO_API");
-  std::vector<Range> ranges;
-  uint64_t offset = 0;
   for (const vm_memory::GuestRegion* r : memory.regions()) {
     if (r->page_size() != kPage) {
-      return absl::InvalidArgumentError("a userfaultfd restore needs 4 KiB pages (no hugepages)");
+      return absl::InvalidArgumentError(
+          absl::StrCat(purpose, " needs guest RAM of 4 KiB pages (no hugepages)"));
+    }
+    if (!r->private_file() && !(api.features & UFFD_FEATURE_MISSING_SHMEM)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          purpose, ": this kernel's userfaultfd does not handle shared memory (memfd) faults"));
     }
     uffdio_register reg = {};
     reg.range.start = r->host_address().value;
@@ -50,6 +54,17 @@ absl::StatusOr<std::unique_ptr<UffdPager>> UffdPager::Start(vm_memory::GuestMemo
     if (::ioctl(uffd.get(), UFFDIO_REGISTER, &reg) != 0) {
       return Errno(errno, "UFFDIO_REGISTER of guest RAM");
     }
+  }
+  return uffd;
+}
+
+absl::StatusOr<std::unique_ptr<UffdPager>> UffdPager::Start(vm_memory::GuestMemory& memory,
+                                                             vm_memory::UniqueFd file) {
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd uffd,
+                   RegisterMissingFaults(memory, "a userfaultfd restore"));
+  std::vector<Range> ranges;
+  uint64_t offset = 0;
+  for (const vm_memory::GuestRegion* r : memory.regions()) {
     ranges.push_back({r->host_address().value, r->size(), offset});
     offset += r->size();
   }

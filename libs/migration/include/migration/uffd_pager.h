@@ -17,10 +17,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "vm-memory/guest_memory.h"
 #include "vm-memory/unique_fd.h"
 
 namespace migration {
+
+// A userfaultfd with every region of `memory` registered for missing-page
+// faults (kernel-mode ones too: KVM's accesses to guest RAM must fault).
+// `purpose` names the user in errors ("post-copy"). FAILED_PRECONDITION
+// where userfaultfd, or its shared-memory support, is not available;
+// INVALID_ARGUMENT for RAM not in 4 KiB pages.
+absl::StatusOr<vm_memory::UniqueFd> RegisterMissingFaults(const vm_memory::GuestMemory& memory,
+                                                          absl::string_view purpose);
 
 class UffdPager {
  public:
