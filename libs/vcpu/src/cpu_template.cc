@@ -197,6 +197,8 @@ absl::StatusOr<CpuTemplate> ParseCpuTemplateJson(std::string_view json) {
         if (!m.ok()) return m.status();
         t.msr_modifiers.push_back(*m);
       }
+    } else if (key == "comment") {
+      // Free text for people (kindling cpu-baseline writes its notes here).
     } else if (key == "kvm_capabilities" || key == "reg_modifiers" ||
                key == "vcpu_features") {
       if (!value.empty()) {
@@ -226,9 +228,21 @@ absl::StatusOr<CpuTemplate> LoadCpuTemplateFile(const std::string& path) {
   return t;
 }
 
+namespace {
+
+bool OnlyClears(const CpuidModifier& m) {
+  for (const CpuidRegisterModifier& r : m.modifiers) {
+    if (r.bitmap.bits & r.bitmap.mask) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::Status ApplyCpuTemplate(CpuidTable& table, const CpuTemplate& tmpl) {
   for (const CpuidModifier& m : tmpl.cpuid_modifiers) {
     kvm_cpuid_entry2* e = FindCpuid(table, m.leaf, m.subleaf);
+    if (e == nullptr && OnlyClears(m)) continue;  // nothing there to clear
     if (e == nullptr) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "CPU template modifies CPUID leaf 0x%x subleaf 0x%x, which KVM "

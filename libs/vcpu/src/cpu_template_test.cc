@@ -106,14 +106,26 @@ TEST_CASE("Applying a template changes only the masked bits") {
   REQUIRE(table[2].ebx == 0xabcd);      // leaf 7.1 untouched
 }
 
-TEST_CASE("A template for a leaf KVM does not provide is an error") {
+TEST_CASE("A template that sets bits of a leaf KVM does not provide is an error") {
   CpuidTable table = {Entry(1, 0, 0, 0, 0, 0, 0)};
   auto t = ParseCpuTemplateJson(
       R"({"cpuid_modifiers":[{"leaf":"0x8000001f","subleaf":"0x0","flags":0,
-          "modifiers":[{"register":"eax","bitmap":"0b0"}]}]})");
+          "modifiers":[{"register":"eax","bitmap":"0b1"}]}]})");
   REQUIRE(t.ok());
   absl::Status s = ApplyCpuTemplate(table, *t);
   REQUIRE(ErrorMentions(s, "leaf 0x8000001f subleaf 0x0"));
+}
+
+TEST_CASE("Clearing bits of a leaf KVM does not provide is a no-op") {
+  // A pool's baseline hides leaves some hosts lack (cpu_baseline.h).
+  CpuidTable table = {Entry(1, 0, 0, 0, 0x5, 0, 0)};
+  auto t = ParseCpuTemplateJson(
+      R"({"comment": ["free text"], "cpuid_modifiers":[{"leaf":"0x14","subleaf":"0x0","flags":1,
+          "modifiers":[{"register":"eax","bitmap":"0b0000"}]}]})");
+  REQUIRE(t.ok());
+  REQUIRE(ApplyCpuTemplate(table, *t).ok());
+  REQUIRE(table.size() == 1);
+  REQUIRE(table[0].ebx == 0x5);
 }
 
 TEST_CASE("MSR modifiers apply to known MSRs only") {

@@ -123,6 +123,24 @@ absl::StatusOr<std::vector<uint32_t>> Kvm::GetMsrIndexList() const {
   return list.Take(list.header()->nmsrs);
 }
 
+absl::StatusOr<std::vector<kvm_msr_entry>> Kvm::GetFeatureMsrs() const {
+  if (CheckExtension(KVM_CAP_GET_MSR_FEATURES) <= 0) return std::vector<kvm_msr_entry>{};
+  abi::FlexArray<abi::MsrListHeader, uint32_t> list(kMaxMsrIndices);
+  list.header()->nmsrs = kMaxMsrIndices;
+  if (Ioctl(fd_.get(), abi::kGetMsrFeatureIndexList, list.header()) < 0) {
+    return IoctlError("KVM_GET_MSR_FEATURE_INDEX_LIST");
+  }
+  std::vector<kvm_msr_entry> out;
+  for (uint32_t index : list.Take(list.header()->nmsrs)) {
+    abi::FlexArray<abi::MsrsHeader, kvm_msr_entry> one(1);
+    one.header()->nmsrs = 1;
+    one.entries()[0].index = index;
+    // An MSR KVM lists but cannot read on this host is left out.
+    if (Ioctl(fd_.get(), abi::kGetMsrs, one.header()) == 1) out.push_back(one.entries()[0]);
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<Vm>> Kvm::CreateVm() const {
   int fd = Ioctl(fd_.get(), KVM_CREATE_VM, 0);
   if (fd < 0) return IoctlError("KVM_CREATE_VM");
@@ -471,6 +489,12 @@ absl::StatusOr<std::vector<kvm_msr_entry>> Vcpu::GetMsrs(
     if (one.ok() && !one->empty()) out.push_back((*one)[0]);
   }
   return out;
+}
+
+absl::StatusOr<uint32_t> Vcpu::GetTscKhz() const {
+  int khz = Ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+  if (khz < 0) return IoctlError("KVM_GET_TSC_KHZ");
+  return static_cast<uint32_t>(khz);
 }
 
 absl::Status Vcpu::SetMsrs(std::span<const kvm_msr_entry> entries) {

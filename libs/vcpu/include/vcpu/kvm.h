@@ -54,6 +54,10 @@ class Kvm {
   absl::Status RequireCapabilities(std::span<const NamedCapability> caps) const;
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> GetSupportedCpuid() const;
   absl::StatusOr<std::vector<uint32_t>> GetMsrIndexList() const;
+  // The feature MSRs (KVM_GET_MSR_FEATURE_INDEX_LIST, each read with
+  // KVM_GET_MSRS on /dev/kvm): what KVM lets a guest see, e.g.
+  // IA32_ARCH_CAPABILITIES. Empty without KVM_CAP_GET_MSR_FEATURES.
+  absl::StatusOr<std::vector<kvm_msr_entry>> GetFeatureMsrs() const;
   absl::StatusOr<std::unique_ptr<Vm>> CreateVm() const;
 
   int fd() const { return fd_.get(); }
@@ -160,6 +164,8 @@ class Vcpu {
       std::span<const uint32_t> indices) const;
   absl::Status SetMsrs(std::span<const kvm_msr_entry> msrs);
   absl::Status KvmclockCtrl();
+  // The vCPU's TSC frequency in kHz (KVM_GET_TSC_KHZ).
+  absl::StatusOr<uint32_t> GetTscKhz() const;
   // A file descriptor for the vCPU's binary statistics (KVM_GET_STATS_FD).
   absl::StatusOr<vm_memory::UniqueFd> GetStatsFd() const;
 

@@ -1,0 +1,40 @@
+// The pre-migration check: can a guest that sees one CPUID run on a host
+// whose KVM offers another? A guest must never see a feature disappear, so
+// a destination refuses, naming each missing feature, before any memory is
+// sent (and before a snapshot taken elsewhere is restored).
+//
+//   Status s = vcpu::CheckGuestCpuid(guest_cpuid, host_supported, "host-b");
+//   // "... avx512f (leaf 0x7 ebx bit 16) is not supported by host host-b"
+#ifndef VCPU_CPU_COMPAT_H_
+#define VCPU_CPU_COMPAT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "vcpu/cpu_profile.h"
+#include "vcpu/cpuid.h"
+
+namespace vcpu {
+
+// Each feature bit `guest` shows that `host` lacks, described as
+// "avx512f (leaf 0x7 ebx bit 16)", and each address-width or XSAVE-size
+// field where the guest needs more than the host offers. Bits the guest OS
+// or the VMM sets (OSXSAVE, OSPKE, hypervisor, HTT) are not compared; AMD's
+// 0x80000001 EDX copies of leaf-1 bits are satisfied by either.
+std::vector<std::string> MissingCpuFeatures(const CpuidTable& guest, const CpuidTable& host);
+
+// FAILED_PRECONDITION naming every missing feature ("... is not supported
+// by host <host_name>"), or OK.
+absl::Status CheckGuestCpuid(const CpuidTable& guest, const CpuidTable& host,
+                             absl::string_view host_name);
+
+// `supported` narrowed to what `profile` offers too: feature bits ANDed,
+// value fields lowered. How a test makes one machine stand in for a host of
+// another CPU (kindling's --host-cpu-profile).
+CpuidTable RestrictToProfile(const CpuidTable& supported, const CpuProfile& profile);
+
+}  // namespace vcpu
+
+#endif  // VCPU_CPU_COMPAT_H_
