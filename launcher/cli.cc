@@ -166,7 +166,15 @@ guest), and exits with the guest's status.
   --cmdline STR          kernel command line (default: console=ttyS0 reboot=k panic=1 pci=off)
   --cpus N               vCPUs, 1-254 (default 1)
   --memory MIB           guest RAM in MiB (default 128)
-  --cpu-template FILE    Firecracker-format custom CPU template (JSON)
+  --cpu-template FILE    Firecracker-format custom CPU template (JSON); a CPU
+                         pool's baseline comes from kindling cpu-baseline
+  --host-cpu-template FILE  narrow what this host offers guests (KVM's
+                         supported CPUID) by a CPU template's CPUID modifiers:
+                         the base of new guests and what an incoming
+                         migration or restore is checked against (a host of
+                         a pool kept within it, or a test standing in for a
+                         host of another CPU); allowed with --restore and
+                         --incoming
   --pv-eoi on|off        paravirtual end-of-interrupt (default on)
   --kvmclock on|off      --steal-time on|off   --pv-unhalt on|off
   --pv-tlb-flush on|off  --pv-send-ipi on|off  (all default on)
@@ -226,6 +234,7 @@ absl::Status CheckRestoreFlags(const std::vector<std::string>& given, const char
   bool restore = std::string_view(mode) == "--restore";
   for (const std::string& f : given) {
     bool allowed = f == mode || (restore && f == "--restore-mode") || f == "--stats" ||
+                   f == "--host-cpu-template" ||
                    f == "--hugepages" || f == "--help" || f == "-h";
     if (!allowed) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -349,7 +358,7 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
       }
       o.vm.virtio.console = *v == "virtio";
     } else if (flag == "--kernel" || flag == "--initrd" || flag == "--cmdline" ||
-               flag == "--cpu-template") {
+               flag == "--cpu-template" || flag == "--host-cpu-template") {
       auto v = need_value();
       if (!v.ok()) return v.status();
       if (flag == "--kernel") o.vm.kernel = *v;
@@ -359,6 +368,7 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
         cmdline_given = true;
       }
       if (flag == "--cpu-template") o.vm.cpu_template = *v;
+      if (flag == "--host-cpu-template") o.vm.host_cpu_template = *v;
     } else if (flag == "--cpus") {
       auto v = need_value();
       if (!v.ok()) return v.status();

@@ -158,7 +158,7 @@ int ExecControl(char** argv) {
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
                         "delete", "get", "list", "events", "console", "metrics", "host",
-                        "snapshot", "restore", "migrate"}) {
+                        "snapshot", "restore", "migrate", "cpu-profile", "cpu-baseline"}) {
     if (verb == v) return true;
   }
   return false;
@@ -173,6 +173,8 @@ int main(int argc, char** argv) {
                "       kindling serve [--listen unix:PATH] [--state-dir DIR]\n"
                "       kindling create|start|pause|resume|shutdown|kill|delete|get|list|\n"
                "                events|console|metrics|host|snapshot|restore ...  (kindling VERB --help)\n"
+               "       kindling cpu-profile [--output FILE]\n"
+               "       kindling cpu-baseline PROFILE.json... [--output FILE]\n"
                "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

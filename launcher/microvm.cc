@@ -81,6 +81,9 @@ absl::Status ValidateConfig(const VmConfig& config) {
   if (!config.cpu_template.empty()) {
     RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(config.cpu_template).status());
   }
+  if (!config.host_cpu_template.empty()) {
+    RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(config.host_cpu_template).status());
+  }
   return ValidateVirtio(config.virtio);
 }
 
@@ -175,8 +178,20 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   return WriteBootInfo(*memory_, kernel_, boot);
 }
 
-absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
+absl::StatusOr<vcpu::CpuidTable> MicroVm::HostCpuid(const VmConfig& config) const {
   ASSIGN_OR_RETURN(vcpu::CpuidTable cpuid, kvm_->GetSupportedCpuid());
+  if (config.host_cpu_template.empty()) return cpuid;
+  ASSIGN_OR_RETURN(vcpu::CpuTemplate narrow, vcpu::LoadCpuTemplateFile(config.host_cpu_template));
+  absl::Status s = vcpu::ApplyCpuTemplate(cpuid, narrow);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("--host-cpu-template ", config.host_cpu_template,
+                                               ": ", s.message()));
+  }
+  return cpuid;
+}
+
+absl::Status MicroVm::SetUpVcpus(const VmConfig& config) {
+  ASSIGN_OR_RETURN(vcpu::CpuidTable cpuid, HostCpuid(config));
   vcpu::ApplyPvFeatures(cpuid, config.pv);
   vcpu::CpuTemplate tmpl;
   if (!config.cpu_template.empty()) {

@@ -45,6 +45,10 @@ struct VmConfig {
   uint32_t cpus = 1;
   uint64_t memory_mib = 128;
   std::string cpu_template;  // path to Firecracker-format JSON; empty: none
+  // A template whose CPUID modifiers narrow what this host offers (KVM's
+  // supported CPUID): the base of a new guest's CPUID and what an incoming
+  // guest's is checked against. Empty: KVM's table as it is.
+  std::string host_cpu_template;
   vcpu::PvFeatures pv;
   // Split (LAPIC in KVM, IOAPIC here, no PIC/PIT) by default: a VM with
   // the full in-kernel irqchip costs ~10 ms more to create and tear down.
@@ -149,6 +153,12 @@ class MicroVm {
   absl::Status SetUpMemory(const VmConfig& config);
   absl::Status LoadGuest(const VmConfig& config);
   absl::Status SetUpVcpus(const VmConfig& config);
+  // What this host offers a guest: KVM's supported CPUID, narrowed by
+  // config.host_cpu_template.
+  absl::StatusOr<vcpu::CpuidTable> HostCpuid(const VmConfig& config) const;
+  // The pre-migration (and pre-restore) check: every vCPU's CPUID in `s`
+  // must be one this host can give (vcpu/cpu_compat.h).
+  absl::Status CheckGuestCpus(const VmConfig& config, const kindling::migration::v1::Snapshot& s) const;
   absl::Status CreateKvmVm(const VmConfig& config);
   // Creates vCPU `id` with `cpuid` (and its stats fd if asked).
   absl::StatusOr<vcpu::Vcpu*> AddVcpu(const VmConfig& config, uint32_t id,

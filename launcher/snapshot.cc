@@ -2,12 +2,16 @@
 // order they are saved and loaded. The format, its validation and the
 // memory file are libs/migration's.
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "launcher/microvm.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
+#include "vcpu/cpu_compat.h"
 #include "vm-memory/layout.h"
 
 namespace kindling {
@@ -107,8 +111,20 @@ absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot&
   return LoadFromState(s, where);
 }
 
+absl::Status MicroVm::CheckGuestCpus(const VmConfig& config, const v1::Snapshot& s) const {
+  ASSIGN_OR_RETURN(vcpu::CpuidTable host, HostCpuid(config));
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) std::snprintf(name, sizeof(name), "(this host)");
+  for (const v1::Vcpu& v : s.vcpus()) {
+    ASSIGN_OR_RETURN(vcpu::CpuidTable guest, ::migration::DecodeCpuid(v));
+    RETURN_IF_ERROR(vcpu::CheckGuestCpuid(guest, host, name));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MicroVm::PrepareFromState(const VmConfig& config, const v1::Snapshot& s) {
   RETURN_IF_ERROR(CreateKvmVm(config));
+  RETURN_IF_ERROR(CheckGuestCpus(config, s));
   virtio_plan_ = PlanVirtio(config.virtio);
   RETURN_IF_ERROR(SetUpDevices(config));
   for (uint32_t i = 0; i < config.cpus; ++i) {

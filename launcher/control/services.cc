@@ -23,6 +23,7 @@
 #include "launcher/microvm.h"
 #include "launcher/version.h"
 #include "migration/address.h"
+#include "vcpu/cpu_profile.h"
 #include "vcpu/kvm.h"
 
 namespace kindling::control {
@@ -74,8 +75,13 @@ std::string CpuModel() {
   return "";
 }
 
+std::string HostName() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+}
+
 void FillKvm(const std::string& device, v1::HostInfo& out) {
-  absl::StatusOr<std::unique_ptr<vcpu::Kvm>> kvm = vcpu::Kvm::Open(device);
+  absl::StatusOr<std::unique_ptr<::vcpu::Kvm>> kvm = ::vcpu::Kvm::Open(device);
   if (!kvm.ok()) {
     out.set_kvm_error(absl::StrCat(device, ": ", kvm.status().message()));
     return;
@@ -84,7 +90,7 @@ void FillKvm(const std::string& device, v1::HostInfo& out) {
   int max = (*kvm)->CheckExtension(KVM_CAP_MAX_VCPUS);
   out.set_max_vcpus(std::min<uint32_t>(max > 0 ? max : 1, kMaxVcpus));
   bool all = true;
-  for (const vcpu::NamedCapability& c : vcpu::RequiredCapabilities()) {
+  for (const ::vcpu::NamedCapability& c : ::vcpu::RequiredCapabilities()) {
     int v = (*kvm)->CheckExtension(c.cap);
     (*out.mutable_capabilities())[c.name] = v;
     if (v <= 0) {
@@ -111,6 +117,9 @@ void FillKvm(const std::string& device, v1::HostInfo& out) {
     }
   }
   out.set_kvm_usable(all);
+  if (absl::StatusOr<::vcpu::CpuProfile> p = ::vcpu::CollectCpuProfile(**kvm, HostName()); p.ok()) {
+    out.set_cpu_profile_json(::vcpu::CpuProfileToJson(*p));
+  }
 }
 
 // A snapshot directory named in a request: the daemon resolves nothing

@@ -264,6 +264,11 @@ std::string Quote(absl::string_view text) {
   return out + "\"";
 }
 
+std::string List(const std::vector<std::string>& items) {
+  if (items.empty()) return "[]";
+  return absl::StrCat("[\n", absl::StrJoin(items, ",\n"), "\n  ]");
+}
+
 }  // namespace
 
 std::string CpuTemplateToJson(const CpuTemplate& t, const std::vector<std::string>& notes) {
@@ -283,9 +288,8 @@ std::string CpuTemplateToJson(const CpuTemplate& t, const std::vector<std::strin
     msrs.push_back(absl::StrFormat("    {\"addr\": \"0x%x\", \"bitmap\": \"%s\"}", m.addr,
                                    Bitmap(m.bitmap, 64)));
   }
-  return absl::StrCat("{\n  \"comment\": [\n", absl::StrJoin(comment, ",\n"),
-                      "\n  ],\n  \"cpuid_modifiers\": [\n", absl::StrJoin(cpuid, ",\n"),
-                      "\n  ],\n  \"msr_modifiers\": [\n", absl::StrJoin(msrs, ",\n"), "\n  ]\n}\n");
+  return absl::StrCat("{\n  \"comment\": ", List(comment), ",\n  \"cpuid_modifiers\": ",
+                      List(cpuid), ",\n  \"msr_modifiers\": ", List(msrs), "\n}\n");
 }
 
 }  // namespace vcpu

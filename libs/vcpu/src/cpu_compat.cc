@@ -1,6 +1,5 @@
 #include "vcpu/cpu_compat.h"
 
-#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -14,17 +13,14 @@ namespace {
 constexpr CpuidRegister kRegs[] = {CpuidRegister::kEax, CpuidRegister::kEbx,
                                    CpuidRegister::kEcx, CpuidRegister::kEdx};
 
-uint32_t& Reg(kvm_cpuid_entry2& e, CpuidRegister r) {
+uint32_t Reg(const kvm_cpuid_entry2& e, CpuidRegister r) {
   switch (r) {
     case CpuidRegister::kEax: return e.eax;
     case CpuidRegister::kEbx: return e.ebx;
     case CpuidRegister::kEcx: return e.ecx;
     case CpuidRegister::kEdx: return e.edx;
   }
-  return e.eax;
-}
-uint32_t Reg(const kvm_cpuid_entry2& e, CpuidRegister r) {
-  return Reg(const_cast<kvm_cpuid_entry2&>(e), r);
+  return 0;
 }
 
 // What `table` offers in (leaf, subleaf, r), counting AMD's 0x80000001 EDX
@@ -114,27 +110,6 @@ absl::Status CheckGuestCpuid(const CpuidTable& guest, const CpuidTable& host,
       " cannot give it; ", absl::StrJoin(missing, ", "), missing.size() == 1 ? " is" : " are",
       " not supported by host ", host_name,
       " (boot guests of a pool with its baseline template: kindling cpu-baseline)"));
-}
-
-CpuidTable RestrictToProfile(const CpuidTable& supported, const CpuProfile& profile) {
-  CpuidTable other = ProfileCpuid(profile);
-  CpuidTable out = supported;
-  for (kvm_cpuid_entry2& e : out) {
-    uint32_t sub = (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ? e.index : 0;
-    const kvm_cpuid_entry2* o = FindCpuid(other, e.function, sub);
-    for (CpuidRegister r : kRegs) {
-      CpuidRegisterRule rule = RuleFor(e.function, sub, r);
-      if (rule.rule == PoolRule::kAnd) {
-        Reg(e, r) &= Offered(other, e.function, sub, r) | rule.dynamic;
-      } else if (rule.rule == PoolRule::kMin && o != nullptr) {
-        for (const RegisterField& f : rule.fields) {
-          uint32_t m = FieldMask(f);
-          Reg(e, r) = (Reg(e, r) & ~m) | std::min(Reg(e, r) & m, Reg(*o, r) & m);
-        }
-      }
-    }
-  }
-  return out;
 }
 
 }  // namespace vcpu

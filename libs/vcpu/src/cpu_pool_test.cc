@@ -272,16 +272,6 @@ TEST_CASE("Address widths: a guest needing more than the host has is refused") {
   CHECK(missing[0].find("the host has 39") != std::string::npos);
 }
 
-TEST_CASE("Restricting a host to another profile ANDs features and lowers widths") {
-  CpuidTable sky = ProfileCpuid(Load("skylake_server"));
-  CpuProfile rome = Load("epyc_rome");
-  CpuidTable r = RestrictToProfile(sky, rome);
-  CHECK(!Has(r, 7, 0, R::kEbx, 16));
-  CHECK(Has(r, 7, 0, R::kEbx, 5));
-  CHECK(Reg(r, 0, 0, R::kEbx) == Reg(sky, 0, 0, R::kEbx));  // the vendor stays
-  CHECK(MissingCpuFeatures(r, ProfileCpuid(rome)).empty());
-}
-
 TEST_CASE("Feature names follow /proc/cpuinfo") {
   CHECK(FeatureName(7, 0, R::kEbx, 16) == "avx512f");
   CHECK(FeatureName(0x80000001, 0, R::kEcx, 0) == "lahf_lm");

@@ -10,7 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "tools/cc/status_macros.h"
+#include "kindling/status_macros.h"
 
 namespace vcpu {
 namespace {

@@ -2,7 +2,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "tools/cc/status_macros.h"
+#include "kindling/status_macros.h"
 #include "vcpu/cpu_profile.h"
 
 namespace vcpu {

@@ -13,7 +13,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "vcpu/cpu_profile.h"
 #include "vcpu/cpuid.h"
 
 namespace vcpu {
@@ -29,11 +28,6 @@ std::vector<std::string> MissingCpuFeatures(const CpuidTable& guest, const Cpuid
 // by host <host_name>"), or OK.
 absl::Status CheckGuestCpuid(const CpuidTable& guest, const CpuidTable& host,
                              absl::string_view host_name);
-
-// `supported` narrowed to what `profile` offers too: feature bits ANDed,
-// value fields lowered. How a test makes one machine stand in for a host of
-// another CPU (kindling's --host-cpu-profile).
-CpuidTable RestrictToProfile(const CpuidTable& supported, const CpuProfile& profile);
 
 }  // namespace vcpu
 
