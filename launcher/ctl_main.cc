@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "cpu-profile") {
     return kindling::control::CpuProfileMain({args.begin() + 1, args.end()});
   }
+  if (!args.empty() && args[0] == "pool-join") {
+    return kindling::control::PoolJoinMain({args.begin() + 1, args.end()});
+  }
   if (!args.empty() && args[0] == "cpu-baseline") {
     return kindling::control::CpuBaselineMain({args.begin() + 1, args.end()});
   }

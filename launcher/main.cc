@@ -158,7 +158,8 @@ int ExecControl(char** argv) {
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
                         "delete", "get", "list", "events", "console", "metrics", "host",
-                        "snapshot", "restore", "migrate", "cpu-profile", "cpu-baseline"}) {
+                        "snapshot", "restore", "migrate", "cpu-profile", "cpu-baseline",
+                        "pool-join"}) {
     if (verb == v) return true;
   }
   return false;
@@ -174,7 +175,8 @@ int main(int argc, char** argv) {
                "       kindling create|start|pause|resume|shutdown|kill|delete|get|list|\n"
                "                events|console|metrics|host|snapshot|restore ...  (kindling VERB --help)\n"
                "       kindling cpu-profile [--output FILE]\n"
-               "       kindling cpu-baseline PROFILE.json... [--output FILE]\n"
+               "       kindling cpu-baseline PROFILE.json... [--etcd E --pool P] [--output FILE]\n"
+               "       kindling pool-join --etcd E --pool P [--profile FILE]\n"
                "       kindling --version\n",
                args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

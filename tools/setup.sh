@@ -12,6 +12,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils seabios python3-libvhdi libvhdi-utils
   busybox-static cpio file acpica-tools
   fio prometheus
+  etcd-server golang-etcd-server-dev
 )
 
 missing=()

@@ -127,6 +127,8 @@ int Create(v1::VmService::Stub& stub, const Common& c) {
   for (size_t i = 0; i < c.rest.size(); ++i) {
     if (c.rest[i] == "--id" && i + 1 < c.rest.size()) {
       req.set_vm_id(c.rest[++i]);
+    } else if (c.rest[i] == "--outside-pool") {
+      req.set_outside_pool(true);
     } else {
       flags.push_back(c.rest[i]);
     }

@@ -1,12 +1,15 @@
 #include "launcher/control/cpu_pool_cli.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "launcher/control/etcd_pool.h"
 #include "vcpu/cpu_baseline.h"
 #include "vcpu/cpu_profile.h"
 #include "vcpu/kvm.h"
@@ -22,12 +25,23 @@ sizes, address bits, the TSC frequency and whether KVM can scale it.
 --host names the host in the profile (default: the hostname).
 )";
 
-constexpr char kBaselineUsage[] = R"(usage: kindling cpu-baseline PROFILE.json... [--output FILE]
+constexpr char kBaselineUsage[] = R"(usage: kindling cpu-baseline [PROFILE.json...] [--etcd ENDPOINTS --pool NAME] [--output FILE]
 
 Writes the Firecracker-format CPU template that leaves a guest only what
 every profiled host offers (docs/design/cpu-pool.md has the rules); boot
 the pool's guests with it (kindling run --cpu-template FILE) and they can
-migrate to any of its hosts.
+migrate to any of its hosts. With --etcd and --pool the profiles are those
+the pool's hosts publish on etcd (kindling serve --pool, kindling pool-join),
+plus any files named.
+)";
+
+constexpr char kJoinUsage[] = R"(usage: kindling pool-join --etcd ENDPOINTS --pool NAME [--profile FILE] [--host NAME] [--ttl-s N]
+
+Publishes a CPU profile (default: this host's, as kindling cpu-profile
+writes it) in CPU pool NAME on etcd under a lease of N seconds (default 10)
+and keeps it alive until SIGINT/SIGTERM, then revokes it. kindling serve
+--pool does the same for a daemon; this is for a host that is not serving
+yet, or a profile an operator wants counted.
 )";
 
 int Fail(absl::string_view why, int status = 1) {
@@ -70,6 +84,27 @@ absl::StatusOr<std::vector<std::string>> TakeFlags(
   return rest;
 }
 
+// The profiles pool `pool` publishes on etcd; none without --etcd.
+absl::StatusOr<std::vector<::vcpu::CpuProfile>> PoolProfiles(const std::string& etcd,
+                                                             const std::string& pool) {
+  std::vector<::vcpu::CpuProfile> out;
+  if (etcd.empty()) return out;
+  absl::StatusOr<std::unique_ptr<EtcdPool>> p = EtcdPool::Connect(etcd, pool);
+  if (!p.ok()) return p.status();
+  absl::StatusOr<std::vector<EtcdPool::Member>> members = (*p)->Members();
+  if (!members.ok()) return members.status();
+  if (members->empty()) return absl::NotFoundError(absl::StrCat("pool ", pool, " has no hosts on etcd"));
+  for (const EtcdPool::Member& m : *members) {
+    absl::StatusOr<::vcpu::CpuProfile> profile = ::vcpu::ParseCpuProfileJson(m.profile_json);
+    if (!profile.ok()) {
+      return absl::Status(profile.status().code(), absl::StrCat("pool ", pool, " host ", m.host,
+                                                                ": ", profile.status().message()));
+    }
+    out.push_back(*std::move(profile));
+  }
+  return out;
+}
+
 bool WantsHelp(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     if (a == "--help" || a == "-h") return true;
@@ -94,11 +129,16 @@ int CpuProfileMain(const std::vector<std::string>& args) {
 
 int CpuBaselineMain(const std::vector<std::string>& args) {
   if (WantsHelp(args)) return std::fputs(kBaselineUsage, stdout), 0;
-  std::string output;
-  auto files = TakeFlags(args, {{"--output", &output}});
+  std::string output, etcd, pool;
+  auto files = TakeFlags(args, {{"--output", &output}, {"--etcd", &etcd}, {"--pool", &pool}});
   if (!files.ok()) return Fail(files.status().message(), 2);
-  if (files->empty()) return Fail("cpu-baseline: which profiles? (kindling cpu-baseline --help)", 2);
-  std::vector<::vcpu::CpuProfile> profiles;
+  if (etcd.empty() != pool.empty()) return Fail("cpu-baseline: --etcd and --pool go together", 2);
+  if (files->empty() && etcd.empty()) {
+    return Fail("cpu-baseline: which profiles? (kindling cpu-baseline --help)", 2);
+  }
+  absl::StatusOr<std::vector<::vcpu::CpuProfile>> published = PoolProfiles(etcd, pool);
+  if (!published.ok()) return Fail(absl::StrCat("cpu-baseline: ", published.status().message()));
+  std::vector<::vcpu::CpuProfile> profiles = *std::move(published);
   for (const std::string& f : *files) {
     if (f.rfind("--", 0) == 0) return Fail(absl::StrCat("cpu-baseline: unknown flag ", f), 2);
     absl::StatusOr<::vcpu::CpuProfile> p = ::vcpu::LoadCpuProfileFile(f);
@@ -108,6 +148,44 @@ int CpuBaselineMain(const std::vector<std::string>& args) {
   absl::StatusOr<::vcpu::Baseline> b = ::vcpu::ComputeBaseline(profiles);
   if (!b.ok()) return Fail(absl::StrCat("cpu-baseline: ", b.status().message()));
   return Write(::vcpu::CpuTemplateToJson(b->cpu_template, b->notes), output);
+}
+
+int PoolJoinMain(const std::vector<std::string>& args) {
+  if (WantsHelp(args)) return std::fputs(kJoinUsage, stdout), 0;
+  std::string etcd, pool, file, host = HostName(), ttl = "10";
+  auto rest = TakeFlags(args, {{"--etcd", &etcd}, {"--pool", &pool}, {"--profile", &file},
+                               {"--host", &host}, {"--ttl-s", &ttl}});
+  if (!rest.ok()) return Fail(rest.status().message(), 2);
+  if (!rest->empty()) return Fail(absl::StrCat("pool-join: unexpected '", (*rest)[0], "'"), 2);
+  int64_t ttl_s = 0;
+  if (!absl::SimpleAtoi(ttl, &ttl_s) || ttl_s < 2 || ttl_s > 3600) {
+    return Fail("pool-join: --ttl-s: expected 2 to 3600 seconds", 2);
+  }
+  if (etcd.empty() || pool.empty()) return Fail("pool-join: --etcd and --pool are required", 2);
+  absl::StatusOr<::vcpu::CpuProfile> profile = absl::InternalError("unset");
+  if (!file.empty()) {
+    profile = ::vcpu::LoadCpuProfileFile(file);
+  } else if (auto kvm = ::vcpu::Kvm::Open(); kvm.ok()) {
+    profile = ::vcpu::CollectCpuProfile(**kvm, host);
+  } else {
+    profile = kvm.status();
+  }
+  if (!profile.ok()) return Fail(absl::StrCat("pool-join: ", profile.status().message()));
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  absl::StatusOr<std::unique_ptr<EtcdPool>> p = EtcdPool::Connect(etcd, pool);
+  if (!p.ok()) return Fail(absl::StrCat("pool-join: ", p.status().message()));
+  absl::Status s = (*p)->Join(host, ::vcpu::CpuProfileToJson(*profile), absl::Seconds(ttl_s));
+  if (!s.ok()) return Fail(absl::StrCat("pool-join: ", s.message()));
+  std::fprintf(stderr, "kindling: %s joined CPU pool %s\n", host.c_str(), pool.c_str());
+  int sig = 0;
+  sigwait(&stop, &sig);
+  s = (*p)->Leave();
+  if (!s.ok()) return Fail(absl::StrCat("pool-join: leaving: ", s.message()));
+  return 0;
 }
 
 }  // namespace kindling::control

@@ -12,6 +12,7 @@ namespace kindling::control {
 // Both return the process exit status: 0, 1 (failed), 2 (usage).
 int CpuProfileMain(const std::vector<std::string>& args);
 int CpuBaselineMain(const std::vector<std::string>& args);
+int PoolJoinMain(const std::vector<std::string>& args);
 
 }  // namespace kindling::control
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "launcher/control/services.h"
@@ -28,6 +29,8 @@ struct ServeFlags {
   bool stop_vms_on_exit = false;
   std::string tls_cert, tls_key, tls_ca;
   std::string metrics_listen;
+  std::string pool, etcd;
+  int64_t pool_ttl_s = 10;
 };
 
 constexpr char kUsage[] = R"(usage: kindling serve [options]
@@ -43,6 +46,11 @@ daemon finds them again under --state-dir.
   --stop-vms-on-exit      end every VM when the daemon gets SIGTERM/SIGINT
   --metrics-listen HOST:PORT  Prometheus metrics (text format) at
                           http://HOST:PORT/metrics; port 0 picks one (logged)
+  --pool NAME --etcd ENDPOINTS  join CPU pool NAME on etcd (v3): publish this
+                          host's CPU profile under /kindling/pools/NAME/hosts/
+                          HOSTNAME with a lease kept alive (--pool-ttl-s, default
+                          10), and refuse CreateVm for a VM whose CPU some host
+                          of the pool lacks (unless outside_pool)
 )";
 
 int Fail(const std::string& msg) {
@@ -116,11 +124,39 @@ absl::StatusOr<ServeFlags> ParseServeFlags(const std::vector<std::string>& args)
     else if (a == "--metrics-listen") s = value(f.metrics_listen);
     else if (a == "--kvm-device") s = value(f.service.kvm_device);
     else if (a == "--vm-binary") s = value(f.service.vm_binary);
-    else if (a == "--stop-vms-on-exit") f.stop_vms_on_exit = true;
+    else if (a == "--pool") s = value(f.pool);
+    else if (a == "--etcd") s = value(f.etcd);
+    else if (a == "--pool-ttl-s") {
+      std::string v;
+      s = value(v);
+      if (s.ok() && (!absl::SimpleAtoi(v, &f.pool_ttl_s) || f.pool_ttl_s < 2 || f.pool_ttl_s > 3600)) {
+        s = absl::InvalidArgumentError("--pool-ttl-s: expected 2 to 3600 seconds");
+      }
+    } else if (a == "--stop-vms-on-exit") f.stop_vms_on_exit = true;
     else return absl::InvalidArgumentError(absl::StrCat("unknown option '", a, "' (see kindling serve --help)"));
     if (!s.ok()) return s;
   }
+  if (f.pool.empty() != f.etcd.empty()) {
+    return absl::InvalidArgumentError("--pool and --etcd go together");
+  }
   return f;
+}
+
+// --pool: this host's profile, published for as long as the daemon runs.
+absl::StatusOr<std::unique_ptr<EtcdPool>> JoinPool(const ServeFlags& f, const v1::HostInfo& host) {
+  if (f.pool.empty()) return nullptr;
+  if (host.cpu_profile_json().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--pool ", f.pool, ": this host has no CPU profile to publish (KVM: ",
+                     host.kvm_usable() ? "no profile" : host.kvm_error(), ")"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<EtcdPool> pool, EtcdPool::Connect(f.etcd, f.pool));
+  char name[256] = {};
+  std::string self = ::gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+  absl::Status s = pool->Join(self, host.cpu_profile_json(), absl::Seconds(f.pool_ttl_s));
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("--pool ", f.pool, ": ", s.message()));
+  std::fprintf(stderr, "kindling serve: joined CPU pool %s as %s\n", f.pool.c_str(), self.c_str());
+  return pool;
 }
 
 }  // namespace
@@ -149,6 +185,9 @@ int ServeMain(const std::vector<std::string>& args) {
   HostServiceImpl host(f->service.kvm_device);
   VmServiceImpl vms(f->service, &host);
   vms.Recover();
+  absl::StatusOr<std::unique_ptr<EtcdPool>> pool = JoinPool(*f, host.info());
+  if (!pool.ok()) return Fail(std::string(pool.status().message()));
+  vms.SetPool(pool->get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -23,7 +23,9 @@
 #include "launcher/microvm.h"
 #include "launcher/version.h"
 #include "migration/address.h"
+#include "vcpu/cpu_compat.h"
 #include "vcpu/cpu_profile.h"
+#include "vcpu/cpu_template.h"
 #include "vcpu/kvm.h"
 
 namespace kindling::control {
@@ -120,6 +122,35 @@ void FillKvm(const std::string& device, v1::HostInfo& out) {
   if (absl::StatusOr<::vcpu::CpuProfile> p = ::vcpu::CollectCpuProfile(**kvm, HostName()); p.ok()) {
     out.set_cpu_profile_json(::vcpu::CpuProfileToJson(*p));
   }
+}
+
+// A VM's CPU (this host's, narrowed by its template) must be one every host
+// of the pool can give: otherwise it could not migrate there.
+absl::Status CheckWithinPool(const v1::HostInfo& host, const std::string& cpu_template,
+                             const EtcdPool& pool) {
+  ASSIGN_OR_RETURN(::vcpu::CpuProfile self, ::vcpu::ParseCpuProfileJson(host.cpu_profile_json()));
+  ::vcpu::CpuidTable guest = ::vcpu::ProfileCpuid(self);
+  if (!cpu_template.empty()) {
+    ASSIGN_OR_RETURN(::vcpu::CpuTemplate t, ::vcpu::ParseCpuTemplateJson(cpu_template));
+    RETURN_IF_ERROR(::vcpu::ApplyCpuTemplate(guest, t));
+  }
+  absl::StatusOr<std::vector<EtcdPool::Member>> members = pool.Members();
+  if (!members.ok()) {
+    return absl::UnavailableError(absl::StrCat("the CPU pool's members: ", members.status().message()));
+  }
+  for (const EtcdPool::Member& m : *members) {
+    absl::StatusOr<::vcpu::CpuProfile> p = ::vcpu::ParseCpuProfileJson(m.profile_json);
+    if (!p.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("pool host ", m.host, ": ", p.status().message()));
+    }
+    absl::Status s = ::vcpu::CheckGuestCpuid(guest, ::vcpu::ProfileCpuid(*p), m.host);
+    if (!s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the VM's CPU is not within its CPU pool (boot it with the pool's baseline, kindling "
+          "cpu-baseline --etcd ... --pool ..., or create it with outside_pool): ", s.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // A snapshot directory named in a request: the daemon resolves nothing
@@ -221,6 +252,9 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Create(const v1::CreateVmRequest& req) {
   std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
   RETURN_IF_ERROR(ValidateVmId(id));
   RETURN_IF_ERROR(ValidateVmConfig(req.config(), host.memory_mib(), host.max_vcpus()));
+  if (pool_ != nullptr && !req.outside_pool()) {
+    RETURN_IF_ERROR(CheckWithinPool(host, req.config().cpu_template(), *pool_));
+  }
   std::string dir = options_.state_dir + "/vms/" + id;
   ASSIGN_OR_RETURN(std::vector<std::string> flags,
                    ToRunFlags(req.config(), dir + "/cpu_template.json"));

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kindling/v1/host.grpc.pb.h"
 #include "kindling/v1/vm.grpc.pb.h"
+#include "launcher/control/etcd_pool.h"
 #include "launcher/control/metrics.h"
 #include "launcher/control/vm_handle.h"
 
@@ -39,6 +40,9 @@ class HostServiceImpl final : public v1::HostService::Service {
 class VmServiceImpl final : public v1::VmService::Service {
  public:
   VmServiceImpl(ServiceOptions options, const HostServiceImpl* host);
+  // kindling serve --pool: CreateVm refuses VMs that could not migrate to
+  // every host of `pool` (unless outside_pool). Not owned; may be null.
+  void SetPool(const EtcdPool* pool) { pool_ = pool; }
   // Finds the VM processes a previous daemon left running.
   void Recover();
   // Ends every VM process (--stop-vms-on-exit).
@@ -85,6 +89,7 @@ class VmServiceImpl final : public v1::VmService::Service {
 
   const ServiceOptions options_;
   const HostServiceImpl* const host_;
+  const EtcdPool* pool_ = nullptr;
   EventHub hub_;
   absl::Mutex mu_;
   // A null entry is an id being created.
