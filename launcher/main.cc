@@ -20,6 +20,7 @@
 #include "kindling/status_macros.h"
 #include "migration/address.h"
 #include "migration/snapshot.h"
+#include "vcpu/cpu_template.h"
 #include "launcher/version.h"
 
 namespace {
@@ -50,15 +51,38 @@ void ForwardStdin(MicroVm* vm) {
   }
 }
 
+// The signal that stopped a wait for a migration (128 + it is the exit status).
+int g_stopped_by = 0;
+
+// Waits up to a day for the source, giving up at once on a stop signal
+// (they are blocked for sigwait; a waiting destination must still obey them).
+absl::StatusOr<vm_memory::UniqueFd> AwaitSource(int listener, const sigset_t& stop) {
+  for (absl::Time end = absl::Now() + absl::Hours(24); absl::Now() < end;) {
+    timespec now = {};
+    if (int sig = ::sigtimedwait(&stop, nullptr, &now); sig > 0) {
+      g_stopped_by = sig;
+      return absl::CancelledError(absl::StrCat("stopped by signal ", sig,
+                                               " while waiting for a migration"));
+    }
+    absl::StatusOr<vm_memory::UniqueFd> conn = ::migration::Accept(listener, absl::Milliseconds(200));
+    if (conn.ok() || !absl::IsDeadlineExceeded(conn.status())) return conn;
+  }
+  return absl::DeadlineExceededError("no migration source connected within 24 hours");
+}
+
 // The VM `kindling run` runs: booted, restored, or received.
-absl::StatusOr<std::unique_ptr<MicroVm>> Build(const kindling::RunOptions& opts) {
+absl::StatusOr<std::unique_ptr<MicroVm>> Build(const kindling::RunOptions& opts,
+                                               const sigset_t& stop) {
   if (!opts.restore_dir.empty()) {
     return MicroVm::Restore(opts.vm, opts.restore_dir, opts.restore_mode);
   }
   if (opts.incoming.empty()) return MicroVm::Create(opts.vm);
+  if (!opts.vm.host_cpu_template.empty()) {  // before a source is kept waiting
+    RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(opts.vm.host_cpu_template).status());
+  }
   ASSIGN_OR_RETURN(vm_memory::UniqueFd listener, ::migration::Listen(opts.incoming));
   std::fprintf(stderr, "kindling: waiting for a migration on %s\n", opts.incoming.c_str());
-  ASSIGN_OR_RETURN(vm_memory::UniqueFd conn, ::migration::Accept(listener.get(), absl::Hours(24)));
+  ASSIGN_OR_RETURN(vm_memory::UniqueFd conn, AwaitSource(listener.get(), stop));
   return MicroVm::Incoming(opts.vm, std::move(conn));
 }
 
@@ -79,7 +103,11 @@ int Run(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   absl::Time built_from = absl::Now();
-  auto vm = Build(*opts);
+  auto vm = Build(*opts, stop_signals);
+  if (!vm.ok() && g_stopped_by != 0) {
+    std::fprintf(stderr, "kindling: %s\n", std::string(vm.status().message()).c_str());
+    return 128 + g_stopped_by;
+  }
   if (!vm.ok()) return Fail(std::string(vm.status().message()));
   if (opts->print_stats) {  // the VM's set-up: boot preparation or the restore
     std::fprintf(stderr, "kindling: stat %s_us %lld\n",

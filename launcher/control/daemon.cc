@@ -29,7 +29,7 @@ struct ServeFlags {
   bool stop_vms_on_exit = false;
   std::string tls_cert, tls_key, tls_ca;
   std::string metrics_listen;
-  std::string pool, etcd;
+  std::string pool, etcd, pool_host;
   int64_t pool_ttl_s = 10;
 };
 
@@ -50,7 +50,8 @@ daemon finds them again under --state-dir.
                           host's CPU profile under /kindling/pools/NAME/hosts/
                           HOSTNAME with a lease kept alive (--pool-ttl-s, default
                           10), and refuse CreateVm for a VM whose CPU some host
-                          of the pool lacks (unless outside_pool)
+                          of the pool lacks (unless outside_pool); --pool-host NAME
+                          names this host there (default: the hostname)
 )";
 
 int Fail(const std::string& msg) {
@@ -126,6 +127,7 @@ absl::StatusOr<ServeFlags> ParseServeFlags(const std::vector<std::string>& args)
     else if (a == "--vm-binary") s = value(f.service.vm_binary);
     else if (a == "--pool") s = value(f.pool);
     else if (a == "--etcd") s = value(f.etcd);
+    else if (a == "--pool-host") s = value(f.pool_host);
     else if (a == "--pool-ttl-s") {
       std::string v;
       s = value(v);
@@ -151,8 +153,11 @@ absl::StatusOr<std::unique_ptr<EtcdPool>> JoinPool(const ServeFlags& f, const v1
                      host.kvm_usable() ? "no profile" : host.kvm_error(), ")"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<EtcdPool> pool, EtcdPool::Connect(f.etcd, f.pool));
-  char name[256] = {};
-  std::string self = ::gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+  std::string self = f.pool_host;
+  if (self.empty()) {
+    char name[256] = {};
+    self = ::gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+  }
   absl::Status s = pool->Join(self, host.cpu_profile_json(), absl::Seconds(f.pool_ttl_s));
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat("--pool ", f.pool, ": ", s.message()));
   std::fprintf(stderr, "kindling serve: joined CPU pool %s as %s\n", f.pool.c_str(), self.c_str());

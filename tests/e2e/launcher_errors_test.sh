@@ -49,7 +49,27 @@ expect_error "unknown option" "unknown option '--frobnicate'" run --kernel "$gue
 expect_error "unknown command" "unknown command 'fly'" fly
 expect_error "no kernel" "--kernel is required" run
 expect_error "vsock: both host sides" "one host side" run --kernel "$guest" --vsock cid=3,vhost,uds=$tmp/v.sock
+expect_error "host CPU template: broken JSON" "broken.json" run --kernel "$guest" --host-cpu-template "$tmp/broken.json"
+expect_error "host CPU template with --incoming: a missing file" "/nonexistent.json" \
+  run --incoming "unix:/tmp/kindling-never-$$.sock" --host-cpu-template /nonexistent.json
 expect_error "command line too long" "command line" run --kernel "$guest" --cmdline "$(head -c 70000 /dev/zero | tr '\0' a)"
+
+# A destination waiting for a migration obeys SIGTERM (128 + 15), no KVM needed.
+sock_dir=$(mktemp -d /tmp/kindling-wait.XXXXXX)  # short: a unix socket path is at most 107 bytes
+"$kindling" run --incoming "unix:$sock_dir/wait.sock" </dev/null >/dev/null 2>"$tmp/err" &
+waiting=$!
+for _ in $(seq 50); do [[ -S $sock_dir/wait.sock ]] && break; sleep 0.1; done
+kill -TERM "$waiting"
+timeout 5 tail --pid="$waiting" -f /dev/null
+wait "$waiting"
+status=$?
+rm -rf "$sock_dir"
+if [[ $status -ne 143 ]] || ! grep -q "stopped by signal 15 while waiting for a migration" "$tmp/err"; then
+  echo "FAILED: SIGTERM while waiting for a migration: exit $status ($(cat "$tmp/err"))"
+  failed=1
+else
+  echo "ok: SIGTERM while waiting for a migration: exit 143"
+fi
 
 if [[ ! -c /dev/kvm ]]; then
   expect_error "no /dev/kvm" "cannot open /dev/kvm" run --kernel "$guest"
