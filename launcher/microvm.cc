@@ -178,8 +178,10 @@ absl::Status MicroVm::LoadGuest(const VmConfig& config) {
   return WriteBootInfo(*memory_, kernel_, boot);
 }
 
-absl::StatusOr<vcpu::CpuidTable> MicroVm::HostCpuid(const VmConfig& config) const {
-  ASSIGN_OR_RETURN(vcpu::CpuidTable cpuid, kvm_->GetSupportedCpuid());
+absl::StatusOr<vcpu::CpuidTable> MicroVm::HostCpuid(const VmConfig& config,
+                                                   bool guest_visible) const {
+  ASSIGN_OR_RETURN(vcpu::CpuidTable cpuid, guest_visible ? vcpu::GuestVisibleCpuid(*kvm_)
+                                                         : kvm_->GetSupportedCpuid());
   if (config.host_cpu_template.empty()) return cpuid;
   ASSIGN_OR_RETURN(vcpu::CpuTemplate narrow, vcpu::LoadCpuTemplateFile(config.host_cpu_template));
   absl::Status s = vcpu::ApplyCpuTemplate(cpuid, narrow);

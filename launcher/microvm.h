@@ -153,9 +153,11 @@ class MicroVm {
   absl::Status SetUpMemory(const VmConfig& config);
   absl::Status LoadGuest(const VmConfig& config);
   absl::Status SetUpVcpus(const VmConfig& config);
-  // What this host offers a guest: KVM's supported CPUID, narrowed by
-  // config.host_cpu_template.
-  absl::StatusOr<vcpu::CpuidTable> HostCpuid(const VmConfig& config) const;
+  // What this host offers a guest: KVM's supported CPUID (or, with
+  // `guest_visible`, what a vCPU given it sees: vcpu::GuestVisibleCpuid),
+  // narrowed by config.host_cpu_template.
+  absl::StatusOr<vcpu::CpuidTable> HostCpuid(const VmConfig& config,
+                                             bool guest_visible = false) const;
   // The pre-migration (and pre-restore) check: every vCPU's CPUID in `s`
   // must be one this host can give (vcpu/cpu_compat.h).
   absl::Status CheckGuestCpus(const VmConfig& config, const kindling::migration::v1::Snapshot& s) const;

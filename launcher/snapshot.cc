@@ -112,7 +112,7 @@ absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot&
 }
 
 absl::Status MicroVm::CheckGuestCpus(const VmConfig& config, const v1::Snapshot& s) const {
-  ASSIGN_OR_RETURN(vcpu::CpuidTable host, HostCpuid(config));
+  ASSIGN_OR_RETURN(vcpu::CpuidTable host, HostCpuid(config, /*guest_visible=*/true));
   char name[256] = {};
   if (::gethostname(name, sizeof(name) - 1) != 0) std::snprintf(name, sizeof(name), "(this host)");
   for (const v1::Vcpu& v : s.vcpus()) {

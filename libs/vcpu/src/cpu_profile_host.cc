@@ -19,10 +19,10 @@ absl::StatusOr<uint32_t> FreshVcpuTscKhz(const Kvm& kvm) {
 }  // namespace
 
 absl::StatusOr<CpuProfile> CollectCpuProfile(const Kvm& kvm, const std::string& host) {
-  ASSIGN_OR_RETURN(CpuidTable cpuid, kvm.GetSupportedCpuid());
+  ASSIGN_OR_RETURN(CpuidTable cpuid, GuestVisibleCpuid(kvm));
   CpuProfile p = ProfileFromCpuid(cpuid, host);
-  p.set_source(absl::StrCat("KVM_GET_SUPPORTED_CPUID and KVM_GET_MSR_FEATURE_INDEX_LIST on ",
-                            host));
+  p.set_source(absl::StrCat("KVM_GET_SUPPORTED_CPUID as a vCPU sees it, and "
+                            "KVM_GET_MSR_FEATURE_INDEX_LIST, on ", host));
   ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> msrs, kvm.GetFeatureMsrs());
   for (const kvm_msr_entry& m : msrs) {
     if (IsVmxCapabilityMsr(m.index)) continue;

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace vcpu {
 
+class Kvm;
 using CpuidTable = std::vector<kvm_cpuid_entry2>;
 
 inline constexpr uint32_t kKvmSignatureLeaf = 0x40000000;
@@ -53,6 +55,13 @@ void ApplyPvFeatures(CpuidTable& table, const PvFeatures& features);
 // Names of features switched on that the table does not offer.
 std::vector<std::string> MissingPvFeatures(const CpuidTable& table,
                                            const PvFeatures& features);
+
+// What a guest on this host is given: a throwaway vCPU's CPUID
+// (KVM_GET_CPUID2) after KVM_SET_CPUID2 with KVM_GET_SUPPORTED_CPUID. On
+// hardware KVM that is the supported table with KVM's own fix-ups; on
+// kvm_pvm it also holds the outer CPU's leaf 1/7 bits, which its guests see
+// whatever the VMM sets. What a host offers to an incoming guest.
+absl::StatusOr<CpuidTable> GuestVisibleCpuid(const Kvm& kvm);
 
 // Sets vCPU `index`'s APIC ID (= index) in leaves 0x1, 0xB, 0x1F and
 // 0x8000001E, the logical-processor counts for `count` vCPUs (one core
