@@ -11,6 +11,7 @@
 #include "migration/precopy.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
+#include "vcpu/cpu_compat.h"
 
 namespace kindling {
 
@@ -38,7 +39,11 @@ class VmMigrationSource : public ::migration::MigrationSource {
     *s.mutable_machine() = machine_;
     for (auto& cpu : vm_.vcpus_) {
       ASSIGN_OR_RETURN(auto cpuid, cpu->GetCpuid());
-      *s.add_vcpus() = ::migration::EncodeVcpu(vcpu::VcpuState{}, cpuid);
+      // The feature MSR the destination's pre-migration check compares.
+      vcpu::VcpuState features{};
+      const uint32_t index = vcpu::kArchCapabilitiesMsr;
+      ASSIGN_OR_RETURN(features.msrs, cpu->GetMsrs(std::span<const uint32_t>(&index, 1)));
+      *s.add_vcpus() = ::migration::EncodeVcpu(features, cpuid);
     }
     if (vm_.ioapic_) s.mutable_irqchip()->mutable_ioapic();
     else s.mutable_irqchip()->mutable_kernel();

@@ -113,11 +113,19 @@ absl::Status MicroVm::BuildFromState(const VmConfig& config, const v1::Snapshot&
 
 absl::Status MicroVm::CheckGuestCpus(const VmConfig& config, const v1::Snapshot& s) const {
   ASSIGN_OR_RETURN(vcpu::CpuidTable host, HostCpuid(config, /*guest_visible=*/true));
+  ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> host_msrs, kvm_->GetFeatureMsrs());
   char name[256] = {};
   if (::gethostname(name, sizeof(name) - 1) != 0) std::snprintf(name, sizeof(name), "(this host)");
   for (const v1::Vcpu& v : s.vcpus()) {
     ASSIGN_OR_RETURN(vcpu::CpuidTable guest, ::migration::DecodeCpuid(v));
-    RETURN_IF_ERROR(vcpu::CheckGuestCpuid(guest, host, name));
+    std::vector<kvm_msr_entry> msrs;
+    for (const v1::Msr& m : v.msrs()) {  // bounded by ValidateState
+      kvm_msr_entry e = {};
+      e.index = m.index();
+      e.data = m.value();
+      msrs.push_back(e);
+    }
+    RETURN_IF_ERROR(vcpu::CheckGuestCpu(guest, msrs, host, host_msrs, name));
   }
   return absl::OkStatus();
 }

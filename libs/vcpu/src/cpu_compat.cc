@@ -101,15 +101,57 @@ std::vector<std::string> MissingCpuFeatures(const CpuidTable& guest, const Cpuid
   return {out.begin(), out.end()};
 }
 
-absl::Status CheckGuestCpuid(const CpuidTable& guest, const CpuidTable& host,
-                             absl::string_view host_name) {
-  std::vector<std::string> missing = MissingCpuFeatures(guest, host);
+std::vector<std::string> MissingMsrFeatures(const std::vector<kvm_msr_entry>& guest,
+                                            const std::vector<kvm_msr_entry>& host_features) {
+  static constexpr const char* kNames[64] = {
+      "rdcl_no", "ibrs_all", nullptr, "skip_l1dfl_vmentry", "ssb_no", "mds_no",
+      "pschange_mc_no", "tsx_ctrl", "taa_no", nullptr, nullptr, nullptr, nullptr,
+      "sbdr_ssdp_no", "fbsdp_no", "psdp_no", nullptr, "fb_clear", nullptr, nullptr,
+      "bhi_no", nullptr, nullptr, nullptr, "pbrsb_no", nullptr, "gds_no", "rfds_no"};
+  constexpr uint64_t kNotCompared = 1ull << 2 | 1ull << 19;  // RSBA, RRSBA
+  const kvm_msr_entry* g = nullptr;
+  const kvm_msr_entry* h = nullptr;
+  for (const kvm_msr_entry& e : guest) g = e.index == kArchCapabilitiesMsr ? &e : g;
+  for (const kvm_msr_entry& e : host_features) h = e.index == kArchCapabilitiesMsr ? &e : h;
+  std::vector<std::string> out;
+  if (g == nullptr || h == nullptr) return out;
+  uint64_t missing = g->data & ~h->data & ~kNotCompared;
+  for (int bit = 0; bit < 64; ++bit) {
+    if (!(missing >> bit & 1)) continue;
+    out.push_back(kNames[bit] ? absl::StrFormat("%s (MSR 0x10a bit %d)", kNames[bit], bit)
+                              : absl::StrFormat("MSR 0x10a bit %d", bit));
+  }
+  return out;
+}
+
+namespace {
+
+absl::Status Refusal(std::vector<std::string> missing, absl::string_view host_name) {
   if (missing.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "the guest's CPU has ", missing.size(), " feature(s) host ", host_name,
       " cannot give it; ", absl::StrJoin(missing, ", "), missing.size() == 1 ? " is" : " are",
       " not supported by host ", host_name,
       " (boot guests of a pool with its baseline template: kindling cpu-baseline)"));
+}
+
+}  // namespace
+
+absl::Status CheckGuestCpuid(const CpuidTable& guest, const CpuidTable& host,
+                             absl::string_view host_name) {
+  return Refusal(MissingCpuFeatures(guest, host), host_name);
+}
+
+absl::Status CheckGuestCpu(const CpuidTable& guest_cpuid,
+                           const std::vector<kvm_msr_entry>& guest_msrs,
+                           const CpuidTable& host_cpuid,
+                           const std::vector<kvm_msr_entry>& host_feature_msrs,
+                           absl::string_view host_name) {
+  std::vector<std::string> missing = MissingCpuFeatures(guest_cpuid, host_cpuid);
+  for (std::string& m : MissingMsrFeatures(guest_msrs, host_feature_msrs)) {
+    missing.push_back(std::move(m));
+  }
+  return Refusal(std::move(missing), host_name);
 }
 
 }  // namespace vcpu

@@ -272,6 +272,28 @@ TEST_CASE("Address widths: a guest needing more than the host has is refused") {
   CHECK(missing[0].find("the host has 39") != std::string::npos);
 }
 
+kvm_msr_entry Msr(uint32_t index, uint64_t data) {
+  kvm_msr_entry e = {};
+  e.index = index;
+  e.data = data;
+  return e;
+}
+
+TEST_CASE("ARCH_CAPABILITIES: a guest told it is not vulnerable is refused where it is") {
+  std::vector<kvm_msr_entry> guest = {Msr(0x10a, 1 << 5 | 1 << 2 | 1 << 0)};  // mds_no rsba rdcl_no
+  std::vector<kvm_msr_entry> host = {Msr(0x10a, 1 << 0)};
+  std::vector<std::string> missing = MissingMsrFeatures(guest, host);
+  REQUIRE(missing.size() == 1);  // RSBA asks for more mitigation: not a loss
+  CHECK(missing[0] == "mds_no (MSR 0x10a bit 5)");
+  CpuidTable t = ProfileCpuid(Load("skylake_server"));
+  absl::Status s = CheckGuestCpu(t, guest, t, host, "B");
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(s.message()).find("mds_no (MSR 0x10a bit 5) is not supported by host B") !=
+        std::string::npos);
+  CHECK(CheckGuestCpu(t, guest, t, guest, "B").ok());
+  CHECK(MissingMsrFeatures(guest, {}).empty());  // a host without the MSR: not compared
+}
+
 TEST_CASE("Feature names follow /proc/cpuinfo") {
   CHECK(FeatureName(7, 0, R::kEbx, 16) == "avx512f");
   CHECK(FeatureName(0x80000001, 0, R::kEcx, 0) == "lahf_lm");

@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "vcpu/cpu_compat.h"
 #include "vcpu/cpu_profile.pb.h"
 #include "vcpu/cpuid.h"
 #include "vcpu/kvm.h"
@@ -31,7 +32,6 @@ inline constexpr uint32_t kCpuProfileFormat = 1;
 inline constexpr size_t kMaxProfileBytes = 4 << 20;
 inline constexpr int kMaxProfileCpuidEntries = 1024;
 inline constexpr int kMaxProfileMsrs = 256;
-inline constexpr uint32_t kArchCapabilitiesMsr = 0x10a;
 
 // This host's profile: KVM_GET_SUPPORTED_CPUID, the feature MSRs (less the
 // VMX capability MSRs), a fresh vCPU's TSC frequency and TSC scaling.
