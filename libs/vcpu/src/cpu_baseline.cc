@@ -17,16 +17,6 @@ using Key = std::pair<uint32_t, uint32_t>;  // leaf, subleaf
 constexpr CpuidRegister kRegs[] = {CpuidRegister::kEax, CpuidRegister::kEbx,
                                    CpuidRegister::kEcx, CpuidRegister::kEdx};
 
-uint32_t Get(const kvm_cpuid_entry2& e, CpuidRegister r) {
-  switch (r) {
-    case CpuidRegister::kEax: return e.eax;
-    case CpuidRegister::kEbx: return e.ebx;
-    case CpuidRegister::kEcx: return e.ecx;
-    case CpuidRegister::kEdx: return e.edx;
-  }
-  return 0;
-}
-
 // Every host's CPUID, and the facts that decide the rules beyond CPUID.
 struct Pool {
   std::vector<CpuidTable> tables;
@@ -39,7 +29,7 @@ struct Pool {
   std::optional<uint32_t> Value(size_t i, Key k, CpuidRegister r) const {
     const kvm_cpuid_entry2* e = FindCpuid(tables[i], k.first, k.second);
     if (e == nullptr) return std::nullopt;
-    uint32_t v = Get(*e, r);
+    uint32_t v = Register(*e, r);
     if (k.first == 0x80000001 && r == CpuidRegister::kEdx) {
       // AMD's copies of leaf-1 EDX bits count as present where leaf 1 has them.
       if (const kvm_cpuid_entry2* l1 = FindCpuid(tables[i], 1, 0)) {

@@ -13,21 +13,11 @@ namespace {
 constexpr CpuidRegister kRegs[] = {CpuidRegister::kEax, CpuidRegister::kEbx,
                                    CpuidRegister::kEcx, CpuidRegister::kEdx};
 
-uint32_t Reg(const kvm_cpuid_entry2& e, CpuidRegister r) {
-  switch (r) {
-    case CpuidRegister::kEax: return e.eax;
-    case CpuidRegister::kEbx: return e.ebx;
-    case CpuidRegister::kEcx: return e.ecx;
-    case CpuidRegister::kEdx: return e.edx;
-  }
-  return 0;
-}
-
 // What `table` offers in (leaf, subleaf, r), counting AMD's 0x80000001 EDX
 // copies of leaf-1 bits as present where leaf 1 has them.
 uint32_t Offered(const CpuidTable& table, uint32_t leaf, uint32_t subleaf, CpuidRegister r) {
   const kvm_cpuid_entry2* e = FindCpuid(table, leaf, subleaf);
-  uint32_t v = e ? Reg(*e, r) : 0;
+  uint32_t v = e ? Register(*e, r) : 0;
   if (leaf == 0x80000001 && r == CpuidRegister::kEdx) {
     if (const kvm_cpuid_entry2* l1 = FindCpuid(table, 1, 0)) v |= l1->edx & kAmdLeaf1EdxMirror;
   }
@@ -46,7 +36,7 @@ bool ComparedField(uint32_t leaf) { return leaf == 0x80000008 || leaf == 0xd; }
 void MissingBits(const kvm_cpuid_entry2& g, const CpuidTable& host, CpuidRegister r,
                  const CpuidRegisterRule& rule, std::set<std::string>& out) {
   uint32_t sub = (g.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ? g.index : 0;
-  uint32_t missing = Reg(g, r) & ~rule.dynamic & ~Offered(host, g.function, sub, r);
+  uint32_t missing = Register(g, r) & ~rule.dynamic & ~Offered(host, g.function, sub, r);
   for (int bit = 0; bit < 32; ++bit) {
     if (missing & (1u << bit)) out.insert(DescribeBit(g.function, sub, r, bit));
   }
@@ -57,8 +47,8 @@ void MissingFields(const kvm_cpuid_entry2& g, const CpuidTable& host, CpuidRegis
   if (!ComparedField(g.function)) return;
   const kvm_cpuid_entry2* h = FindCpuid(host, g.function, g.index);
   for (const RegisterField& f : rule.fields) {
-    uint32_t want = (Reg(g, r) & FieldMask(f)) >> f.shift;
-    uint32_t have = h ? (Reg(*h, r) & FieldMask(f)) >> f.shift : 0;
+    uint32_t want = (Register(g, r) & FieldMask(f)) >> f.shift;
+    uint32_t have = h ? (Register(*h, r) & FieldMask(f)) >> f.shift : 0;
     if (want > have) {
       out.insert(absl::StrFormat("%s %u (leaf 0x%x %s; the host has %u)", f.name, want,
                                  g.function, RegisterName(r), have));

@@ -124,6 +124,8 @@ absl::StatusOr<MsrModifier> ParseMsrModifier(const ptree& node,
   return m;
 }
 
+}  // namespace
+
 uint32_t& Register(kvm_cpuid_entry2& e, CpuidRegister r) {
   switch (r) {
     case CpuidRegister::kEax: return e.eax;
@@ -134,7 +136,9 @@ uint32_t& Register(kvm_cpuid_entry2& e, CpuidRegister r) {
   return e.edx;
 }
 
-}  // namespace
+uint32_t Register(const kvm_cpuid_entry2& e, CpuidRegister r) {
+  return Register(const_cast<kvm_cpuid_entry2&>(e), r);
+}
 
 absl::StatusOr<BitmapModifier> ParseBitmap(std::string_view view, int width) {
   const std::string text(view);

@@ -37,6 +37,10 @@ struct BitmapModifier {
   uint64_t Apply(uint64_t v) const { return (v & ~mask) | (bits & mask); }
 };
 
+// The register `r` of a CPUID entry.
+uint32_t& Register(kvm_cpuid_entry2& e, CpuidRegister r);
+uint32_t Register(const kvm_cpuid_entry2& e, CpuidRegister r);
+
 struct CpuidRegisterModifier {
   CpuidRegister reg;
   BitmapModifier bitmap;
