@@ -145,6 +145,77 @@ std::string GuestRanges(const std::vector<Span>& spans, uint64_t lo, uint64_t hi
   return out;
 }
 
+absl::Status CheckChunkSize(uint32_t chunk) {
+  if (chunk < kPage || (chunk & (chunk - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory manifest chunk size ", chunk, " is not a power of two of at least 4096"));
+  }
+  return absl::OkStatus();
+}
+
+// Compares the CRC-32 of each chunk of the file (whose non-zero bytes are
+// `extents`, now in `memory`) with the manifest's.
+absl::Status CheckChunkCrcs(const std::vector<Extent>& extents,
+                            const v1::MemoryManifest& manifest,
+                            const vm_memory::GuestMemory& memory) {
+  const uint32_t chunk = manifest.chunk_size();
+  std::vector<uint32_t> crcs = ChunkCrcs(extents, manifest.file_size(), chunk);
+  if (static_cast<int>(crcs.size()) != manifest.chunk_crc32_size()) {
+    return absl::DataLossError(absl::StrCat("memory manifest has ",
+                                            manifest.chunk_crc32_size(),
+                                            " checksums, the file has ", crcs.size(), " chunks"));
+  }
+  for (size_t i = 0; i < crcs.size(); ++i) {
+    if (crcs[i] == manifest.chunk_crc32(i)) continue;
+    uint64_t lo = i * uint64_t{chunk};
+    uint64_t hi = std::min<uint64_t>(lo + chunk, manifest.file_size());
+    return absl::DataLossError(absl::StrFormat(
+        "memory file chunk %d (guest %s) fails its checksum: crc32 %08x, "
+        "manifest %08x",
+        i, GuestRanges(Spans(memory), lo, hi), crcs[i], manifest.chunk_crc32(i)));
+  }
+  return absl::OkStatus();
+}
+
+// Appends [lo, hi) to `ranges`, merged with the last range if they touch.
+void AddRange(v1::MemoryManifest& m, uint64_t lo, uint64_t hi) {
+  int n = m.present_size();
+  if (n > 0 && m.present(n - 1).offset() + m.present(n - 1).size() == lo) {
+    m.mutable_present(n - 1)->set_size(hi - m.present(n - 1).offset());
+    return;
+  }
+  v1::FileRange* r = m.add_present();
+  r->set_offset(lo);
+  r->set_size(hi - lo);
+}
+
+// Writes the dirty pages of `span` (bits in `bits`) and lists them.
+absl::Status WriteDirtyPages(const Span& span, const std::vector<uint64_t>& bits, int fd,
+                             std::vector<Extent>& extents, v1::MemoryManifest& m) {
+  const uint64_t pages = span.size / kPage;
+  if (bits.size() < (pages + 63) / 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dirty bitmap of ", bits.size(), " words for a region of ", pages, " pages"));
+  }
+  auto dirty = [&](uint64_t p) { return (bits[p / 64] >> (p % 64)) & 1; };
+  for (uint64_t p = 0; p < pages;) {
+    if (!dirty(p)) {
+      ++p;
+      continue;
+    }
+    uint64_t q = p;
+    while (q < pages && dirty(q)) ++q;
+    if (absl::Status s = WriteRange(span, p * kPage, q * kPage, fd, extents); !s.ok()) return s;
+    AddRange(m, span.file_offset + p * kPage, span.file_offset + q * kPage);
+    if (m.present_size() > kMaxPresentRanges) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "more than ", kMaxPresentRanges, " dirty ranges: take a full snapshot"));
+    }
+    p = q;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // The data ranges of `fd` within [0, size), per SEEK_DATA/SEEK_HOLE (a file
@@ -202,11 +273,7 @@ absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
 
 absl::Status LoadMemoryFile(int fd, const v1::MemoryManifest& manifest,
                             vm_memory::GuestMemory& memory) {
-  uint32_t chunk = manifest.chunk_size();
-  if (chunk < kPage || (chunk & (chunk - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory manifest chunk size ", chunk, " is not a power of two of at least 4096"));
-  }
+  if (absl::Status s = CheckChunkSize(manifest.chunk_size()); !s.ok()) return s;
   if (manifest.file_size() != memory.total_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "memory file holds ", manifest.file_size(), " bytes, the VM has ",
@@ -226,22 +293,79 @@ absl::Status LoadMemoryFile(int fd, const v1::MemoryManifest& manifest,
       extents.push_back({a, b - a, dst});
     }
   }
-  std::vector<uint32_t> crcs = ChunkCrcs(extents, manifest.file_size(), manifest.chunk_size());
-  if (static_cast<int>(crcs.size()) != manifest.chunk_crc32_size()) {
-    return absl::DataLossError(absl::StrCat("memory manifest has ",
-                                            manifest.chunk_crc32_size(),
-                                            " checksums, the file has ", crcs.size(), " chunks"));
+  return CheckChunkCrcs(extents, manifest, memory);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::MemoryManifest> WriteDiffMemoryFile(const vm_memory::GuestMemory& memory,
+                                                       int fd, const PageBitmaps& dirty,
+                                                       uint32_t chunk_size) {
+  if (absl::Status s = CheckChunkSize(chunk_size); !s.ok()) return s;
+  std::vector<Span> spans = Spans(memory);
+  if (dirty.size() != spans.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dirty.size(), " dirty bitmaps for ", spans.size(), " memory regions"));
   }
-  for (size_t i = 0; i < crcs.size(); ++i) {
-    if (crcs[i] == manifest.chunk_crc32(i)) continue;
-    uint64_t lo = i * uint64_t{chunk};
-    uint64_t hi = std::min<uint64_t>(lo + chunk, manifest.file_size());
-    return absl::DataLossError(absl::StrFormat(
-        "memory file chunk %d (guest %s) fails its checksum: crc32 %08x, "
-        "manifest %08x",
-        i, GuestRanges(Spans(memory), lo, hi), crcs[i], manifest.chunk_crc32(i)));
+  uint64_t total = memory.total_size();
+  if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(total)) != 0) {
+    return absl::ErrnoToStatus(errno, "sizing the memory file");
+  }
+  v1::MemoryManifest m;
+  std::vector<Extent> extents;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (absl::Status s = WriteDirtyPages(spans[i], dirty[i], fd, extents, m); !s.ok()) return s;
+  }
+  m.set_file_size(total);
+  m.set_chunk_size(chunk_size);
+  for (uint32_t c : ChunkCrcs(extents, total, chunk_size)) m.add_chunk_crc32(c);
+  return m;
+}
+
+absl::Status ValidatePresentRanges(const v1::MemoryManifest& m, uint64_t file_size) {
+  if (m.present_size() > kMaxPresentRanges) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory manifest lists ", m.present_size(), " present ranges, at most ",
+        kMaxPresentRanges));
+  }
+  uint64_t prev_end = 0;
+  for (int i = 0; i < m.present_size(); ++i) {
+    uint64_t lo = m.present(i).offset(), n = m.present(i).size();
+    if (n == 0 || lo % kPage != 0 || n % kPage != 0 || lo + n < lo || lo + n > file_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "memory manifest present range ", i, " (offset ", lo, ", ", n,
+          " bytes) is empty, unaligned or outside the ", file_size, "-byte file"));
+    }
+    if (i > 0 && lo <= prev_end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "memory manifest present range ", i, " overlaps, touches or precedes the one before"));
+    }
+    prev_end = lo + n;
   }
   return absl::OkStatus();
+}
+
+absl::Status ApplyDiffMemoryFile(int fd, const v1::MemoryManifest& manifest,
+                                 vm_memory::GuestMemory& memory) {
+  if (absl::Status s = CheckChunkSize(manifest.chunk_size()); !s.ok()) return s;
+  if (manifest.file_size() != memory.total_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory file holds ", manifest.file_size(), " bytes, the VM has ",
+        memory.total_size()));
+  }
+  if (absl::Status s = ValidatePresentRanges(manifest, manifest.file_size()); !s.ok()) return s;
+  std::vector<Extent> extents;
+  std::vector<Span> spans = Spans(memory);
+  for (const v1::FileRange& r : manifest.present()) {
+    for (const Span& span : spans) {
+      uint64_t a = std::max(r.offset(), span.file_offset);
+      uint64_t b = std::min(r.offset() + r.size(), span.file_offset + span.size);
+      if (a >= b) continue;
+      uint8_t* dst = span.host + (a - span.file_offset);
+      if (absl::Status s = ReadAll(fd, dst, b - a, a); !s.ok()) return s;  // holes read as 0
+      extents.push_back({a, b - a, dst});
+    }
+  }
+  return CheckChunkCrcs(extents, manifest, memory);
 }
 
 }  // namespace migration

@@ -1,13 +1,19 @@
 #include "migration/snapshot.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <functional>
 #include <string>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "migration/memory_file.h"
 #include "vm-memory/unique_fd.h"
 
@@ -58,6 +64,22 @@ absl::Status ValidateMemory(const v1::MemoryManifest& mem, uint64_t total) {
   if (static_cast<uint64_t>(mem.chunk_crc32_size()) != chunks) {
     return Invalid(absl::StrCat(mem.chunk_crc32_size(), " chunk checksums for ",
                                 chunks, " chunks"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateIds(const v1::Snapshot& s) {
+  if (!s.snapshot_id().empty() && s.snapshot_id().size() != 16) {
+    return Invalid(absl::StrCat("snapshot id of ", s.snapshot_id().size(), " bytes, expected 16"));
+  }
+  if (!s.has_base()) return absl::OkStatus();
+  const std::string& d = s.base().directory();
+  if (d.empty() || d[0] != '/' || d.size() > 4096 || d.find('\0') != std::string::npos) {
+    return Invalid("diff base directory is not an absolute path of at most 4096 bytes");
+  }
+  if (s.base().snapshot_id().size() != 16) {
+    return Invalid(absl::StrCat("diff base snapshot id of ", s.base().snapshot_id().size(),
+                                " bytes, expected 16"));
   }
   return absl::OkStatus();
 }
@@ -133,12 +155,20 @@ absl::Status ValidateState(const v1::Snapshot& s) {
   }
   if (auto st = ValidateIrqchip(s); !st.ok()) return st;
   if (s.devices_size() > 64) return Invalid("more than 64 devices");
-  return absl::OkStatus();
+  return ValidateIds(s);
 }
 
 absl::Status ValidateSnapshot(const v1::Snapshot& s) {
   if (auto st = ValidateState(s); !st.ok()) return st;
-  return ValidateMemory(s.memory(), RegionsTotal(s.machine()));
+  if (auto st = ValidateMemory(s.memory(), RegionsTotal(s.machine())); !st.ok()) return st;
+  if (!s.has_base()) {
+    if (s.memory().present_size() != 0) return Invalid("present ranges in a full snapshot");
+    return absl::OkStatus();
+  }
+  if (auto st = ValidatePresentRanges(s.memory(), s.memory().file_size()); !st.ok()) {
+    return Invalid(std::string(st.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes) {
@@ -153,12 +183,17 @@ absl::StatusOr<v1::Snapshot> ParseSnapshot(std::string_view bytes) {
   return s;
 }
 
-absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
-                           const vm_memory::GuestMemory& memory) {
+namespace {
+
+// Writes dir/memory with `write_memory` and then dir/state.pb for `s`.
+absl::Status WriteSnapshotFiles(
+    const std::string& dir, v1::Snapshot s, const vm_memory::GuestMemory& memory,
+    const std::function<absl::StatusOr<v1::MemoryManifest>(int fd)>& write_memory) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::ErrnoToStatus(errno, dir);
   }
   s.set_format_version(kFormatVersion);
+  if (s.snapshot_id().empty()) s.set_snapshot_id(NewSnapshotId());
   s.mutable_machine()->clear_regions();
   for (const vm_memory::GuestRegion* r : memory.regions()) {
     v1::MemoryRegion* out = s.mutable_machine()->add_regions();
@@ -168,7 +203,7 @@ absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
   std::string tmp_name = absl::StrCat(".", kMemoryFile, ".tmp");
   auto fd = OpenIn(dir, tmp_name.c_str(), O_RDWR | O_CREAT | O_TRUNC);
   if (!fd.ok()) return fd.status();
-  auto manifest = WriteMemoryFile(memory, fd->get());
+  auto manifest = write_memory(fd->get());
   if (!manifest.ok()) return manifest.status();
   if (::fsync(fd->get()) != 0) return absl::ErrnoToStatus(errno, "fsync memory file");
   std::string tmp = absl::StrCat(dir, "/", tmp_name), path = absl::StrCat(dir, "/", kMemoryFile);
@@ -176,6 +211,67 @@ absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
   *s.mutable_memory() = *manifest;
   if (auto st = ValidateSnapshot(s); !st.ok()) return st;
   return WriteFileAtomically(dir, kStateFile, s.SerializeAsString());
+}
+
+bool SameRegions(const v1::Machine& a, const v1::Machine& b) {
+  if (a.regions_size() != b.regions_size()) return false;
+  for (int i = 0; i < a.regions_size(); ++i) {
+    if (a.regions(i).guest_address() != b.regions(i).guest_address() ||
+        a.regions(i).size() != b.regions(i).size()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Whether two paths name one directory (both must exist).
+bool SameDirectory(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+std::string NewSnapshotId() {
+  std::string id(16, '\0');
+  size_t got = 0;
+  while (got < id.size()) {
+    ssize_t n = ::getrandom(id.data() + got, id.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += n;
+  }
+  if (got < id.size()) {  // no entropy: time and pid still tell snapshots apart
+    uint64_t t = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+    uint64_t p = static_cast<uint64_t>(::getpid());
+    std::memcpy(id.data(), &t, 8);
+    std::memcpy(id.data() + 8, &p, 8);
+  }
+  return id;
+}
+
+absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
+                           const vm_memory::GuestMemory& memory) {
+  s.clear_base();
+  return WriteSnapshotFiles(dir, std::move(s), memory,
+                            [&](int fd) { return WriteMemoryFile(memory, fd); });
+}
+
+absl::Status WriteDiffSnapshot(const std::string& dir, v1::Snapshot s,
+                               const vm_memory::GuestMemory& memory, const PageBitmaps& dirty,
+                               const v1::DiffBase& base) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, dir);
+  }
+  if (SameDirectory(dir, base.directory())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "diff snapshot into ", dir, ": that is its base's own directory; a diff needs "
+        "a directory of its own, beside the base it patches"));
+  }
+  *s.mutable_base() = base;
+  return WriteSnapshotFiles(dir, std::move(s), memory,
+                            [&](int fd) { return WriteDiffMemoryFile(memory, fd, dirty); });
 }
 
 absl::StatusOr<v1::Snapshot> ReadSnapshot(const std::string& dir) {
@@ -206,6 +302,42 @@ absl::StatusOr<v1::Snapshot> ReadSnapshot(const std::string& dir) {
         s->memory().file_size()));
   }
   return s;
+}
+
+absl::StatusOr<std::vector<ChainLink>> ReadSnapshotChain(const std::string& dir) {
+  std::vector<ChainLink> chain;
+  auto top = ReadSnapshot(dir);
+  if (!top.ok()) return top.status();
+  chain.push_back({dir, *std::move(top)});
+  while (chain.back().snapshot.has_base()) {
+    const ChainLink& diff = chain.back();
+    const v1::DiffBase& want = diff.snapshot.base();
+    if (static_cast<int>(chain.size()) > kMaxDiffChain) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot ", dir, " stands on more than ", kMaxDiffChain, " diff snapshots"));
+    }
+    auto base = ReadSnapshot(want.directory());
+    if (!base.ok()) {
+      return absl::Status(base.status().code(),
+                          absl::StrCat("diff snapshot ", diff.dir, ": its base ",
+                                       want.directory(), ": ", base.status().message()));
+    }
+    if (base->snapshot_id() != want.snapshot_id()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "diff snapshot ", diff.dir, ": its base ", want.directory(),
+          " was replaced since (snapshot id ", absl::BytesToHexString(base->snapshot_id()),
+          ", the diff was taken against ", absl::BytesToHexString(want.snapshot_id()), ")"));
+    }
+    if (!SameRegions(base->machine(), diff.snapshot.machine())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "diff snapshot ", diff.dir, ": its base ", want.directory(),
+          " has another RAM layout"));
+    }
+    std::string base_dir = want.directory();
+    chain.push_back({base_dir, *std::move(base)});
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
 }
 
 absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
@@ -247,6 +379,44 @@ absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name) {
       "restore mode '", std::string(name), "': expected eager, lazy or uffd"));
 }
 
+namespace {
+
+// A diff snapshot's RAM: its full snapshot's, then each diff over it.
+absl::StatusOr<RestoredMemory> RestoreChainMemory(const std::string& dir, RestoreMode mode,
+                                                  const vm_memory::MemoryOptions& options) {
+  if (mode == RestoreMode::kUffd) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot ", dir, " is a diff: restore mode uffd serves pages from one memory file, "
+        "use eager or lazy"));
+  }
+  auto chain = ReadSnapshotChain(dir);
+  if (!chain.ok()) return chain.status();
+  RestoredMemory out;
+  const ChainLink& root = chain->front();
+  auto memory = mode == RestoreMode::kLazy
+                    ? MapSnapshotMemory(root.dir, root.snapshot)
+                    : vm_memory::GuestMemory::Create(RegionLayout(root.snapshot.machine()), options);
+  if (!memory.ok()) return memory.status();
+  out.memory = *std::move(memory);
+  if (mode == RestoreMode::kEager) {
+    if (absl::Status st = LoadSnapshotMemory(root.dir, root.snapshot, *out.memory); !st.ok()) {
+      return st;
+    }
+  }
+  for (size_t i = 1; i < chain->size(); ++i) {
+    const ChainLink& diff = (*chain)[i];
+    auto fd = OpenIn(diff.dir, kMemoryFile, O_RDONLY);
+    if (!fd.ok()) return fd.status();
+    absl::Status st = ApplyDiffMemoryFile(fd->get(), diff.snapshot.memory(), *out.memory);
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat(diff.dir, "/", kMemoryFile, ": ", st.message()));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::Snapshot& s,
                                              RestoreMode mode,
                                              const vm_memory::MemoryOptions& options) {
@@ -255,6 +425,7 @@ absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::S
     return absl::InvalidArgumentError(
         "lazy and uffd restores fill guest RAM in 4 KiB pages: hugepages need an eager one");
   }
+  if (s.has_base()) return RestoreChainMemory(dir, mode, options);
   if (mode == RestoreMode::kLazy) {
     auto memory = MapSnapshotMemory(dir, s);
     if (!memory.ok()) return memory.status();

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -186,4 +187,160 @@ TEST_CASE("A lazy restore maps the memory file; a re-snapshot does not disturb i
   CHECK(*ParseRestoreMode("eager") == RestoreMode::kEager);
   CHECK(*ParseRestoreMode("uffd") == RestoreMode::kUffd);
   CHECK_FALSE(ParseRestoreMode("postcopy").ok());
+}
+
+namespace {
+
+// Page bitmaps (one per region of `mem`) with `pages` (guest page numbers
+// of a one-region memory) set.
+PageBitmaps Dirty(const GuestMemory& mem, std::vector<uint64_t> pages) {
+  PageBitmaps out;
+  for (const vm_memory::GuestRegion* r : mem.regions()) {
+    out.emplace_back((r->size() / 4096 + 63) / 64, 0);
+  }
+  for (uint64_t p : pages) out[0][p / 64] |= uint64_t{1} << (p % 64);
+  return out;
+}
+
+uint8_t ByteAt(const GuestMemory& mem, uint64_t addr) {
+  return *mem.ReadObj<uint8_t>(GuestAddress(addr));
+}
+
+void Fill(GuestMemory& mem, uint64_t addr, uint8_t value) {
+  std::vector<uint8_t> page(4096, value);
+  REQUIRE(mem.Write(GuestAddress(addr), page).ok());
+}
+
+v1::DiffBase BaseOf(const std::string& dir) {
+  auto s = ReadSnapshot(dir);
+  REQUIRE(s.ok());
+  v1::DiffBase b;
+  b.set_directory(dir);
+  b.set_snapshot_id(s->snapshot_id());
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("A diff snapshot stores the dirtied pages and restores over its base") {
+  std::string base = TempDir("diff_base"), d1 = TempDir("diff_1"), d2 = TempDir("diff_2");
+  auto mem = Memory();
+  Fill(*mem, 0x1000, 0x11);
+  Fill(*mem, 0x2000, 0x22);
+  Fill(*mem, 0x3000, 0x33);
+  REQUIRE(WriteSnapshot(base, MinimalState(), *mem).ok());
+
+  // After the base: page 1 changes, page 2 becomes zero, page 5 is new.
+  Fill(*mem, 0x1000, 0xa1);
+  Fill(*mem, 0x2000, 0x00);
+  Fill(*mem, 0x5000, 0x55);
+  REQUIRE(WriteDiffSnapshot(d1, MinimalState(), *mem, Dirty(*mem, {1, 2, 5}), BaseOf(base)).ok());
+  // A second diff on the first: page 3 changes.
+  Fill(*mem, 0x3000, 0xc3);
+  REQUIRE(WriteDiffSnapshot(d2, MinimalState(), *mem, Dirty(*mem, {3}), BaseOf(d1)).ok());
+
+  auto s1 = ReadSnapshot(d1);
+  REQUIRE(s1.ok());
+  REQUIRE(s1->memory().present_size() == 2);  // pages 1-2 merged, page 5
+  CHECK(s1->memory().present(0).offset() == 0x1000);
+  CHECK(s1->memory().present(0).size() == 0x2000);
+  CHECK(s1->memory().present(1).offset() == 0x5000);
+  CHECK(s1->base().directory() == base);
+
+  auto chain = ReadSnapshotChain(d2);
+  REQUIRE(chain.ok());
+  REQUIRE(chain->size() == 3);
+  CHECK((*chain)[0].dir == base);
+  CHECK((*chain)[2].dir == d2);
+
+  for (RestoreMode mode : {RestoreMode::kEager, RestoreMode::kLazy}) {
+    auto s2 = ReadSnapshot(d2);
+    REQUIRE(s2.ok());
+    auto ram = RestoreMemory(d2, *s2, mode, {});
+    REQUIRE(ram.ok());
+    CHECK(ByteAt(*ram->memory, 0x1000) == 0xa1);
+    CHECK(ByteAt(*ram->memory, 0x2000) == 0x00);
+    CHECK(ByteAt(*ram->memory, 0x3000) == 0xc3);
+    CHECK(ByteAt(*ram->memory, 0x5000) == 0x55);
+    CHECK(ByteAt(*ram->memory, 0x4000) == 0x00);
+  }
+  // The first diff alone still restores to its own point in time.
+  auto ram1 = RestoreMemory(d1, *s1, RestoreMode::kEager, {});
+  REQUIRE(ram1.ok());
+  CHECK(ByteAt(*ram1->memory, 0x3000) == 0x33);
+
+  auto uffd = RestoreMemory(d2, *ReadSnapshot(d2), RestoreMode::kUffd, {});
+  REQUIRE_FALSE(uffd.ok());
+  CHECK_THAT(std::string(uffd.status().message()), Catch::Contains("use eager or lazy"));
+
+  // A flipped byte in a diff's present page fails its chunk's checksum.
+  {
+    int fd = ::open((d2 + "/memory").c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    uint8_t bad = 0x5a;
+    REQUIRE(::pwrite(fd, &bad, 1, 0x3010) == 1);
+    ::close(fd);
+  }
+  auto corrupt = RestoreMemory(d2, *ReadSnapshot(d2), RestoreMode::kEager, {});
+  REQUIRE_FALSE(corrupt.ok());
+  CHECK_THAT(std::string(corrupt.status().message()),
+             Catch::Contains(d2 + "/memory: memory file chunk 0 (guest 0x0..0x200000) fails"));
+}
+
+TEST_CASE("A diff snapshot whose base changed or went away is refused by name") {
+  std::string base = TempDir("diffx_base"), diff = TempDir("diffx_1");
+  auto mem = Memory();
+  Fill(*mem, 0x1000, 0x11);
+  REQUIRE(WriteSnapshot(base, MinimalState(), *mem).ok());
+  v1::DiffBase b = BaseOf(base);
+  Fill(*mem, 0x1000, 0x12);
+  auto same = WriteDiffSnapshot(base, MinimalState(), *mem, Dirty(*mem, {1}), b);
+  CHECK_THAT(std::string(same.message()), Catch::Contains("its base's own directory"));
+  REQUIRE(WriteDiffSnapshot(diff, MinimalState(), *mem, Dirty(*mem, {1}), b).ok());
+
+  // The base replaced by another snapshot: its id differs.
+  REQUIRE(WriteSnapshot(base, MinimalState(), *mem).ok());
+  auto chain = ReadSnapshotChain(diff);
+  REQUIRE_FALSE(chain.ok());
+  CHECK_THAT(std::string(chain.status().message()), Catch::Contains("was replaced since"));
+
+  // The base gone.
+  std::string gone = base + "-moved";
+  std::filesystem::remove_all(gone);
+  REQUIRE(::rename(base.c_str(), gone.c_str()) == 0);
+  chain = ReadSnapshotChain(diff);
+  REQUIRE_FALSE(chain.ok());
+  CHECK_THAT(std::string(chain.status().message()), Catch::Contains("its base " + base));
+}
+
+TEST_CASE("A diff snapshot's present ranges and base are validated") {
+  v1::Snapshot s = Written();
+  s.set_snapshot_id(std::string(16, 'a'));
+  v1::FileRange* r = s.mutable_memory()->add_present();
+  r->set_offset(0x1000);
+  r->set_size(0x1000);
+  CHECK_THAT(MessageOf(s), Catch::Contains("present ranges in a full snapshot"));
+  s.mutable_base()->set_directory("relative/dir");
+  s.mutable_base()->set_snapshot_id(std::string(16, 'b'));
+  CHECK_THAT(MessageOf(s), Catch::Contains("absolute path"));
+  s.mutable_base()->set_directory("/snap/base");
+  CHECK(ValidateSnapshot(s).ok());
+  s.mutable_base()->set_snapshot_id("short");
+  CHECK_THAT(MessageOf(s), Catch::Contains("diff base snapshot id of 5 bytes"));
+  s.mutable_base()->set_snapshot_id(std::string(16, 'b'));
+  r->set_size(0x800);
+  CHECK_THAT(MessageOf(s), Catch::Contains("unaligned"));
+  r->set_size(4 << 20);
+  CHECK_THAT(MessageOf(s), Catch::Contains("outside the 4194304-byte file"));
+  r->set_size(0x1000);
+  v1::FileRange* r2 = s.mutable_memory()->add_present();
+  r2->set_offset(0x2000);
+  r2->set_size(0x1000);
+  CHECK_THAT(MessageOf(s), Catch::Contains("overlaps, touches or precedes"));
+  r2->set_offset(0x3000);
+  CHECK(ValidateSnapshot(s).ok());
+  r2->set_offset(0xffff'ffff'ffff'f000);
+  CHECK_THAT(MessageOf(s), Catch::Contains("outside"));
+  s.set_snapshot_id("xyz");
+  CHECK_THAT(MessageOf(s), Catch::Contains("snapshot id of 3 bytes"));
 }

@@ -41,6 +41,29 @@ absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
 absl::Status LoadMemoryFile(int fd, const v1::MemoryManifest& manifest,
                             vm_memory::GuestMemory& memory);
 
+// Dirty bits per region of a GuestMemory, in regions() order: one bit per
+// 4 KiB page (bit i of word w is page 64 * w + i of the region).
+using PageBitmaps = std::vector<std::vector<uint64_t>>;
+
+// The most ranges a diff's manifest may list (MemoryManifest.present).
+inline constexpr int kMaxPresentRanges = 1 << 20;
+
+// A diff memory file: as WriteMemoryFile, but only the pages set in
+// `dirty` are written (zero ones stay holes) and listed, merged into
+// ranges, in the manifest's `present`.
+absl::StatusOr<v1::MemoryManifest> WriteDiffMemoryFile(
+    const vm_memory::GuestMemory& memory, int fd, const PageBitmaps& dirty,
+    uint32_t chunk_size = kDefaultChunkSize);
+
+// Copies a diff file's present ranges over `memory` (which holds its base's
+// RAM), holes as zeros, and checks every chunk's CRC-32. The manifest's
+// ranges are checked first (sorted, page-aligned, inside the file).
+absl::Status ApplyDiffMemoryFile(int fd, const v1::MemoryManifest& manifest,
+                                 vm_memory::GuestMemory& memory);
+
+// Checks a manifest's `present` ranges against a file of `file_size` bytes.
+absl::Status ValidatePresentRanges(const v1::MemoryManifest& manifest, uint64_t file_size);
+
 }  // namespace migration
 
 #endif  // MIGRATION_MEMORY_FILE_H_

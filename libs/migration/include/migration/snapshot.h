@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "migration/memory_file.h"
 #include "migration/snapshot.pb.h"
 #include "migration/uffd_pager.h"
 #include "vm-memory/guest_memory.h"
@@ -48,6 +49,30 @@ absl::Status WriteSnapshot(const std::string& dir, v1::Snapshot s,
                            const vm_memory::GuestMemory& memory);
 // Reads and validates dir/state.pb and checks dir/memory's size.
 absl::StatusOr<v1::Snapshot> ReadSnapshot(const std::string& dir);
+
+// 16 random bytes for Snapshot.snapshot_id (WriteSnapshot sets one if the
+// caller did not).
+std::string NewSnapshotId();
+
+// How many diff snapshots may stand on one full snapshot.
+inline constexpr int kMaxDiffChain = 16;
+
+// A diff snapshot: as WriteSnapshot, but dir/memory holds only the pages
+// set in `dirty` (the pages written since `base` was taken, per region of
+// `memory`), and the state names `base` (an absolute directory and its
+// snapshot id). `dir` must not be the base's own directory.
+absl::Status WriteDiffSnapshot(const std::string& dir, v1::Snapshot s,
+                               const vm_memory::GuestMemory& memory, const PageBitmaps& dirty,
+                               const v1::DiffBase& base);
+
+// A snapshot and the bases it stands on, the full snapshot first and
+// `dir`'s own last; each base read, validated and checked against the id
+// and machine its diff expects.
+struct ChainLink {
+  std::string dir;
+  v1::Snapshot snapshot;
+};
+absl::StatusOr<std::vector<ChainLink>> ReadSnapshotChain(const std::string& dir);
 // Eager restore of dir/memory into `memory` (same layout as s.machine()).
 absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
                                 vm_memory::GuestMemory& memory);
@@ -74,6 +99,9 @@ struct RestoredMemory {
   std::unique_ptr<UffdPager> pager;
 };
 // Guest RAM for a restored VM, by `mode`. Hugepages (options) need kEager.
+// A diff snapshot's RAM is its chain's (ReadSnapshotChain) applied in
+// order, eager or lazy (the full snapshot's file mapped, the diffs read
+// over it); kUffd is refused for it.
 absl::StatusOr<RestoredMemory> RestoreMemory(
     const std::string& dir, const v1::Snapshot& s, RestoreMode mode,
     const vm_memory::MemoryOptions& options);
