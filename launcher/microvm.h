@@ -109,7 +109,12 @@ class MicroVm {
   // the VM must be paused or not yet started. Virtio devices are brought
   // to rest and held while RAM is written; a device whose state cannot be
   // saved (vsock) makes it fail up front, naming the device.
-  absl::Status SaveSnapshot(const std::string& dir);
+  // With `diff`, only the pages written since this VM's last snapshot go
+  // into dir/memory, and the state names that snapshot as its base
+  // (migration::WriteDiffSnapshot); FAILED_PRECONDITION without one. From
+  // its first snapshot on the VM keeps KVM's dirty log on; a failed
+  // snapshot or a migration attempt drops the base.
+  absl::Status SaveSnapshot(const std::string& dir, bool diff = false);
   // Live migration (launcher/migration.cc), source side: sends this
   // running VM over the connected socket `fd` (libs/migration's stream) and
   // stops it once the destination took over; any error before that leaves
@@ -189,6 +194,15 @@ class MicroVm {
   absl::Status LoadFromState(const kindling::migration::v1::Snapshot& s,
                              const std::string& where);
   absl::StatusOr<kindling::migration::v1::Snapshot> CaptureState();
+  // KVM_MEM_LOG_DIRTY_PAGES on (clearing the logs and the VMM's own dirty
+  // bits) or off on every memslot.
+  absl::Status SetDirtyLogging(bool on);
+  // Pages dirtied since the last call (or SetDirtyLogging(true)), per RAM
+  // region: the guest's (KVM's log) and the devices' (the VMM's bits).
+  absl::StatusOr<::migration::PageBitmaps> TakeDirtyPages();
+  // After a snapshot written to `dir`: it becomes the base of the next
+  // diff, and the dirty log starts afresh.
+  absl::Status StartDiffBase(const std::string& dir, const std::string& snapshot_id);
   absl::Status LoadState(const kindling::migration::v1::Snapshot& s);
   absl::Status SetUpDevices(const VmConfig& config);
   // A rising edge on `gsi`: through the userspace IOAPIC (split) or KVM.
@@ -215,6 +229,9 @@ class MicroVm {
   std::unique_ptr<VirtioDevices> virtio_;
   std::unique_ptr<vcpu::VcpuRunner> runner_;
   vcpu::boot::LoadedKernel kernel_;
+  bool dirty_logging_ = false;
+  // The snapshot a diff is taken against (SaveSnapshot), if any.
+  std::optional<kindling::migration::v1::DiffBase> diff_base_;
 };
 
 }  // namespace kindling

@@ -57,19 +57,16 @@ class VmMigrationSource : public ::migration::MigrationSource {
     return s;
   }
 
-  absl::Status StartDirtyLog() override { return SetLogging(true); }
-  void StopDirtyLog() override { (void)SetLogging(false); }
+  // A migration attempt drops the VM's diff base: the dirty log it reads
+  // and clears is the one a diff snapshot would need.
+  absl::Status StartDirtyLog() override {
+    vm_.diff_base_.reset();
+    return vm_.SetDirtyLogging(true);
+  }
+  void StopDirtyLog() override { (void)vm_.SetDirtyLogging(false); }
 
   absl::StatusOr<std::vector<std::vector<uint64_t>>> TakeDirty() override {
-    std::vector<std::vector<uint64_t>> out;
-    uint32_t slot = 0;
-    for (const vm_memory::GuestRegion* r : vm_.memory_->regions()) {
-      ASSIGN_OR_RETURN(std::vector<uint64_t> bits, vm_.vm_->GetDirtyLog(slot++, r->size()));
-      std::vector<uint64_t> vmm = r->dirty_bitmap().TakeAndClear();
-      for (size_t i = 0; i < bits.size() && i < vmm.size(); ++i) bits[i] |= vmm[i];
-      out.push_back(std::move(bits));
-    }
-    return out;
+    return vm_.TakeDirtyPages();
   }
 
   // Keeps the vCPUs out for `percent` of every 10 ms.
@@ -101,15 +98,6 @@ class VmMigrationSource : public ::migration::MigrationSource {
   }
 
  private:
-  absl::Status SetLogging(bool on) {
-    uint32_t slot = 0;
-    for (const vm_memory::GuestRegion* r : vm_.memory_->regions()) {
-      RETURN_IF_ERROR(vm_.vm_->SetUserMemoryRegion(slot++, *r, on ? KVM_MEM_LOG_DIRTY_PAGES : 0));
-      if (on) r->dirty_bitmap().TakeAndClear();
-    }
-    return absl::OkStatus();
-  }
-
   void Throttle() {
     for (int pct; (pct = throttle_.load()) > 0;) {
       vm_.Pause();

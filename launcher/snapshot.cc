@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
@@ -225,7 +227,13 @@ absl::StatusOr<v1::Snapshot> MicroVm::CaptureState() {
   return s;
 }
 
-absl::Status MicroVm::SaveSnapshot(const std::string& dir) {
+absl::Status MicroVm::SaveSnapshot(const std::string& dir, bool diff) {
+  if (diff && !diff_base_) {
+    return absl::FailedPreconditionError(
+        "diff snapshot: this VM has no earlier snapshot to diff against (none taken by "
+        "this VM process yet, the last one failed, or a migration ran since): take a full "
+        "snapshot first");
+  }
   // Devices first: at rest, and held until RAM is written, so none writes
   // guest memory or moves a ring behind the saved state.
   std::vector<std::unique_ptr<virtio::LoopHold>> holds;
@@ -234,7 +242,65 @@ absl::Status MicroVm::SaveSnapshot(const std::string& dir) {
     ASSIGN_OR_RETURN(holds, virtio_->Quiesce(kQuiesceTimeout));
   }
   ASSIGN_OR_RETURN(v1::Snapshot s, CaptureState());
-  return ::migration::WriteSnapshot(dir, std::move(s), *memory_);
+  const std::string id = ::migration::NewSnapshotId();
+  s.set_snapshot_id(id);
+  absl::Status written;
+  if (diff) {
+    // Taking the dirty pages clears them: whatever happens next, this
+    // base no longer describes what changed since it.
+    absl::StatusOr<::migration::PageBitmaps> dirty = TakeDirtyPages();
+    v1::DiffBase base = *diff_base_;
+    diff_base_.reset();
+    written = dirty.ok() ? ::migration::WriteDiffSnapshot(dir, std::move(s), *memory_, *dirty, base)
+                         : dirty.status();
+  } else {
+    diff_base_.reset();
+    written = ::migration::WriteSnapshot(dir, std::move(s), *memory_);
+  }
+  RETURN_IF_ERROR(written);
+  // Still paused and held: the next diff counts from exactly here.
+  if (absl::Status st = StartDiffBase(dir, id); !st.ok()) {
+    std::fprintf(stderr, "kindling: snapshot %s written, but diffs against it are off: %s\n",
+                 dir.c_str(), std::string(st.message()).c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::StartDiffBase(const std::string& dir, const std::string& snapshot_id) {
+  char real[PATH_MAX];
+  if (::realpath(dir.c_str(), real) == nullptr) return absl::ErrnoToStatus(errno, dir);
+  if (dirty_logging_) {
+    RETURN_IF_ERROR(TakeDirtyPages().status());
+  } else {
+    RETURN_IF_ERROR(SetDirtyLogging(true));
+  }
+  v1::DiffBase base;
+  base.set_directory(real);
+  base.set_snapshot_id(snapshot_id);
+  diff_base_ = std::move(base);
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::SetDirtyLogging(bool on) {
+  uint32_t slot = 0;
+  for (const vm_memory::GuestRegion* r : memory_->regions()) {
+    RETURN_IF_ERROR(vm_->SetUserMemoryRegion(slot++, *r, on ? KVM_MEM_LOG_DIRTY_PAGES : 0));
+    if (on) r->dirty_bitmap().TakeAndClear();
+  }
+  dirty_logging_ = on;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<::migration::PageBitmaps> MicroVm::TakeDirtyPages() {
+  ::migration::PageBitmaps out;
+  uint32_t slot = 0;
+  for (const vm_memory::GuestRegion* r : memory_->regions()) {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> bits, vm_->GetDirtyLog(slot++, r->size()));
+    std::vector<uint64_t> vmm = r->dirty_bitmap().TakeAndClear();
+    for (size_t i = 0; i < bits.size() && i < vmm.size(); ++i) bits[i] |= vmm[i];
+    out.push_back(std::move(bits));
+  }
+  return out;
 }
 
 }  // namespace kindling

@@ -352,14 +352,11 @@ KINDLING_LIFECYCLE_RPC(KillVm, Type::kKill)
 #undef KINDLING_LIFECYCLE_RPC
 
 absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req) {
-  if (req.diff()) {
-    return absl::UnimplementedError("diff: snapshots of only the dirtied pages are not implemented yet");
-  }
   const std::string& dir = req.directory();
   RETURN_IF_ERROR(ValidateDirectory(dir));
   // A snapshot writes all of guest RAM: allow it minutes, not seconds.
   return Lifecycle(req.vm_id(), Type::kSnapshot,
-                   EncodeSnapshotRequest({dir, req.stay_paused()}), absl::Minutes(10));
+                   EncodeSnapshotRequest({dir, req.stay_paused(), req.diff()}), absl::Minutes(10));
 }
 
 grpc::Status VmServiceImpl::RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest* req,

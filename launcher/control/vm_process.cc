@@ -233,15 +233,15 @@ absl::Status VmProcess::Snapshot(const control::SnapshotRequest& req) {
     vm_->Pause();
     SetState(control::VmState::kPaused, 0, "");
   }
-  absl::Status s = vm_->SaveSnapshot(req.directory);
+  absl::Status s = vm_->SaveSnapshot(req.directory, req.diff);
   absl::Duration saved = absl::Now() - start;
   if (was_running && (!s.ok() || !req.stay_paused)) {
     vm_->Resume();
     SetState(control::VmState::kRunning, 0, "");
   }
   // In vm.log: what a snapshot cost, for operators and bench/snapshot.
-  std::fprintf(stderr, "kindling vm-process: snapshot to %s %s in %lld us\n",
-               req.directory.c_str(), s.ok() ? "written" : "failed",
+  std::fprintf(stderr, "kindling vm-process: %s snapshot to %s %s in %lld us\n",
+               req.diff ? "diff" : "full", req.directory.c_str(), s.ok() ? "written" : "failed",
                static_cast<long long>(absl::ToInt64Microseconds(saved)));
   return s;
 }

@@ -132,7 +132,7 @@ absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view p) {
 }
 
 std::string EncodeSnapshotRequest(const SnapshotRequest& r) {
-  std::string out(1, r.stay_paused ? '\x01' : '\x00');
+  std::string out(1, static_cast<char>((r.stay_paused ? 1 : 0) | (r.diff ? 2 : 0)));
   return out + r.directory;
 }
 
@@ -162,7 +162,7 @@ absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view p) {
 
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view p) {
   if (p.empty()) return absl::InvalidArgumentError("snapshot request: empty");
-  if ((static_cast<uint8_t>(p[0]) & ~1u) != 0) {
+  if ((static_cast<uint8_t>(p[0]) & ~3u) != 0) {
     return absl::InvalidArgumentError("snapshot request: unknown flags");
   }
   std::string_view dir = p.substr(1);
@@ -171,7 +171,7 @@ absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view p) {
     return absl::InvalidArgumentError(
         "snapshot request: the directory must be an absolute path of 1 to 4096 bytes");
   }
-  return SnapshotRequest{std::string(dir), (p[0] & 1) != 0};
+  return SnapshotRequest{std::string(dir), (p[0] & 1) != 0, (p[0] & 2) != 0};
 }
 
 std::string EncodeCounters(const Counters& c) {

@@ -101,11 +101,12 @@ struct DeviceReset {
 std::string EncodeDeviceReset(const DeviceReset& d);
 absl::StatusOr<DeviceReset> DecodeDeviceReset(std::string_view payload);
 
-// A snapshot command: u8 flags (bit 0: stay paused), then the directory
-// (absolute, 1 to 4096 bytes, no NUL).
+// A snapshot command: u8 flags (bit 0: stay paused, bit 1: diff), then the
+// directory (absolute, 1 to 4096 bytes, no NUL).
 struct SnapshotRequest {
   std::string directory;
   bool stay_paused = false;
+  bool diff = false;  // only the pages dirtied since this VM's last snapshot
 };
 std::string EncodeSnapshotRequest(const SnapshotRequest& r);
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view payload);

@@ -78,11 +78,13 @@ TEST_CASE("a snapshot request carries an absolute directory and its flag") {
   REQUIRE(r.ok());
   CHECK(r->directory == "/srv/snap");
   CHECK(r->stay_paused);
-  r = DecodeSnapshotRequest(EncodeSnapshotRequest({"/a", false}));
+  CHECK_FALSE(r->diff);
+  r = DecodeSnapshotRequest(EncodeSnapshotRequest({"/a", false, true}));
   REQUIRE(r.ok());
   CHECK_FALSE(r->stay_paused);
+  CHECK(r->diff);
   for (std::string bad : {std::string(), std::string(1, '\0'), std::string("\0rel", 4),
-                          std::string("\x02/a", 3), std::string("\0/a\0b", 5),
+                          std::string("\x04/a", 3), std::string("\0/a\0b", 5),
                           std::string(1, '\0') + "/" + std::string(4096, 'a')}) {
     INFO("payload size " << bad.size());
     auto d = DecodeSnapshotRequest(bad);

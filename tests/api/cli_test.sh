@@ -103,8 +103,34 @@ check "restore of a missing snapshot: NOT_FOUND naming state.pb, exit 1" \
   bash -c "[[ $? -eq 1 ]] && grep -q 'NOT_FOUND: .*nothing/state.pb' '$tmp/err.txt'"
 check "snapshot of a running VM leaves it RUNNING" \
   bash -c "'$kindling' resume snap >/dev/null && '$kindling' snapshot snap '$tmp/snap2' | grep -q '^snap  *RUNNING'"
+# A diff on the full snapshot snap2: only the pages written since, and a
+# restore through the chain carries on with the same running sum.
+"$kindling" snapshot snap "$tmp/snap2" --diff 2>"$tmp/err.txt"
+check "snapshot --diff into its base's own directory: refused, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q \"its base's own directory\" '$tmp/err.txt'"
 "$kindling" snapshot snap "$tmp/snap3" --diff 2>"$tmp/err.txt"
-check "snapshot --diff: UNIMPLEMENTED, exit 1" bash -c "[[ $? -eq 1 ]] && grep -q 'UNIMPLEMENTED: diff' '$tmp/err.txt'"
+check "snapshot --diff after a failed one: FAILED_PRECONDITION, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: .*diff snapshot: this VM has no earlier snapshot' '$tmp/err.txt' || ! cat '$tmp/err.txt'"
+"$kindling" snapshot snap "$tmp/snap2" >/dev/null
+sleep 1
+check "snapshot --diff --stay-paused: PAUSED" \
+  bash -c "'$kindling' snapshot snap '$tmp/snap3' --diff --stay-paused | grep -q '^snap  *PAUSED'"
+check "snapshot --diff: a full-length memory file holding fewer pages than its base" \
+  bash -c "[[ \$(stat -c %s '$tmp/snap3/memory') -eq \$((64 << 20)) && \$(du -k '$tmp/snap3/memory' | cut -f1) -lt \$(du -k '$tmp/snap2/memory' | cut -f1) ]]"
+timeout 5 "$kindling" run --restore "$tmp/snap3" </dev/null >"$tmp/diff_restored.txt" 2>&1
+first=$(tr -d '\r' <"$tmp/diff_restored.txt" | grep -o 'ticker: tick [0-9]* sum [0-9a-f]*$' | head -1)
+"$kindling" resume snap >/dev/null
+tick=$(cut -d' ' -f3 <<<"$first")
+for _ in $(seq 100); do
+  timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_after.txt"
+  [[ -n $tick ]] && grep -q "ticker: tick $tick " "$tmp/snap_after.txt" && break
+done
+orig=$(tr -d '\r' <"$tmp/snap_after.txt" | grep -o "ticker: tick $tick sum [0-9a-f]*$" | head -1)
+check "run --restore of a diff: tick ${tick:-none} has the sum the original VM printed (${first:-none} / ${orig:-none})" \
+  bash -c "[[ -n '$first' && '$first' == '$orig' ]] && ! grep -q 'ticker: start' '$tmp/diff_restored.txt'"
+"$kindling" restore "$tmp/snap3" --restore-mode uffd 2>"$tmp/err.txt"
+check "restore of a diff with --restore-mode uffd: refused, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'is a diff: restore mode uffd' '$tmp/err.txt'"
 # Live migration to `kindling run --incoming` (a one-shot destination).
 "$kindling" migrate snap --to "unix:$tmp/nobody.sock" 2>"$tmp/err.txt"
 check "migrate to nobody: an error naming the address, exit 1, the VM runs on" \

@@ -286,9 +286,9 @@ def state_validation(d):
                      f"restore from {bad[:20]!r}")
     expect_error(lambda: vms.SnapshotVm(vm_pb2.SnapshotVmRequest(vm_id="nope", directory="/tmp/s")),
                  E.NOT_FOUND, "no VM 'nope'", "snapshot of an unknown VM")
-    expect_error(lambda: vms.SnapshotVm(vm_pb2.SnapshotVmRequest(vm_id="v", directory="/tmp/s",
+    expect_error(lambda: vms.SnapshotVm(vm_pb2.SnapshotVmRequest(vm_id="nope", directory="/tmp/s",
                                                                  diff=True)),
-                 E.UNIMPLEMENTED, "diff", "diff snapshot")
+                 E.NOT_FOUND, "no VM 'nope'", "diff snapshot of an unknown VM")
     expect_error(lambda: vms.RestoreVm(vm_pb2.RestoreVmRequest(directory="/tmp/s", mode=77)),
                  E.INVALID_ARGUMENT, "mode: 77 is not a RestoreMode", "restore mode 77")
     expect_error(lambda: vms.RestoreVm(vm_pb2.RestoreVmRequest(directory="/tmp/s",
