@@ -1,7 +1,11 @@
 // libFuzzer: a snapshot's state.pb as an attacker writes it. Parsing,
 // validation and every decoder must fail cleanly, never crash; decoded
 // virtio states are loaded into real transports (an rng device over 1 MiB
-// of guest RAM), so the queue and transport checks are fuzzed too.
+// of guest RAM), so the queue and transport checks are fuzzed too; a diff
+// snapshot's memory manifest is applied to that RAM.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -23,8 +27,25 @@ struct Env {
   virtio::EventLoop loop;
 };
 
-void LoadVirtio(const kindling::migration::v1::Virtio& v) {
+Env& TheEnv() {
   static Env* env = new Env();
+  return *env;
+}
+
+// A diff's manifest (present ranges, checksums) applied to the 1 MiB of
+// guest RAM from a 1 MiB file of zeros.
+void ApplyDiff(const kindling::migration::v1::MemoryManifest& m) {
+  static int fd = [] {
+    int f = ::memfd_create("fuzz-diff", MFD_CLOEXEC);
+    if (f >= 0 && ::ftruncate(f, 1 << 20) != 0) return -1;
+    return f;
+  }();
+  if (fd < 0 || m.file_size() != (1u << 20)) return;
+  (void)migration::ApplyDiffMemoryFile(fd, m, *TheEnv().mem);
+}
+
+void LoadVirtio(const kindling::migration::v1::Virtio& v) {
+  Env* env = &TheEnv();
   if (v.has_mmio()) {
     auto s = migration::DecodeMmio(v.mmio());
     if (!s.ok()) return;
@@ -55,6 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)migration::DecodeCpuid(v);
   }
   (void)migration::DecodeClock(s->kvm_clock());
+  if (s->has_base()) ApplyDiff(s->memory());
   if (s->irqchip().has_ioapic()) (void)migration::DecodeIoapic(s->irqchip().ioapic());
   if (s->irqchip().has_kernel()) (void)migration::DecodeKernelIrqchip(s->irqchip().kernel());
   for (const auto& d : s->devices()) {

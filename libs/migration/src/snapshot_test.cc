@@ -1,6 +1,7 @@
 #include "migration/snapshot.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -343,4 +344,20 @@ TEST_CASE("A diff snapshot's present ranges and base are validated") {
   CHECK_THAT(MessageOf(s), Catch::Contains("outside"));
   s.set_snapshot_id("xyz");
   CHECK_THAT(MessageOf(s), Catch::Contains("snapshot id of 3 bytes"));
+}
+
+TEST_CASE("The diff fuzz seed is a valid diff whose manifest applies") {
+  std::ifstream in("libs/migration/testdata/state_diff_seed.pb", std::ios::binary);
+  REQUIRE(in.good());
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto s = ParseSnapshot(bytes);
+  REQUIRE(s.ok());
+  REQUIRE(s->has_base());
+  auto mem = GuestMemory::Create(std::vector<vm_memory::RegionSpec>{{GuestAddress(0), 1 << 20}});
+  REQUIRE(mem.ok());
+  int fd = ::memfd_create("seed", 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 1 << 20) == 0);
+  CHECK(ApplyDiffMemoryFile(fd, s->memory(), **mem).ok());
+  ::close(fd);
 }
