@@ -56,18 +56,25 @@ int g_stopped_by = 0;
 
 // Waits up to a day for the source, giving up at once on a stop signal
 // (they are blocked for sigwait; a waiting destination must still obey them).
-absl::StatusOr<vm_memory::UniqueFd> AwaitSource(int listener, const sigset_t& stop) {
-  for (absl::Time end = absl::Now() + absl::Hours(24); absl::Now() < end;) {
+absl::StatusOr<::migration::IncomingSource> AwaitSource(int listener, const sigset_t& stop) {
+  ::migration::AcceptOptions o;
+  o.deadline = absl::Now() + absl::Hours(24);
+  o.stop = [&stop] {
     timespec now = {};
-    if (int sig = ::sigtimedwait(&stop, nullptr, &now); sig > 0) {
-      g_stopped_by = sig;
-      return absl::CancelledError(absl::StrCat("stopped by signal ", sig,
-                                               " while waiting for a migration"));
-    }
-    absl::StatusOr<vm_memory::UniqueFd> conn = ::migration::Accept(listener, absl::Milliseconds(200));
-    if (conn.ok() || !absl::IsDeadlineExceeded(conn.status())) return conn;
+    int sig = ::sigtimedwait(&stop, nullptr, &now);
+    if (sig > 0) g_stopped_by = sig;
+    return sig > 0;
+  };
+  o.ignored = [](const absl::Status& why) {
+    std::fprintf(stderr, "kindling: ignoring a connection that is not a migration source: %s\n",
+                 std::string(why.message()).c_str());
+  };
+  absl::StatusOr<::migration::IncomingSource> source = ::migration::AcceptSource(listener, o);
+  if (absl::IsCancelled(source.status())) {
+    return absl::CancelledError(absl::StrCat("stopped by signal ", g_stopped_by,
+                                             " while waiting for a migration"));
   }
-  return absl::DeadlineExceededError("no migration source connected within 24 hours");
+  return source;
 }
 
 // The VM `kindling run` runs: booted, restored, or received.
@@ -82,8 +89,8 @@ absl::StatusOr<std::unique_ptr<MicroVm>> Build(const kindling::RunOptions& opts,
   }
   ASSIGN_OR_RETURN(vm_memory::UniqueFd listener, ::migration::Listen(opts.incoming));
   std::fprintf(stderr, "kindling: waiting for a migration on %s\n", opts.incoming.c_str());
-  ASSIGN_OR_RETURN(vm_memory::UniqueFd conn, AwaitSource(listener.get(), stop));
-  return MicroVm::Incoming(opts.vm, std::move(conn));
+  ASSIGN_OR_RETURN(::migration::IncomingSource source, AwaitSource(listener.get(), stop));
+  return MicroVm::Incoming(opts.vm, std::move(source));
 }
 
 int Run(const std::vector<std::string>& args) {
@@ -186,7 +193,7 @@ int ExecControl(char** argv) {
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
                         "delete", "get", "list", "events", "console", "metrics", "host",
-                        "snapshot", "restore", "migrate", "cpu-profile", "cpu-baseline",
+                        "snapshot", "restore", "migrate", "receive", "cpu-profile", "cpu-baseline",
                         "pool-join"}) {
     if (verb == v) return true;
   }

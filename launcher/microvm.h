@@ -133,6 +133,11 @@ class MicroVm {
       const VmConfig& config, vm_memory::UniqueFd conn,
       absl::Duration peer_timeout = absl::Seconds(60),
       std::function<void(const absl::Status&)> on_postcopy_failure = nullptr);
+  // The same for a source that has said HELLO (migration::AcceptSource).
+  static absl::StatusOr<std::unique_ptr<MicroVm>> Incoming(
+      const VmConfig& config, ::migration::IncomingSource source,
+      absl::Duration peer_timeout = absl::Seconds(60),
+      std::function<void(const absl::Status&)> on_postcopy_failure = nullptr);
   // A post-copy destination: waits until every page has come.
   absl::Status WaitPostcopy(absl::Duration timeout);
   // A post-copy destination's page server (faults, requests), else null.

@@ -140,13 +140,26 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(
     const VmConfig& config, vm_memory::UniqueFd conn, absl::Duration peer_timeout,
     std::function<void(const absl::Status&)> on_postcopy_failure) {
   ::migration::FrameStream s(conn.get());
+  absl::StatusOr<v1::MigrationHello> hello =
+      ::migration::ReceiveHello(s, absl::Now() + peer_timeout);
+  if (!hello.ok()) {
+    (void)s.SendText(::migration::FrameType::kError, std::string(hello.status().message()));
+    return hello.status();
+  }
+  return Incoming(config, {std::move(conn), *std::move(hello)}, peer_timeout,
+                  std::move(on_postcopy_failure));
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Incoming(
+    const VmConfig& config, ::migration::IncomingSource source, absl::Duration peer_timeout,
+    std::function<void(const absl::Status&)> on_postcopy_failure) {
+  vm_memory::UniqueFd conn = std::move(source.conn);
+  const v1::MigrationHello* hello = &source.hello;
+  ::migration::FrameStream s(conn.get());
   auto fail = [&](absl::Status why) {
     (void)s.SendText(::migration::FrameType::kError, std::string(why.message()));
     return why;
   };
-  absl::StatusOr<v1::MigrationHello> hello =
-      ::migration::ReceiveHello(s, absl::Now() + peer_timeout);
-  if (!hello.ok()) return fail(hello.status());
   // The VM is built now, while RAM comes; the switch-over only loads state.
   absl::StatusOr<std::unique_ptr<MicroVm>> vm = PrepareIncoming(config, hello->skeleton());
   if (!vm.ok()) return fail(vm.status());

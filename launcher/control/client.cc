@@ -48,6 +48,9 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
                                   on ADDR (unix:PATH or tcp:HOST:PORT, e.g.
                                   `kindling run --incoming ADDR`), printing
                                   progress; the VM stops here once it runs there
+  receive --listen ADDR [--id ID] a new VM in this daemon that waits on ADDR
+                                  for a migration (INCOMING, then RUNNING once
+                                  the source handed over); prints its id
   metrics ID                      KVM statistics and VMM memory
   host                            this host's KVM, CPU and limits
 )";
@@ -312,6 +315,25 @@ int Snapshot(v1::VmService::Stub& stub, const Common& c) {
   return 0;
 }
 
+int Receive(v1::VmService::Stub& stub, const Common& c) {
+  v1::ReceiveMigrationRequest req;
+  for (size_t i = 0; i < c.rest.size(); ++i) {
+    const std::string& a = c.rest[i];
+    bool has_next = i + 1 < c.rest.size();
+    if (a == "--id" && has_next) req.set_vm_id(c.rest[++i]);
+    else if (a == "--listen" && has_next) req.set_listen(c.rest[++i]);
+    else return Usage(absl::StrCat("receive: unexpected ", a));
+  }
+  if (req.listen().empty()) return Usage("receive needs --listen ADDR (unix:PATH or tcp:HOST:PORT)");
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = stub.ReceiveMigration(&ctx, req, &vm);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else std::printf("%s\n", vm.vm_id().c_str());
+  return 0;
+}
+
 int Restore(v1::VmService::Stub& stub, const Common& c) {
   v1::RestoreVmRequest req;
   std::vector<std::string> words;
@@ -498,6 +520,7 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "metrics") return Metrics(*stub, c);
   if (verb == "snapshot") return Snapshot(*stub, c);
   if (verb == "restore") return Restore(*stub, c);
+  if (verb == "receive") return Receive(*stub, c);
   if (verb == "migrate") return Migrate(*stub, c);
   for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
     if (verb == v) return OneVm(*stub, verb, c);

@@ -284,7 +284,8 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Restore(const v1::RestoreVmRequest& req) {
 }
 
 absl::StatusOr<v1::Vm> VmServiceImpl::Launch(const std::string& id, const v1::VmConfig& config,
-                                             const std::vector<std::string>& flags) {
+                                             const std::vector<std::string>& flags,
+                                             v1::VmState initial_state) {
   std::string dir = options_.state_dir + "/vms/" + id;
   {
     absl::MutexLock l(&mu_);
@@ -307,7 +308,7 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Launch(const std::string& id, const v1::Vm
     std::ofstream(dir + "/cpu_template.json") << config.cpu_template();
   }
   absl::StatusOr<std::shared_ptr<VmHandle>> h =
-      VmHandle::Spawn({id, dir, options_.vm_binary, flags, config}, &hub_);
+      VmHandle::Spawn({id, dir, options_.vm_binary, flags, config, initial_state}, &hub_);
   if (!h.ok()) return undo(h.status());
   v1::Vm vm = (*h)->Snapshot();
   absl::MutexLock l(&mu_);
@@ -357,6 +358,29 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Snapshot(const v1::SnapshotVmRequest& req)
   // A snapshot writes all of guest RAM: allow it minutes, not seconds.
   return Lifecycle(req.vm_id(), Type::kSnapshot,
                    EncodeSnapshotRequest({dir, req.stay_paused(), req.diff()}), absl::Minutes(10));
+}
+
+absl::StatusOr<v1::Vm> VmServiceImpl::Receive(const v1::ReceiveMigrationRequest& req) {
+  std::string id = req.vm_id().empty() ? RandomId() : req.vm_id();
+  RETURN_IF_ERROR(ValidateVmId(id));
+  if (req.listen().size() > 4096) return absl::InvalidArgumentError("listen: more than 4096 bytes");
+  if (auto a = ::migration::ParseStreamAddress(req.listen()); !a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("listen: ", a.status().message()));
+  }
+  const v1::HostInfo& host = host_->info();
+  if (!host.kvm_usable()) {
+    return absl::FailedPreconditionError(absl::StrCat("this host cannot run VMs: ", host.kvm_error()));
+  }
+  // The VM process listens before it reports ready (an address in use
+  // fails the call); the VM itself comes with the stream.
+  return Launch(id, v1::VmConfig(), {"--incoming", req.listen()}, v1::VM_STATE_INCOMING);
+}
+
+grpc::Status VmServiceImpl::ReceiveMigration(grpc::ServerContext*,
+                                             const v1::ReceiveMigrationRequest* req, v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = Receive(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
 }
 
 grpc::Status VmServiceImpl::RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest* req,

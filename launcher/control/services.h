@@ -63,6 +63,8 @@ class VmServiceImpl final : public v1::VmService::Service {
                          v1::Vm*) override;
   grpc::Status RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest*,
                          v1::Vm*) override;
+  grpc::Status ReceiveMigration(grpc::ServerContext*, const v1::ReceiveMigrationRequest*,
+                                v1::Vm*) override;
   grpc::Status GetVm(grpc::ServerContext*, const v1::VmRef*, v1::Vm*) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
                        v1::ListVmsResponse*) override;
@@ -80,7 +82,9 @@ class VmServiceImpl final : public v1::VmService::Service {
   absl::StatusOr<v1::Vm> Restore(const v1::RestoreVmRequest& req);
   // Reserves the id, writes the VM's directory and spawns its process.
   absl::StatusOr<v1::Vm> Launch(const std::string& id, const v1::VmConfig& config,
-                                const std::vector<std::string>& flags);
+                                const std::vector<std::string>& flags,
+                                v1::VmState initial_state = v1::VM_STATE_CREATED);
+  absl::StatusOr<v1::Vm> Receive(const v1::ReceiveMigrationRequest& req);
   absl::StatusOr<v1::Vm> Lifecycle(const std::string& vm_id, Type command,
                                    std::string payload = {},
                                    absl::Duration timeout = absl::Seconds(10));

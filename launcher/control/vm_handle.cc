@@ -167,6 +167,10 @@ absl::StatusOr<std::shared_ptr<VmHandle>> VmHandle::Spawn(const SpawnArgs& a, Ev
   }
   std::shared_ptr<VmHandle> h(new VmHandle(a.vm_id, a.dir, a.config, hub));
   h->spawned_ = true;
+  {
+    absl::MutexLock l(&h->mu_);
+    h->state_ = a.initial_state;
+  }
   h->Connect(*std::move(fd), pid);
   return h;
 }

@@ -64,6 +64,8 @@ struct SpawnArgs {
   std::string vm_binary;   // the `kindling` program
   std::vector<std::string> run_flags;
   v1::VmConfig config;
+  // What the VM process reports once ready (INCOMING for --incoming).
+  v1::VmState initial_state = v1::VM_STATE_CREATED;
 };
 
 class VmHandle {

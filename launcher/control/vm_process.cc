@@ -1,8 +1,10 @@
 #include "launcher/control/vm_process.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <deque>
 #include <fstream>
@@ -17,6 +19,8 @@
 #include "launcher/control/wire.h"
 #include "launcher/microvm.h"
 #include "migration/address.h"
+#include "migration/precopy.h"
+#include "vcpu/cpu_template.h"
 #include "kindling/status_macros.h"
 
 namespace kindling::control {
@@ -45,6 +49,7 @@ struct Conn {
 class VmProcess {
  public:
   absl::Status Init(const std::string& dir, RunOptions opts);
+  absl::Status InitIncoming(const std::string& dir, RunOptions opts);
   [[noreturn]] void Serve();
 
  private:
@@ -59,10 +64,17 @@ class VmProcess {
   absl::Status Snapshot(const control::SnapshotRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate(const control::MigrateRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Kill() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunVm();
+  // An incoming migration (`--incoming ADDR`): waits for the source on
+  // `migration_listener_`, builds the VM from its stream and runs it.
+  void ReceiveVm(RunOptions opts);
   [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
 
   UniqueFd listener_;
+  UniqueFd migration_listener_;  // --incoming: until the source connected
+  UniqueFd migration_conn_ ABSL_GUARDED_BY(mu_);  // a dup of the source's stream
+  std::atomic<bool> killed_{false};  // while INCOMING
   absl::Mutex mu_;  // lifecycle; taken before out_mu_
   std::unique_ptr<MicroVm> vm_ ABSL_GUARDED_BY(mu_);
   StateEvent state_ ABSL_GUARDED_BY(mu_);
@@ -136,12 +148,71 @@ void VmProcess::SenderLoop() {
 }
 
 absl::Status VmProcess::Start() {
+  if (state_.state == control::VmState::kIncoming) {
+    return absl::FailedPreconditionError(
+        "the VM is waiting for an incoming migration; it runs when the source hands over");
+  }
   if (state_.state != control::VmState::kCreated) {
     return absl::FailedPreconditionError("the VM has already been started");
   }
   SetState(control::VmState::kRunning, 0, "");
   run_thread_ = std::thread(&VmProcess::RunVm, this);
   return absl::OkStatus();
+}
+
+absl::Status VmProcess::Kill() {
+  if (state_.state == control::VmState::kIncoming) {
+    // Whatever the receiving thread is doing (waiting, reading the stream)
+    // fails now; the state says why first.
+    SetState(control::VmState::kStopped, kKilledStatus,
+             "killed through the API while waiting for a migration");
+    killed_.store(true);
+    if (migration_listener_.valid()) ::shutdown(migration_listener_.get(), SHUT_RDWR);
+    if (migration_conn_.valid()) ::shutdown(migration_conn_.get(), SHUT_RDWR);
+    return absl::OkStatus();
+  }
+  bool live = state_.state == control::VmState::kRunning ||
+              state_.state == control::VmState::kPaused;
+  if (!live) return absl::FailedPreconditionError("the VM is not running");
+  vm_->Stop({VcpuRunner::StopReason::kRequested, kKilledStatus, "killed through the API"});
+  if (state_.state == control::VmState::kPaused) vm_->Resume();
+  return absl::OkStatus();
+}
+
+void VmProcess::ReceiveVm(RunOptions opts) {
+  ::migration::AcceptOptions o;
+  o.deadline = absl::Now() + absl::Hours(24);
+  o.stop = [this] { return killed_.load(); };
+  o.ignored = [](const absl::Status& why) {
+    std::fprintf(stderr, "kindling vm-process: ignoring a connection that is not a migration "
+                 "source: %s\n", std::string(why.message()).c_str());
+  };
+  absl::StatusOr<::migration::IncomingSource> source =
+      ::migration::AcceptSource(migration_listener_.get(), o);
+  {
+    absl::MutexLock l(&mu_);
+    if (state_.state != control::VmState::kIncoming) return;  // killed: refuse the source
+    // A dup to shut down if a kill comes while the stream is read: the
+    // source then fails before it hands over, and its guest runs on.
+    if (source.ok()) migration_conn_ = UniqueFd(::fcntl(source->conn.get(), F_DUPFD_CLOEXEC, 0));
+  }
+  absl::StatusOr<std::unique_ptr<MicroVm>> vm =
+      source.ok() ? MicroVm::Incoming(opts.vm, *std::move(source)) : source.status();
+  absl::MutexLock l(&mu_);
+  migration_listener_.reset();
+  migration_conn_.reset();
+  if (state_.state != control::VmState::kIncoming) return;  // killed meanwhile
+  if (!vm.ok()) {
+    std::fprintf(stderr, "kindling vm-process: incoming migration failed: %s\n",
+                 std::string(vm.status().message()).c_str());
+    SetState(control::VmState::kFailed, 1,
+             absl::StrCat("incoming migration failed: ", vm.status().ToString()));
+    return;
+  }
+  vm_ = *std::move(vm);
+  std::fprintf(stderr, "kindling vm-process: incoming migration received; running\n");
+  SetState(control::VmState::kRunning, 0, "");
+  run_thread_ = std::thread(&VmProcess::RunVm, this);
 }
 
 void VmProcess::RunVm() {
@@ -182,10 +253,7 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       break;
     }
     case Type::kKill:
-      if (!live) return absl::FailedPreconditionError("the VM is not running");
-      vm_->Stop({VcpuRunner::StopReason::kRequested, kKilledStatus, "killed through the API"});
-      if (state_.state == control::VmState::kPaused) vm_->Resume();
-      break;
+      return Kill();
     case Type::kPowerButton:
       if (state_.state != control::VmState::kRunning) {
         return absl::FailedPreconditionError(
@@ -355,6 +423,7 @@ absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
     Publish({Type::kBalloonStats, 0, EncodeCounters(c)});
   };
   ASSIGN_OR_RETURN(listener_, ListenSeqpacket(dir + "/control.sock"));
+  if (!opts.incoming.empty()) return InitIncoming(dir, std::move(opts));
   ASSIGN_OR_RETURN(auto vm, opts.restore_dir.empty()
                                 ? MicroVm::Create(opts.vm)
                                 : MicroVm::Restore(opts.vm, opts.restore_dir, opts.restore_mode));
@@ -364,6 +433,24 @@ absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
   absl::MutexLock o(&out_mu_);
   published_ = state_;
   std::ofstream(dir + "/pid") << ::getpid() << "\n";
+  return absl::OkStatus();
+}
+
+// Ready once the migration address listens: the source may connect as
+// soon as ReceiveMigration returned.
+absl::Status VmProcess::InitIncoming(const std::string& dir, RunOptions opts) {
+  if (!opts.vm.host_cpu_template.empty()) {  // before a source is kept waiting
+    RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(opts.vm.host_cpu_template).status());
+  }
+  ASSIGN_OR_RETURN(migration_listener_, ::migration::Listen(opts.incoming));
+  {
+    absl::MutexLock l(&mu_);
+    state_ = {control::VmState::kIncoming, 0, absl::StrCat("waiting on ", opts.incoming)};
+    absl::MutexLock o(&out_mu_);
+    published_ = state_;
+  }
+  std::ofstream(dir + "/pid") << ::getpid() << "\n";
+  std::thread(&VmProcess::ReceiveVm, this, std::move(opts)).detach();
   return absl::OkStatus();
 }
 

@@ -71,7 +71,7 @@ std::string EncodeState(const StateEvent& s) {
 absl::StatusOr<StateEvent> DecodeState(std::string_view p) {
   if (p.size() < 5) return absl::InvalidArgumentError("state event: shorter than 5 bytes");
   uint8_t st = static_cast<uint8_t>(p[0]);
-  if (st < 1 || st > 5) {
+  if (st < 1 || st > 6) {
     return absl::InvalidArgumentError(absl::StrCat("state event: unknown state ", st));
   }
   if (p.size() - 5 > kMaxText) {

@@ -74,6 +74,7 @@ enum class VmState : uint8_t {
   kPaused = 3,
   kStopped = 4,
   kFailed = 5,
+  kIncoming = 6,  // waiting for a live migration's source
 };
 
 struct StateEvent {

@@ -169,6 +169,53 @@ check "run --incoming with --memory: refused, 125" \
 check "snapshot of a stopped VM: FAILED_PRECONDITION" \
   bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: VM .snap. is VM_STATE_STOPPED: only a running or paused VM' '$tmp/err.txt'"
 "$kindling" delete snap >/dev/null
+
+# Migration into this daemon: `kindling receive` is the destination.
+"$kindling" receive --listen tcp:nowhere 2>"$tmp/err.txt"
+check "receive --listen tcp:nowhere: INVALID_ARGUMENT, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'INVALID_ARGUMENT: listen: .*expected tcp:HOST:PORT' '$tmp/err.txt'"
+check "receive: a new VM, INCOMING" \
+  bash -c "[[ \$('$kindling' receive --listen 'unix:$tmp/recv.sock' --id recv) == recv ]] && '$kindling' get recv | grep -q '^recv  *INCOMING'"
+"$kindling" receive --listen "unix:$tmp/recv.sock" --id recv2 2>"$tmp/err.txt"
+check "receive on an address in use: refused naming it, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'recv.sock' '$tmp/err.txt' && ! '$kindling' get recv2 >/dev/null 2>&1"
+"$kindling" start recv 2>"$tmp/err.txt"
+check "start an INCOMING VM: FAILED_PRECONDITION" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: .*waiting for an incoming migration' '$tmp/err.txt'"
+"$kindling" create --id mig2 --kernel "$ticker" --memory 64 --cmdline "console=ttyS0 forever" >/dev/null
+"$kindling" start mig2 >/dev/null
+for _ in $(seq 100); do
+  timeout 0.3 "$kindling" console mig2 </dev/null >"$tmp/mig2_before.txt"
+  grep -q 'ticker: tick 2 ' "$tmp/mig2_before.txt" && break
+done
+"$kindling" migrate mig2 --to "unix:$tmp/recv.sock" >"$tmp/migrate2.out" 2>"$tmp/migrate2.err"
+check "migrate into the daemon's receiving VM: exit 0, source STOPPED" \
+  bash -c "[[ $? -eq 0 ]] && grep -q '^mig2  *STOPPED' '$tmp/migrate2.out' || ! cat '$tmp/migrate2.err'"
+check "the receiving VM is RUNNING" bash -c "'$kindling' get recv | grep -q '^recv  *RUNNING'"
+last=$(tr -d '\r' <"$tmp/mig2_before.txt" | grep -o 'ticker: tick [0-9]* sum' | tail -1 | cut -d' ' -f3)
+for _ in $(seq 100); do
+  timeout 0.3 "$kindling" console recv </dev/null >"$tmp/recv.txt"
+  grep -q 'ticker: tick [0-9]* sum' "$tmp/recv.txt" && break
+done
+first=$(tr -d '\r' <"$tmp/recv.txt" | grep -o 'ticker: tick [0-9]* sum' | head -1 | cut -d' ' -f3)
+check "receive: the guest ticks on in the new VM after tick ${last:-?} (first ${first:-none}), no reboot" \
+  bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0})) && ! grep -q 'ticker: start' '$tmp/recv.txt'"
+check "kill the received VM: 137" bash -c "'$kindling' kill recv | grep -q 'STOPPED .* 137'"
+"$kindling" delete recv >/dev/null
+"$kindling" delete mig2 >/dev/null
+"$kindling" receive --listen "unix:$tmp/recv3.sock" --id recv3 >/dev/null
+check "kill an INCOMING VM: STOPPED 137" bash -c "'$kindling' kill recv3 | grep -q 'STOPPED .* 137'"
+cat >"$tmp/connect.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError:
+    sys.exit(0)
+sys.exit(1)
+PY
+check "a killed INCOMING VM accepts no source" bash -c "[[ -S '$tmp/recv3.sock' ]] && python3 '$tmp/connect.py' '$tmp/recv3.sock'"
+"$kindling" delete recv3 >/dev/null
 "$kindling" run --restore "$tmp/snap" --kernel "$ticker" 2>"$tmp/err.txt"
 check "run --restore with --kernel: refused, 125" \
   bash -c "[[ $? -eq 125 ]] && grep -q -- '--kernel cannot be given with --restore' '$tmp/err.txt'"

@@ -20,6 +20,10 @@
 namespace migration {
 namespace {
 
+// Connections waiting to be accepted: probes and scanners that a
+// destination reads and drops must not keep the real source out.
+constexpr int kBacklog = 8;
+
 using vm_memory::UniqueFd;
 
 absl::Status Bad(std::string_view address, std::string_view why) {
@@ -99,6 +103,20 @@ absl::StatusOr<StreamAddress> ParseStreamAddress(std::string_view address) {
   return Bad(address, "expected unix:PATH or tcp:HOST:PORT");
 }
 
+namespace {
+
+// Whether a process accepts connections on the unix socket `sa`. The probe
+// connects and closes at once: a kindling destination (AcceptSource)
+// ignores it; a full backlog counts as listening.
+bool SomeoneListens(const sockaddr_un& sa) {
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!probe.valid()) return false;
+  int r = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+  return r == 0 || errno == EAGAIN || errno == EINPROGRESS;
+}
+
+}  // namespace
+
 absl::StatusOr<UniqueFd> Listen(std::string_view address) {
   ASSIGN_OR_RETURN(StreamAddress a, ParseStreamAddress(address));
   if (a.kind == StreamAddress::Kind::kUnix) {
@@ -106,11 +124,17 @@ absl::StatusOr<UniqueFd> Listen(std::string_view address) {
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd.valid()) return absl::ErrnoToStatus(errno, "socket");
     struct stat st;
-    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(a.path.c_str());
+    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      if (SomeoneListens(sa)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("unix:", a.path, ": another process is listening there"));
+      }
+      ::unlink(a.path.c_str());  // a dead listener's leftover
+    }
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
       return absl::ErrnoToStatus(errno, absl::StrCat("bind ", a.path));
     }
-    if (::listen(fd.get(), 1) != 0) return absl::ErrnoToStatus(errno, "listen");
+    if (::listen(fd.get(), kBacklog) != 0) return absl::ErrnoToStatus(errno, "listen");
     return fd;
   }
   ASSIGN_OR_RETURN(addrinfo * res, Resolve(a, /*passive=*/true));
@@ -120,7 +144,7 @@ absl::StatusOr<UniqueFd> Listen(std::string_view address) {
     if (!fd.valid()) continue;
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), 1) == 0) {
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), kBacklog) == 0) {
       ::freeaddrinfo(res);
       return fd;
     }

@@ -1,15 +1,19 @@
 // Live migration, destination side: the hello, RAM pages, the state, and
 // the DONE/GO exchange. Every address and length from the source is
 // checked against the RAM the hello described.
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
+#include "migration/address.h"
 #include "migration/precopy.h"
 #include "migration/snapshot.h"
 
 namespace migration {
 namespace {
+
+absl::StatusOr<v1::MigrationHello> ParseHello(const Frame& f);
 
 absl::Status Bad(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("migration stream: ", what));
@@ -81,6 +85,46 @@ bool SameRegions(const v1::Machine& m, const vm_memory::GuestMemory& mem) {
 
 absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadline) {
   ASSIGN_OR_RETURN(Frame f, s.Expect(FrameType::kHello, deadline));
+  return ParseHello(f);
+}
+
+absl::StatusOr<IncomingSource> AcceptSource(int listener, const AcceptOptions& o) {
+  for (;;) {
+    if (o.stop && o.stop()) {
+      return absl::CancelledError("stopped while waiting for a migration source");
+    }
+    absl::Duration left = o.deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError("no migration source connected in time");
+    }
+    absl::StatusOr<vm_memory::UniqueFd> conn =
+        Accept(listener, std::min(left, absl::Milliseconds(200)));
+    if (!conn.ok()) {
+      if (absl::IsDeadlineExceeded(conn.status())) continue;
+      return conn.status();
+    }
+    FrameStream s(conn->get());
+    absl::StatusOr<Frame> f = s.Receive(absl::Now() + o.hello_timeout);
+    if (f.ok() && f->type == FrameType::kHello) {
+      absl::StatusOr<v1::MigrationHello> hello = ParseHello(*f);
+      if (!hello.ok()) {
+        (void)s.SendText(FrameType::kError, std::string(hello.status().message()));
+        return hello.status();
+      }
+      return IncomingSource{*std::move(conn), *std::move(hello)};
+    }
+    absl::Status why = f.ok() ? absl::InvalidArgumentError(absl::StrCat(
+                                    "a connection sent frame type ", static_cast<int>(f->type),
+                                    " where a migration begins with HELLO"))
+                              : f.status();
+    if (f.ok()) (void)s.SendText(FrameType::kError, std::string(why.message()));
+    if (o.ignored) o.ignored(why);
+  }
+}
+
+namespace {
+
+absl::StatusOr<v1::MigrationHello> ParseHello(const Frame& f) {
   v1::MigrationHello hello;
   if (!hello.ParseFromArray(f.payload.data(), static_cast<int>(f.payload.size()))) {
     return Bad("the HELLO frame is not a kindling.migration.v1.MigrationHello");
@@ -106,6 +150,8 @@ absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadl
   }
   return hello;
 }
+
+}  // namespace
 
 absl::StatusOr<IncomingState> ReceiveMemoryAndState(FrameStream& s,
                                                     vm_memory::GuestMemory& memory,

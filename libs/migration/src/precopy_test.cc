@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -285,4 +286,64 @@ TEST_CASE("stream addresses: unix and tcp, refused with the reason") {
   REQUIRE(in.Expect(FrameType::kEnd, absl::Now() + absl::Seconds(5)).ok());
   REQUIRE(Accept(l->get(), absl::Milliseconds(10)).status().code() ==
           absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_CASE("AcceptSource skips probes and junk until a source says HELLO") {
+  char dir[] = "/tmp/accept-source-XXXXXX";  // TEST_TMPDIR may be longer than sun_path
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  std::string addr = std::string("unix:") + dir + "/s.sock";
+  auto listener = Listen(addr);
+  INFO(listener.status().message());
+  REQUIRE(listener.ok());
+  // A second listener on a live path is refused; the probe it makes is
+  // one of the connections AcceptSource ignores below.
+  auto again = Listen(addr);
+  REQUIRE_FALSE(again.ok());
+  CHECK_THAT(std::string(again.status().message()), Catch::Contains("another process is listening"));
+
+  FakeVm vm(0);
+  absl::Status result;
+  std::thread src([&] {
+    {  // connects and closes
+      auto c = Connect(addr, absl::Seconds(5));
+      REQUIRE(c.ok());
+    }
+    {  // sends bytes that are no frame
+      auto c = Connect(addr, absl::Seconds(5));
+      REQUIRE(c.ok());
+      REQUIRE(::write(c->get(), "GET / HTTP/1.0\r\n\r\n", 18) == 18);
+      char b[256];
+      while (::read(c->get(), b, sizeof b) > 0) {}
+    }
+    auto c = Connect(addr, absl::Seconds(5));
+    REQUIRE(c.ok());
+    result = Migrate(c->get(), vm, MigrationOptions{}, [](const MigrationProgress&) {});
+  });
+  std::vector<std::string> ignored;
+  AcceptOptions o;
+  o.deadline = absl::Now() + absl::Seconds(20);
+  o.ignored = [&](const absl::Status& why) { ignored.emplace_back(why.message()); };
+  auto source = AcceptSource(listener->get(), o);
+  REQUIRE(source.ok());
+  FrameStream s(source->conn.get());
+  auto ram = Ram();
+  REQUIRE(ReceiveMemoryAndState(s, *ram, absl::Seconds(10)).ok());
+  REQUIRE(FinishIncoming(s, absl::Seconds(10)).ok());
+  src.join();
+  INFO(result.message());
+  CHECK(result.ok());
+  CHECK(ignored.size() == 3);  // Listen's probe, the closer, the HTTP request
+  CHECK(SameRam(vm.memory(), *ram));
+
+  AcceptOptions stop;
+  stop.stop = [] { return true; };
+  CHECK(absl::IsCancelled(AcceptSource(listener->get(), stop).status()));
+  AcceptOptions late;
+  late.deadline = absl::Now() + absl::Milliseconds(300);
+  CHECK(absl::IsDeadlineExceeded(AcceptSource(listener->get(), late).status()));
+
+  listener->reset();  // a dead listener's socket file is replaced
+  CHECK(Listen(addr).ok());
+  ::unlink((std::string(dir) + "/s.sock").c_str());
+  ::rmdir(dir);
 }

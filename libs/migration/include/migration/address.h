@@ -26,8 +26,9 @@ struct StreamAddress {
 };
 
 absl::StatusOr<StreamAddress> ParseStreamAddress(std::string_view address);
-// A listening socket (a unix path that exists is replaced only if it is a
-// socket nobody listens on).
+// A listening socket. A unix path that exists is replaced only if it is a
+// socket nobody listens on (a probe connection finds out; a destination
+// that uses AcceptSource ignores it); FAILED_PRECONDITION otherwise.
 absl::StatusOr<vm_memory::UniqueFd> Listen(std::string_view address);
 absl::StatusOr<vm_memory::UniqueFd> Accept(int listener, absl::Duration timeout);
 absl::StatusOr<vm_memory::UniqueFd> Connect(std::string_view address, absl::Duration timeout);

@@ -105,6 +105,28 @@ bool SourceStranded(const absl::Status& s);
 // Destination. ReceiveHello checks the version and the shape (bounded as
 // ValidateSnapshot bounds a snapshot's) and answers nothing yet.
 absl::StatusOr<v1::MigrationHello> ReceiveHello(FrameStream& s, absl::Time deadline);
+
+// A source that connected and said HELLO (checked as ReceiveHello does).
+struct IncomingSource {
+  vm_memory::UniqueFd conn;
+  v1::MigrationHello hello;
+};
+struct AcceptOptions {
+  absl::Time deadline = absl::InfiniteFuture();
+  // How long a connection may take to send its HELLO frame.
+  absl::Duration hello_timeout = absl::Seconds(5);
+  // Checked every 200 ms: true gives up (CANCELLED).
+  std::function<bool()> stop;
+  // Told about each connection that was not a source.
+  std::function<void(const absl::Status&)> ignored;
+};
+// Waits on `listener` (migration::Listen) for a source. A connection that
+// closes, sends anything but a HELLO frame, or nothing within
+// hello_timeout is closed and passed to `ignored`: port scanners, health
+// checks and "is anyone listening" probes do not end the wait. A HELLO
+// that is not acceptable (version, shape) is an error, and the source is
+// told why.
+absl::StatusOr<IncomingSource> AcceptSource(int listener, const AcceptOptions& options);
 // Sends READY, then loads pages into `memory` (every range checked against
 // it) until STATE and END; returns the state and, for a post-copy, the
 // pages still to come (hand them to a PostcopyPager before loading the
