@@ -294,6 +294,12 @@ def state_validation(d):
     expect_error(lambda: vms.RestoreVm(vm_pb2.RestoreVmRequest(directory="/tmp/s",
                                                                vm_id="a/b")),
                  E.INVALID_ARGUMENT, "vm_id", "restore into vm_id with a slash")
+    recv = vm_pb2.ReceiveMigrationRequest
+    for bad in ("", "tcp:nowhere", "udp:1.2.3.4:5", "unix:" + "x" * 4200):
+        expect_error(lambda: vms.ReceiveMigration(recv(listen=bad)),
+                     E.INVALID_ARGUMENT, "listen: ", f"receive on {bad[:20]!r}")
+    expect_error(lambda: vms.ReceiveMigration(recv(listen="unix:/tmp/r.sock", vm_id="a/b")),
+                 E.INVALID_ARGUMENT, "vm_id", "receive into vm_id with a slash")
     mig = vm_pb2.MigrateVmRequest
     expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="tcp:nowhere")),
                  E.INVALID_ARGUMENT, "destination: ", "migrate to tcp without a port")
