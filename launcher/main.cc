@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -146,6 +147,14 @@ int Run(const std::vector<std::string>& args) {
           std::fprintf(stderr, "kindling: stat %s %llu\n", key,
                        static_cast<unsigned long long>(it->second));
         }
+      }
+      std::map<std::string, uint64_t> devices;  // sorted: virtio.blk0.*, virtio.net0.*, ...
+      for (const auto& [k, v] : *stats) {
+        if (k.rfind("virtio.", 0) == 0) devices[k] = v;
+      }
+      for (const auto& [k, v] : devices) {
+        std::fprintf(stderr, "kindling: stat %s %llu\n", k.c_str(),
+                     static_cast<unsigned long long>(v));
       }
       if (const ::migration::PostcopyPager* p = (*vm)->postcopy()) {
         ::migration::PostcopyPager::Stats st = p->stats();

@@ -352,6 +352,9 @@ absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> MicroVm::ReadStats()
     ASSIGN_OR_RETURN(auto values, s->Read());
     for (const auto& [k, v] : values) total[k] += v;
   }
+  if (virtio_) {
+    for (auto& [k, v] : virtio_->Counters()) total[k] = v;
+  }
   return total;
 }
 

@@ -149,7 +149,9 @@ class MicroVm {
   // Bytes for the guest's console (the virtio console when there is one,
   // else the serial port); returns how many were queued.
   size_t SendConsoleInput(std::string_view bytes);
-  // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over vCPUs.
+  // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over
+  // vCPUs, and each virtio device's counters ("virtio.blk0.read_bytes",
+  // VirtioDevices::Counters).
   absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> ReadStats() const;
 
   vm_memory::GuestMemory& memory() { return *memory_; }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -292,6 +293,34 @@ std::optional<vcpu::boot::PciEcamDescription> VirtioPlan::Ecam() const {
   // The host bridge forwards the hole from the first BAR up to the ECAM.
   return vcpu::boot::PciEcamDescription{kPciEcamBase, 0, static_cast<uint32_t>(kPciBarBase),
                                         static_cast<uint32_t>(kPciEcamBase - kPciBarBase)};
+}
+
+namespace {
+
+const char* KindName(virtio::DeviceType t) {
+  switch (t) {
+    case virtio::DeviceType::kNet: return "net";
+    case virtio::DeviceType::kBlock: return "blk";
+    case virtio::DeviceType::kConsole: return "console";
+    case virtio::DeviceType::kRng: return "rng";
+    case virtio::DeviceType::kBalloon: return "balloon";
+    case virtio::DeviceType::kVsock: return "vsock";
+  }
+  return "device";
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, uint64_t>> VirtioDevices::Counters() const {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  std::map<std::string, int> seen;
+  for (const auto& t : transports_) {
+    const virtio::VirtioDevice& d = t->device();
+    std::string kind = KindName(d.type());
+    std::string prefix = absl::StrCat("virtio.", kind, seen[kind]++, ".");
+    for (auto& [name, value] : d.Counters()) out.emplace_back(prefix + name, value);
+  }
+  return out;
 }
 
 }  // namespace kindling

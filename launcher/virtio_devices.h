@@ -140,6 +140,10 @@ class VirtioDevices {
   virtio::Console* console() { return console_.get(); }
   virtio::Balloon* balloon() { return balloon_.get(); }
   size_t device_count() const { return transports_.size(); }
+  // Every device's counters (VirtioDevice::Counters) as
+  // "virtio.KIND N.NAME", e.g. "virtio.blk0.read_bytes", "virtio.net1.tx_frames"
+  // (N counts devices of that kind in plan order). From any thread.
+  std::vector<std::pair<std::string, uint64_t>> Counters() const;
 
   // ---- snapshots (launcher/virtio_state.cc) ----
   // Whether every device's state can be saved; the error names the device.

@@ -24,6 +24,8 @@ void Header(std::string& out, const Family& f) {
   absl::StrAppend(&out, "# HELP ", f.name, " ", f.help, "\n# TYPE ", f.name, " ", f.type, "\n");
 }
 
+bool IsDeviceCounter(const std::string& k) { return absl::StartsWith(k, "virtio."); }
+
 std::string Label(const VmMetrics& vm) { return absl::StrCat("vm_id=\"", vm.vm_id, "\""); }
 
 void ExitsByReason(std::string& out, const std::vector<VmMetrics>& vms) {
@@ -43,8 +45,23 @@ void KvmStats(std::string& out, const std::vector<VmMetrics>& vms) {
                "Every other KVM binary statistic of the VM's vCPUs, summed."});
   for (const VmMetrics& vm : vms) {
     for (const auto& [k, v] : vm.kvm) {
-      if (k == "exits" || absl::EndsWith(k, "_exits")) continue;
+      if (k == "exits" || absl::EndsWith(k, "_exits") || IsDeviceCounter(k)) continue;
       absl::StrAppend(&out, "kindling_vm_kvm_stat{", Label(vm), ",stat=\"", k, "\"} ", v, "\n");
+    }
+  }
+}
+
+// "virtio.blk0.read_bytes" -> device blk0, counter read_bytes.
+void DeviceCounters(std::string& out, const std::vector<VmMetrics>& vms) {
+  Header(out, {"kindling_vm_device_total", "counter",
+               "What each virtio device has done (bytes, frames, requests, errors)."});
+  for (const VmMetrics& vm : vms) {
+    for (const auto& [k, v] : vm.kvm) {
+      if (!IsDeviceCounter(k)) continue;
+      size_t dot = k.find('.', 7);
+      if (dot == std::string::npos) continue;
+      absl::StrAppend(&out, "kindling_vm_device_total{", Label(vm), ",device=\"",
+                      k.substr(7, dot - 7), "\",counter=\"", k.substr(dot + 1), "\"} ", v, "\n");
     }
   }
 }
@@ -65,6 +82,7 @@ std::string RenderPrometheus(const std::vector<VmMetrics>& vms) {
   }
   ExitsByReason(out, vms);
   KvmStats(out, vms);
+  DeviceCounters(out, vms);
   Header(out, {"kindling_vm_cpu_seconds_total", "counter",
                "CPU time of the VM process (vCPUs, devices, VMM), user + system."});
   for (const VmMetrics& vm : vms) {

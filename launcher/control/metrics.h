@@ -22,7 +22,9 @@ namespace kindling::control {
 struct VmMetrics {
   std::string vm_id;
   std::string state;                         // "running", "stopped", ...
-  std::map<std::string, uint64_t> kvm;       // KVM binary stats, summed over vCPUs
+  // KVM binary stats, summed over vCPUs, and the virtio devices' counters
+  // ("virtio.blk0.read_bytes"): what GetMetrics returns.
+  std::map<std::string, uint64_t> kvm;
   uint64_t rss_bytes = 0;                    // the VM process's resident memory
   double cpu_seconds = 0;                    // the VM process's user + system time
   bool has_process = false;

@@ -324,7 +324,8 @@ def without_kvm(d):
 
 def hello_life(d):
     ev = Events(d.vms)
-    vm = d.vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, cmdline="console=ttyS0 api-test")))
+    vm = d.vms.CreateVm(vm_pb2.CreateVmRequest(config=config(HELLO, cmdline="console=ttyS0 api-test",
+                                                             rng=True)))
     check(len(vm.vm_id) == 16 and vm.state == vm_pb2.VM_STATE_CREATED and vm.pid > 0,
           f"CreateVm assigns an id and the VM is CREATED with a process ({vm.vm_id}, pid {vm.pid})")
     started = d.vms.StartVm(vm_pb2.VmRef(vm_id=vm.vm_id))
@@ -340,6 +341,8 @@ def hello_life(d):
           "console attached after the exit replays the whole boot")
     m = d.vms.GetMetrics(vm_pb2.VmRef(vm_id=vm.vm_id))
     check(m.counters.get("exits", 0) > 0, f"metrics of a stopped VM: {m.counters.get('exits')} exits")
+    check("virtio.rng0.bytes" in m.counters,
+          f"metrics carry the devices' counters ({sorted(k for k in m.counters if '.' in k)})")
     d.vms.DeleteVm(vm_pb2.VmRef(vm_id=vm.vm_id))
     ids = [v.vm_id for v in d.vms.ListVms(vm_pb2.ListVmsRequest()).vms]
     check(vm.vm_id not in ids, "DeleteVm forgets it")

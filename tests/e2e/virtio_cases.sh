@@ -34,6 +34,13 @@ run() {
 
 mkdisk blk.img
 run blk --kernel virtio_blk.elf --disk blk.img
+# The device counters `--stats` prints (GetMetrics returns the same).
+mkdisk stats.img
+$K run --kernel virtio_blk.elf --disk stats.img --stats </dev/null >blk_stats.out 2>&1
+for c in read_ops write_ops flush_ops; do
+  grep -q "^kindling: stat virtio.blk0.$c [1-9]" blk_stats.out ||
+    echo "check: FAIL --stats lacks virtio.blk0.$c > 0"
+done
 check_sector blk.img 1 "kindling-blk sector 1"
 check_sector blk.img 164 "kindling-blk sector 164"
 check_sector blk.img 8 ""

@@ -66,6 +66,7 @@ struct Block::Op {
   uint32_t written = 0;       // bytes the device writes into the chain
   uint32_t type = 0;
   uint64_t sector = 0;
+  uint64_t bytes = 0;                     // a read's or write's data
   std::vector<block::Request> requests;  // independent; run concurrently
   bool flush_after = false;              // write-through: flush once they are done
   // Filled by the completions.
@@ -214,6 +215,7 @@ absl::StatusOr<uint32_t> Block::Serve(const DescriptorChain& chain) {
   if (status == kRun) status = backend_ ? TryInline(*op) : RunSync(*op);
   if (status != kRun) {
     *op->status = status;
+    Account(*op, status);
     return op->written;
   }
   Submit(std::move(op));
@@ -260,6 +262,7 @@ uint8_t Block::PlanReadWrite(bool write, uint64_t sector, ChainReader& in, Chain
   absl::StatusOr<std::vector<iovec>> iov = write ? in.TakeIovecs(len) : out.TakeIovecs(len);
   if (!iov.ok()) return kBlkSIoErr;
   uint64_t offset = sector * kSectorSize;
+  op.bytes = len;
   op.requests.push_back(write ? block::Request::WriteV(offset, std::move(*iov))
                               : block::Request::ReadV(offset, std::move(*iov)));
   return kRun;
@@ -284,6 +287,34 @@ uint8_t Block::PlanDiscardOrZero(bool zero, ChainReader& in, uint64_t len, Op& o
   return kRun;
 }
 
+
+void Block::Account(const Op& op, uint8_t status) {
+  if (status != kBlkSOk) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  switch (op.type) {
+    case kBlkTIn:
+      read_ops_.fetch_add(1, std::memory_order_relaxed);
+      read_bytes_.fetch_add(op.bytes, std::memory_order_relaxed);
+      break;
+    case kBlkTOut:
+      write_ops_.fetch_add(1, std::memory_order_relaxed);
+      write_bytes_.fetch_add(op.bytes, std::memory_order_relaxed);
+      break;
+    case kBlkTFlush: flush_ops_.fetch_add(1, std::memory_order_relaxed); break;
+    case kBlkTDiscard: discard_ops_.fetch_add(1, std::memory_order_relaxed); break;
+    case kBlkTWriteZeroes: write_zeroes_ops_.fetch_add(1, std::memory_order_relaxed); break;
+    default: break;
+  }
+}
+
+std::vector<std::pair<std::string, uint64_t>> Block::Counters() const {
+  return {{"read_ops", read_ops_.load()},   {"read_bytes", read_bytes_.load()},
+          {"write_ops", write_ops_.load()}, {"write_bytes", write_bytes_.load()},
+          {"flush_ops", flush_ops_.load()}, {"discard_ops", discard_ops_.load()},
+          {"write_zeroes_ops", write_zeroes_ops_.load()}, {"errors", errors_.load()}};
+}
 
 void Block::Report(const Op& op, const absl::Status& s) const {
   absl::FPrintF(stderr, "kindling: %s: request type %d at sector %d: %s\n", name(), op.type,
@@ -379,6 +410,7 @@ absl::Status Block::FinishCompleted() {
   if (!q.active()) return absl::OkStatus();
   for (const std::unique_ptr<Op>& op : done) {
     *op->status = op->result;
+    Account(*op, op->result);
     RETURN_IF_ERROR(q.PushUsed(op->head, op->written));
   }
   if (q.NeedsInterrupt()) ctx_.interrupt->SignalQueue(0);

@@ -140,6 +140,34 @@ TEST_CASE("virtio-blk: writes reach the file, through indirect tables too") {
   REQUIRE(b.FileBytes(8 * 512, 4096) == data);
 }
 
+namespace {
+uint64_t CounterOf(const VirtioDevice& d, const std::string& name) {
+  for (const auto& [k, v] : d.Counters()) {
+    if (k == name) return v;
+  }
+  FAIL("no counter " << name);
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("virtio-blk: counters count completed requests, bytes and errors") {
+  BlockEnv b(false, 0, GENERATE(false, true));
+  REQUIRE(b.Submit(kBlkTIn, 3, {{b.data_at(), 512, true}, {b.data_at() + 8192, 1024, true}}) ==
+          kBlkSOk);
+  REQUIRE(b.Submit(kBlkTOut, 8, {{b.data_at(), 4096, false}}) == kBlkSOk);
+  REQUIRE(b.Submit(kBlkTOut, 16, {{b.data_at(), 512, false}}) == kBlkSOk);
+  REQUIRE(b.Submit(kBlkTFlush, 0, {}) == kBlkSOk);
+  REQUIRE(b.Submit(kBlkTIn, kDiskBytes / 512, {{b.data_at(), 512, true}}) == kBlkSIoErr);
+  REQUIRE(b.Submit(77, 0, {}) == kBlkSUnsupp);
+  CHECK(CounterOf(*b.blk, "read_ops") == 1);
+  CHECK(CounterOf(*b.blk, "read_bytes") == 1536);
+  CHECK(CounterOf(*b.blk, "write_ops") == 2);
+  CHECK(CounterOf(*b.blk, "write_bytes") == 4608);
+  CHECK(CounterOf(*b.blk, "flush_ops") == 1);
+  CHECK(CounterOf(*b.blk, "errors") == 2);
+  CHECK(CounterOf(*b.blk, "discard_ops") == 0);
+}
+
 TEST_CASE("virtio-blk: GET_ID returns the serial, NUL padded") {
   BlockEnv b(false, 0, GENERATE(false, true));
   REQUIRE(b.Submit(kBlkTGetId, 0, {{b.data_at(), 20, true}}) == kBlkSOk);

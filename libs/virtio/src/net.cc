@@ -146,6 +146,12 @@ NetStats Net::stats() const {
           tx_frames_.load(), tx_bytes_.load(), tx_dropped_.load()};
 }
 
+std::vector<std::pair<std::string, uint64_t>> Net::Counters() const {
+  NetStats s = stats();
+  return {{"rx_frames", s.rx_frames}, {"rx_bytes", s.rx_bytes}, {"rx_dropped", s.rx_dropped},
+          {"tx_frames", s.tx_frames}, {"tx_bytes", s.tx_bytes}, {"tx_dropped", s.tx_dropped}};
+}
+
 absl::Status Net::SetTapOffloads(unsigned offloads) {
   if (offloads == tap_offloads_.load()) return absl::OkStatus();  // OpenTap left them off
   if (::ioctl(tap_.get(), TUNSETOFFLOAD, static_cast<unsigned long>(offloads)) < 0) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <map>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -185,6 +186,13 @@ TEST_CASE("virtio-net: a transmitted frame reaches the network") {
   REQUIRE(s.tx_frames == 1);
   REQUIRE(s.tx_bytes == frame.size());
   REQUIRE(e.irq.queue >= 1);
+  // The metrics counters say the same.
+  std::map<std::string, uint64_t> c;
+  for (const auto& [k, v] : e.net->Counters()) c[k] = v;
+  CHECK(c.size() == 6);
+  CHECK(c["tx_frames"] == 1);
+  CHECK(c["tx_bytes"] == frame.size());
+  CHECK(c["rx_frames"] == 0);
 }
 
 TEST_CASE("virtio-net: a frame from the network lands in the guest's rx buffer") {

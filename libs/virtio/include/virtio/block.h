@@ -19,6 +19,7 @@
 #ifndef VIRTIO_BLOCK_H_
 #define VIRTIO_BLOCK_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,10 @@ class Block : public VirtioDevice {
   // Done once the backend completed everything submitted; completions it
   // posted are returned to the driver here.
   absl::StatusOr<bool> Quiesce() override;
+  // read_ops/read_bytes, write_ops/write_bytes, flush_ops, discard_ops,
+  // write_zeroes_ops (completed successfully), errors (requests that got an
+  // error or unsupported status).
+  std::vector<std::pair<std::string, uint64_t>> Counters() const override;
 
  private:
   struct Op;
@@ -107,6 +112,8 @@ class Block : public VirtioDevice {
   // in the page cache), kRun if it must be submitted.
   uint8_t TryInline(const Op& op);
   void Report(const Op& op, const absl::Status& s) const;
+  // Counts a request finished with `status`.
+  void Account(const Op& op, uint8_t status);
   void Submit(std::unique_ptr<Op> op);
   // Backend thread, when all of op's requests completed: the write-through
   // flush, if any, then Completed.
@@ -124,6 +131,8 @@ class Block : public VirtioDevice {
   ActivateContext ctx_;
   bool write_through_ = false;
   std::unique_ptr<Shared> shared_;  // what completions touch off the loop
+  std::atomic<uint64_t> read_ops_{0}, read_bytes_{0}, write_ops_{0}, write_bytes_{0};
+  std::atomic<uint64_t> flush_ops_{0}, discard_ops_{0}, write_zeroes_ops_{0}, errors_{0};
 };
 
 }  // namespace virtio

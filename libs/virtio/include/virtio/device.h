@@ -13,6 +13,8 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -88,6 +90,10 @@ class VirtioDevice {
   // what the device must tell the driver about the move (vsock: its
   // connections are gone). An error breaks the device.
   virtual absl::Status Restored() { return absl::OkStatus(); }
+  // What the device has done so far, for metrics: counters by name
+  // ("rx_bytes", "read_ops", ...), monotonic over the device's life.
+  // From any thread.
+  virtual std::vector<std::pair<std::string, uint64_t>> Counters() const { return {}; }
 };
 
 // Serves at most one queue's worth of chains from queue `index`: each goes

@@ -120,6 +120,8 @@ class Net : public VirtioDevice {
   const std::array<uint8_t, 6>& mac() const { return mac_; }
   // From any thread.
   NetStats stats() const;
+  // The same as stats(): rx_frames, rx_bytes, rx_dropped, tx_frames, ...
+  std::vector<std::pair<std::string, uint64_t>> Counters() const override;
   // The TUN_F_* offloads currently set on the TAP (what the driver acked).
   unsigned tap_offloads() const { return tap_offloads_.load(); }
 

@@ -4,6 +4,8 @@
 #ifndef VIRTIO_RNG_H_
 #define VIRTIO_RNG_H_
 
+#include <atomic>
+
 #include "virtio/device.h"
 
 namespace virtio {
@@ -20,11 +22,14 @@ class Rng : public VirtioDevice {
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
   void Reset() override { ctx_ = {}; }
-  uint64_t bytes_served() const { return bytes_served_; }
+  uint64_t bytes_served() const { return bytes_served_.load(); }
+  std::vector<std::pair<std::string, uint64_t>> Counters() const override {
+    return {{"bytes", bytes_served_.load()}};
+  }
 
  private:
   ActivateContext ctx_;
-  uint64_t bytes_served_ = 0;
+  std::atomic<uint64_t> bytes_served_{0};
 };
 
 }  // namespace virtio
