@@ -69,10 +69,13 @@ std::vector<int> Rounds(const std::string& out) {
   return r;
 }
 
-void WaitForRound(Console& c, int round) {
+// Whether the guest printed round `round` within two minutes.
+bool WaitForRound(Console& c, int round) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while ((Rounds(c.Get()).empty() || Rounds(c.Get()).back() < round) &&
-         std::chrono::steady_clock::now() < deadline) {
+  for (;;) {
+    std::vector<int> r = Rounds(c.Get());
+    if (!r.empty() && r.back() >= round) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
@@ -99,23 +102,37 @@ Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
   auto src = MicroVm::Create(c);
   REQUIRE(src.ok());
   std::thread runner([&] { m.source_outcome = (*src)->Run(); });
-  WaitForRound(src_console, 2);
+  if (!WaitForRound(src_console, 2)) {
+    (*src)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
+    runner.join();
+    FAIL("the source guest did not reach round 2 in 120 s:\n" << src_console.Get());
+  }
   int fds[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   absl::StatusOr<std::unique_ptr<MicroVm>> dst = absl::UnknownError("not yet");
+  absl::Mutex dst_mu;  // dst is set by the receiver, read here before the join
   std::thread receiver([&, conn = vm_memory::UniqueFd(fds[1])]() mutable {
     VmConfig host;
     host.console_output = dst_console.Sink();
-    dst = MicroVm::Incoming(host, std::move(conn));
-    if (dst.ok()) m.dest_outcome = (*dst)->Run();
+    auto vm = MicroVm::Incoming(host, std::move(conn));
+    MicroVm* running = nullptr;
+    {
+      absl::MutexLock l(&dst_mu);
+      dst = std::move(vm);
+      if (dst.ok()) running = dst->get();
+    }
+    if (running) m.dest_outcome = running->Run();
   });
   m.source = (*src)->MigrateTo(fds[0], o, [&](const ::migration::MigrationProgress& p) {
     m.progress.push_back(p);
   });
   if (m.source.ok() && rounds_after > 0) {
-    int from = Rounds(src_console.Get()).back();
-    WaitForRound(dst_console, from + rounds_after);
+    int from = Rounds(src_console.Get()).back();  // at least round 2
+    bool carried_on = WaitForRound(dst_console, from + rounds_after);
+    // Stop it either way, or the join below waits for a guest that runs forever.
+    absl::MutexLock l(&dst_mu);
     if (dst.ok()) (*dst)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
+    CHECK(carried_on);
   }
   receiver.join();
   ::close(fds[0]);
@@ -231,7 +248,7 @@ TEST_CASE("A destination that goes away leaves the source running to the end") {
   REQUIRE(src.ok());
   VcpuRunner::Outcome out;
   std::thread runner([&] { out = (*src)->Run(); });
-  WaitForRound(console, 2);
+  REQUIRE(WaitForRound(console, 2));
   int fds[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   std::thread cutter([&] {
