@@ -39,7 +39,9 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
                                   terminal Ctrl-] detaches
   snapshot ID DIR [--stay-paused] [--diff]
                                   save the VM (paused meanwhile) into DIR;
-                                  resume it with `kindling run --restore DIR`
+                                  resume it with `kindling run --restore DIR`;
+                                  --diff: only the pages written since the
+                                  VM's last snapshot (its base; keep it)
   restore DIR [--id ID] [--restore-mode eager|lazy|uffd]
                                   a new VM from a snapshot, CREATED (start
                                   resumes the guest); prints its id
