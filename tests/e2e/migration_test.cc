@@ -181,7 +181,11 @@ TEST_CASE("Pre-copy moves a running guest with its disk and rng") {
   REQUIRE(m.progress.back().phase == "done");
   // Round 0 skips zero pages: the guest's image and what it has touched.
   REQUIRE(m.progress.front().pages_sent >= 64);
-  REQUIRE(m.progress.back().pages_sent > m.progress.front().pages_sent);
+  // Later rounds may find nothing dirty when round 0 took a millisecond and
+  // the guest was not scheduled meanwhile (a loaded host); that every page
+  // the guest wrote arrived is what RequireCarriedOn's verification checks,
+  // and the auto-converge case shows rounds of dirtied pages.
+  REQUIRE(m.progress.back().pages_sent >= m.progress.front().pages_sent);
   std::printf("precopy: %zu rounds, %lu pages, downtime %s\n", m.progress.size(),
               m.progress.back().pages_sent,
               absl::FormatDuration(m.progress.back().downtime).c_str());
