@@ -55,17 +55,7 @@ absl::StatusOr<v1::Snapshot> ParseState(const Frame& f) {
 }
 
 bool SameMachine(const v1::Machine& a, const v1::Machine& b) {
-  if (a.vcpus() != b.vcpus() || a.irqchip() != b.irqchip() ||
-      a.regions_size() != b.regions_size()) {
-    return false;
-  }
-  for (int i = 0; i < a.regions_size(); ++i) {
-    if (a.regions(i).guest_address() != b.regions(i).guest_address() ||
-        a.regions(i).size() != b.regions(i).size()) {
-      return false;
-    }
-  }
-  return true;
+  return a.vcpus() == b.vcpus() && a.irqchip() == b.irqchip() && SameRegionLayout(a, b);
 }
 
 // Whether the state describes the RAM the hello made us allocate.

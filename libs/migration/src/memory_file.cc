@@ -153,6 +153,35 @@ absl::Status CheckChunkSize(uint32_t chunk) {
   return absl::OkStatus();
 }
 
+// The manifest's chunk size is sound and its file is exactly `memory`'s size.
+absl::Status CheckManifestFits(const v1::MemoryManifest& manifest,
+                               const vm_memory::GuestMemory& memory) {
+  if (absl::Status s = CheckChunkSize(manifest.chunk_size()); !s.ok()) return s;
+  if (manifest.file_size() != memory.total_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory file holds ", manifest.file_size(), " bytes, the VM has ",
+        memory.total_size()));
+  }
+  return absl::OkStatus();
+}
+
+// Reads the file's bytes [lo, hi) of each range (sorted) into the guest RAM
+// behind them, and records them as extents (sorted, for ChunkCrcs).
+absl::Status ReadRanges(int fd, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                        const vm_memory::GuestMemory& memory, std::vector<Extent>& extents) {
+  std::vector<Span> spans = Spans(memory);
+  for (auto [lo, hi] : ranges) {
+    for (const Span& span : spans) {
+      uint64_t a = std::max(lo, span.file_offset), b = std::min(hi, span.file_offset + span.size);
+      if (a >= b) continue;
+      uint8_t* dst = span.host + (a - span.file_offset);
+      if (absl::Status s = ReadAll(fd, dst, b - a, a); !s.ok()) return s;
+      extents.push_back({a, b - a, dst});
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Compares the CRC-32 of each chunk of the file (whose non-zero bytes are
 // `extents`, now in `memory`) with the manifest's.
 absl::Status CheckChunkCrcs(const std::vector<Extent>& extents,
@@ -273,28 +302,12 @@ absl::StatusOr<v1::MemoryManifest> WriteMemoryFile(
 
 absl::Status LoadMemoryFile(int fd, const v1::MemoryManifest& manifest,
                             vm_memory::GuestMemory& memory) {
-  if (absl::Status s = CheckChunkSize(manifest.chunk_size()); !s.ok()) return s;
-  if (manifest.file_size() != memory.total_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory file holds ", manifest.file_size(), " bytes, the VM has ",
-        memory.total_size()));
-  }
+  if (absl::Status s = CheckManifestFits(manifest, memory); !s.ok()) return s;
   auto ranges = DataRanges(fd, manifest.file_size());
   if (!ranges.ok()) return ranges.status();
   std::vector<Extent> extents;
-  for (const Span& span : Spans(memory)) {
-    uint64_t s_lo = span.file_offset, s_hi = span.file_offset + span.size;
-    for (auto [lo, hi] : *ranges) {
-      uint64_t a = std::max(lo, s_lo), b = std::min(hi, s_hi);
-      if (a >= b) continue;
-      uint8_t* dst = span.host + (a - s_lo);
-      absl::Status s = ReadAll(fd, dst, b - a, a);
-      if (!s.ok()) return s;
-      extents.push_back({a, b - a, dst});
-    }
-  }
+  if (absl::Status s = ReadRanges(fd, *ranges, memory, extents); !s.ok()) return s;
   return CheckChunkCrcs(extents, manifest, memory);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::MemoryManifest> WriteDiffMemoryFile(const vm_memory::GuestMemory& memory,
@@ -346,25 +359,15 @@ absl::Status ValidatePresentRanges(const v1::MemoryManifest& m, uint64_t file_si
 
 absl::Status ApplyDiffMemoryFile(int fd, const v1::MemoryManifest& manifest,
                                  vm_memory::GuestMemory& memory) {
-  if (absl::Status s = CheckChunkSize(manifest.chunk_size()); !s.ok()) return s;
-  if (manifest.file_size() != memory.total_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory file holds ", manifest.file_size(), " bytes, the VM has ",
-        memory.total_size()));
-  }
+  if (absl::Status s = CheckManifestFits(manifest, memory); !s.ok()) return s;
   if (absl::Status s = ValidatePresentRanges(manifest, manifest.file_size()); !s.ok()) return s;
-  std::vector<Extent> extents;
-  std::vector<Span> spans = Spans(memory);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const v1::FileRange& r : manifest.present()) {
-    for (const Span& span : spans) {
-      uint64_t a = std::max(r.offset(), span.file_offset);
-      uint64_t b = std::min(r.offset() + r.size(), span.file_offset + span.size);
-      if (a >= b) continue;
-      uint8_t* dst = span.host + (a - span.file_offset);
-      if (absl::Status s = ReadAll(fd, dst, b - a, a); !s.ok()) return s;  // holes read as 0
-      extents.push_back({a, b - a, dst});
-    }
+    ranges.push_back({r.offset(), r.offset() + r.size()});
   }
+  std::vector<Extent> extents;
+  // Holes in the diff read as zeros: they replace the base's bytes too.
+  if (absl::Status s = ReadRanges(fd, ranges, memory, extents); !s.ok()) return s;
   return CheckChunkCrcs(extents, manifest, memory);
 }
 

@@ -213,17 +213,6 @@ absl::Status WriteSnapshotFiles(
   return WriteFileAtomically(dir, kStateFile, s.SerializeAsString());
 }
 
-bool SameRegions(const v1::Machine& a, const v1::Machine& b) {
-  if (a.regions_size() != b.regions_size()) return false;
-  for (int i = 0; i < a.regions_size(); ++i) {
-    if (a.regions(i).guest_address() != b.regions(i).guest_address() ||
-        a.regions(i).size() != b.regions(i).size()) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Whether two paths name one directory (both must exist).
 bool SameDirectory(const std::string& a, const std::string& b) {
   struct stat sa, sb;
@@ -328,7 +317,7 @@ absl::StatusOr<std::vector<ChainLink>> ReadSnapshotChain(const std::string& dir)
           " was replaced since (snapshot id ", absl::BytesToHexString(base->snapshot_id()),
           ", the diff was taken against ", absl::BytesToHexString(want.snapshot_id()), ")"));
     }
-    if (!SameRegions(base->machine(), diff.snapshot.machine())) {
+    if (!SameRegionLayout(base->machine(), diff.snapshot.machine())) {
       return absl::FailedPreconditionError(absl::StrCat(
           "diff snapshot ", diff.dir, ": its base ", want.directory(),
           " has another RAM layout"));
@@ -361,6 +350,17 @@ absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> MapSnapshotMemory(
                         absl::StrCat(dir, "/", kMemoryFile, ": ", memory.status().message()));
   }
   return memory;
+}
+
+bool SameRegionLayout(const v1::Machine& a, const v1::Machine& b) {
+  if (a.regions_size() != b.regions_size()) return false;
+  for (int i = 0; i < a.regions_size(); ++i) {
+    if (a.regions(i).guest_address() != b.regions(i).guest_address() ||
+        a.regions(i).size() != b.regions(i).size()) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m) {

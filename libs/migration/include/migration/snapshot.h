@@ -83,6 +83,9 @@ absl::Status LoadSnapshotMemory(const std::string& dir, const v1::Snapshot& s,
 absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> MapSnapshotMemory(
     const std::string& dir, const v1::Snapshot& s);
 
+// Whether two machines have the same RAM regions (addresses and sizes).
+bool SameRegionLayout(const v1::Machine& a, const v1::Machine& b);
+
 // The RAM layout a snapshot's machine had.
 std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m);
 
