@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "libs/migration/fuzz/stream_input.h"
 #include "migration/precopy.h"
 #include "migration/stream.h"
 
@@ -19,18 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }();
   if (size > (4 << 20)) return 0;
   int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
   // Bigger than any input: the whole stream fits in the socket's buffer.
-  int buf = 8 << 20;
-  ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-  ::setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(fds[0], data + off, size - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += n;
-  }
-  ::shutdown(fds[0], SHUT_WR);
+  if (!StreamInput(data, size, 8 << 20, fds)) return 0;
   migration::FrameStream s(fds[1]);
   auto hello = migration::ReceiveHello(s, absl::Now() + absl::Milliseconds(200));
   if (hello.ok()) {

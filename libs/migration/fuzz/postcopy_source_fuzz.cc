@@ -10,6 +10,7 @@
 #include <memory>
 #include <thread>
 
+#include "libs/migration/fuzz/stream_input.h"
 #include "migration/postcopy.h"
 #include "migration/stream.h"
 
@@ -20,17 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }();
   if (size > (1 << 20)) return 0;
   int fds[2];  // fds[0]: the destination's end, fds[1]: the source's
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
-  int buf = 4 << 20;
-  ::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-  ::setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(fds[0], data + off, size - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += n;
-  }
-  ::shutdown(fds[0], SHUT_WR);
+  if (!StreamInput(data, size, 4 << 20, fds)) return 0;
   // Reads what the source sends (pages, GO, POSTCOPY_END) so it never blocks.
   std::thread drain([fd = fds[0]] {
     char b[65536];
