@@ -92,9 +92,12 @@ struct Migrated {
 // Runs `config` until round 2, migrates it, and runs the destination to
 // its end (or, with `rounds_after` > 0, for that many more rounds). The
 // destination runs as soon as it has the guest: a post-copy source is
-// still sending then.
+// still sending then. With `dirty_after_round0`, the source waits after
+// round 0 until the guest has finished a whole round begun after it, so
+// the next round (or a post-copy switch) finds pages dirty even on a host
+// too busy to run the guest while round 0 was sent.
 Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
-                 int rounds_after = 0) {
+                 int rounds_after = 0, bool dirty_after_round0 = false) {
   Migrated m;
   Console src_console, dst_console;
   VmConfig c = config;
@@ -124,6 +127,9 @@ Migrated Migrate(const VmConfig& config, const ::migration::MigrationOptions& o,
     if (running) m.dest_outcome = running->Run();
   });
   m.source = (*src)->MigrateTo(fds[0], o, [&](const ::migration::MigrationProgress& p) {
+    if (dirty_after_round0 && m.progress.empty()) {
+      CHECK(WaitForRound(src_console, Rounds(src_console.Get()).back() + 2));
+    }
     m.progress.push_back(p);
   });
   if (m.source.ok() && rounds_after > 0) {
@@ -226,7 +232,7 @@ TEST_CASE("Post-copy runs the guest there first and brings its dirtied pages on 
   // A slow background push: the guest, verifying its area every other
   // round, faults on pages before the push brings them.
   o.postcopy_bandwidth_bytes_per_s = 128 << 10;
-  Migrated m = Migrate(c, o);
+  Migrated m = Migrate(c, o, /*rounds_after=*/0, /*dirty_after_round0=*/true);
   RequireCarriedOn(m);
   bool switched = false;
   for (const auto& p : m.progress) switched |= p.phase == "postcopy";

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -79,6 +80,20 @@ class FakeVm : public MigrationSource {
   }
   void Migrated() override { migrated_ = true; }
 
+  // Waits (at most 20 s) until the guest has written `pages` more pages,
+  // all distinct: a test's progress callback calls it after round 0, so a
+  // post-copy switch finds that many dirty pages even on a host too busy
+  // to run the guest thread while round 0 was sent.
+  bool WaitForWrites(uint64_t pages) {
+    const uint64_t until = writes_ + pages;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (writes_ < until) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return true;
+  }
+
   std::atomic<int> stops_{0}, resumes_{0}, throttle_{0}, max_throttle_{0};
   std::atomic<bool> migrated_{false}, logging_{false};
 
@@ -100,6 +115,7 @@ class FakeVm : public MigrationSource {
         continue;
       }
       for (uint64_t i = 0; i < rate_; ++i, ++n) Touch(n * 7919, n);
+      writes_ = n;
       in_guest_ = false;
       int t = throttle_;
       std::this_thread::sleep_for(std::chrono::microseconds(1000 + t * 1000 / (100 - t)));
@@ -110,6 +126,8 @@ class FakeVm : public MigrationSource {
   v1::Machine machine_;
   uint64_t rate_;
   std::atomic<bool> running_{true}, quit_{false}, in_guest_{false};
+  std::atomic<uint64_t> writes_{0};  // pages written by Guest(): n * 7919 is
+                                     // a new page for 4096 writes in a row
   std::thread guest_;
 };
 

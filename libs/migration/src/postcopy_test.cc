@@ -17,6 +17,11 @@ using namespace migration::testing;
 
 namespace {
 
+// Pages the guest writes after round 0, before the switch: far more than
+// the push's first frame (64 pages), so the last of them is seconds away
+// at the tests' push rates and a read of it must ask.
+constexpr uint64_t kDirtyAtSwitch = 256;
+
 struct Destination {
   std::unique_ptr<vm_memory::GuestMemory> ram = Ram();
   PageBitmap missing;
@@ -69,7 +74,10 @@ TEST_CASE("post-copy: pages come on demand and in the background, and all arrive
     o.mode = MigrationMode::kPostcopy;
     o.postcopy_after_rounds = 0;
     o.postcopy_bandwidth_bytes_per_s = 256 << 10;  // slow: the read below must ask
-    result = Migrate(p.fd[0], vm, o, [&](const MigrationProgress& m) { seen.push_back(m); });
+    result = Migrate(p.fd[0], vm, o, [&](const MigrationProgress& m) {
+      if (seen.empty()) CHECK(vm.WaitForWrites(kDirtyAtSwitch));
+      seen.push_back(m);
+    });
   });
   Destination d;
   FrameStream s(p.fd[1]);
@@ -77,7 +85,7 @@ TEST_CASE("post-copy: pages come on demand and in the background, and all arrive
   REQUIRE(d.pager->Finish(absl::Seconds(10)).ok());
   // The guest touches a page it does not have yet: the fault asks for it.
   uint64_t gpa = LastMissing(d.missing);
-  REQUIRE(CountPages(d.missing) > 64);  // more than the push's first frame
+  REQUIRE(CountPages(d.missing) >= kDirtyAtSwitch);
   std::vector<uint8_t> mine(kStreamPage), theirs(kStreamPage);
   REQUIRE(d.ram->Read(vm_memory::GuestAddress(gpa), mine).ok());
   REQUIRE(vm.memory().Read(vm_memory::GuestAddress(gpa), theirs).ok());
@@ -108,7 +116,11 @@ TEST_CASE("post-copy: a source lost after GO fails the destination, which does n
     o.mode = MigrationMode::kPostcopy;
     o.postcopy_after_rounds = 0;
     o.postcopy_bandwidth_bytes_per_s = 16 << 10;  // far from done when the link goes
-    result = Migrate(p.fd[0], vm, o, nullptr);
+    bool waited = false;
+    result = Migrate(p.fd[0], vm, o, [&](const MigrationProgress&) {
+      if (!waited) CHECK(vm.WaitForWrites(kDirtyAtSwitch));
+      waited = true;
+    });
   });
   Destination d;
   FrameStream s(p.fd[1]);
