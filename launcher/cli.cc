@@ -153,6 +153,35 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const std::string& v) {
   return b;
 }
 
+absl::StatusOr<GpuConfig> ParseGpu(const std::string& v) {
+  GpuConfig g;
+  bool mode = false;
+  for (const auto& [k, val] : KeyValues(v)) {
+    if (k == "2d" && val.empty()) {
+      mode = true;
+    } else if (k == "virgl" && val.empty()) {
+      return absl::UnimplementedError(
+          "--gpu virgl: 3D rendering (virglrenderer) is not in this build yet; use --gpu 2d");
+    } else if (k == "width" || k == "height") {
+      auto n = ParseUint(absl::StrCat("--gpu ", k), val, 16384);
+      if (!n.ok()) return n.status();
+      (k == "width" ? g.width : g.height) = static_cast<uint32_t>(*n);
+    } else if (k == "max_mib") {
+      auto n = ParseUint("--gpu max_mib", val, 4096);
+      if (!n.ok()) return n.status();
+      g.max_mib = *n;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--gpu ", v, ": unknown option '", k, "' (expected 2d, width=W, height=H, max_mib=N)"));
+    }
+  }
+  if (!mode) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu ", v, ": the mode comes first: 2d (e.g. --gpu 2d,width=1024,height=768)"));
+  }
+  return g;
+}
+
 }  // namespace
 
 std::string RunUsage() {
@@ -196,6 +225,11 @@ guest), and exits with the guest's status.
   --balloon [amount_mib=N][,deflate_on_oom][,stats_s=N][,reporting=on|off]
                          a virtio-balloon device with an initial target
   --rng                  a virtio-rng device (host getrandom)
+  --gpu 2d[,width=W][,height=H][,max_mib=N]
+                         a virtio-gpu device (2D, headless) whose scanout is
+                         W x H (default 1280x800); its resources may take N
+                         MiB of host memory (default 256); see it with
+                         kindling screenshot
   --virtqueue split|packed  packed also offers packed virtqueues (virtio 1.2
                          2.8) to the drivers (default split only)
   --transport mmio|pci   how virtio devices attach (default mmio); pci puts
@@ -315,6 +349,12 @@ absl::StatusOr<RunOptions> ParseRunFlags(const std::vector<std::string>& args) {
         if (!c.ok()) return c.status();
         o.vm.virtio.vsock = *c;
       }
+    } else if (flag == "--gpu") {
+      auto v = need_value();
+      if (!v.ok()) return v.status();
+      auto g = ParseGpu(*v);
+      if (!g.ok()) return g.status();
+      o.vm.virtio.gpu = *g;
     } else if (flag == "--balloon") {
       // The value is optional: `--balloon` alone, or `--balloon=...` /
       // `--balloon amount_mib=...` when the next word is not a flag.

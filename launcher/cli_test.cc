@@ -167,6 +167,34 @@ TEST_CASE("virtio flags: net, vsock, balloon") {
   REQUIRE(Mentions(kindling::ValidateVirtio(c), "must be 3 to"));
 }
 
+TEST_CASE("virtio flags: --gpu 2d with its mode and memory, and what it refuses") {
+  auto o = ParseRunFlags({"--kernel", "k", "--gpu", "2d,width=640,height=480,max_mib=8"});
+  REQUIRE(o.ok());
+  REQUIRE(o->vm.virtio.gpu->width == 640);
+  REQUIRE(o->vm.virtio.gpu->height == 480);
+  REQUIRE(o->vm.virtio.gpu->max_mib == 8);
+  auto plain = ParseRunFlags({"--kernel", "k", "--gpu", "2d"});
+  REQUIRE(plain.ok());
+  REQUIRE(plain->vm.virtio.gpu->width == 1280);
+  REQUIRE(plain->vm.virtio.gpu->max_mib == 256);
+  REQUIRE(kindling::PlanVirtio(plain->vm.virtio).slots.back().kind == kindling::VirtioKind::kGpu);
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "width=640"}).status(),
+                   "the mode comes first: 2d"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "virgl"}).status(),
+                   "not in this build yet"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "2d,depth=8"}).status(),
+                   "unknown option 'depth'"));
+  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "2d,width=20000"}).status(),
+                   "--gpu width"));
+  kindling::VirtioConfig c;
+  c.gpu = kindling::GpuConfig{4096, 4096, 16};
+  REQUIRE(Mentions(kindling::ValidateVirtio(c), "4096x4096 framebuffer does not fit"));
+  c.gpu = kindling::GpuConfig{0, 600, 16};
+  REQUIRE(Mentions(kindling::ValidateVirtio(c), "each must be 1 to 16384"));
+  c.gpu = kindling::GpuConfig{800, 600, 5000};
+  REQUIRE(Mentions(kindling::ValidateVirtio(c), "must be 1 to 4096"));
+}
+
 TEST_CASE("--restore needs no kernel and refuses flags that shape a new machine") {
   auto o = ParseRunFlags({"--restore", "/snap", "--restore-mode", "lazy", "--stats"});
   REQUIRE(o.ok());

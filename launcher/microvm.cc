@@ -345,6 +345,13 @@ size_t MicroVm::SendConsoleInput(std::string_view bytes) {
   return serial_->EnqueueInput(bytes);
 }
 
+absl::StatusOr<virtio::GpuImage> MicroVm::Screenshot(uint32_t scanout) const {
+  if (!virtio_ || !virtio_->gpu()) {
+    return absl::FailedPreconditionError("the VM has no GPU (start it with --gpu 2d)");
+  }
+  return virtio_->gpu()->Screenshot(scanout);
+}
+
 absl::StatusOr<absl::flat_hash_map<std::string, uint64_t>> MicroVm::ReadStats()
     const {
   absl::flat_hash_map<std::string, uint64_t> total;

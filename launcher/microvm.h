@@ -149,6 +149,9 @@ class MicroVm {
   // Bytes for the guest's console (the virtio console when there is one,
   // else the serial port); returns how many were queued.
   size_t SendConsoleInput(std::string_view bytes);
+  // What the virtio-gpu's scanout shows now (see virtio::Gpu::Screenshot);
+  // FAILED_PRECONDITION for a VM without --gpu. Safe from any thread.
+  absl::StatusOr<virtio::GpuImage> Screenshot(uint32_t scanout = 0) const;
   // Per-vCPU KVM statistics (exits, irq_injections, ...), summed over
   // vCPUs, and each virtio device's counters ("virtio.blk0.read_bytes",
   // VirtioDevices::Counters).

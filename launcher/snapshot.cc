@@ -55,7 +55,7 @@ namespace {
 // The host-side checks Create's ValidateConfig makes, for a restored shape.
 absl::Status CheckRestorable(const VmConfig& config, const v1::Snapshot& s) {
   if (config.virtio.disks.size() + config.virtio.nets.size() > 0 || config.virtio.rng ||
-      config.virtio.console || config.virtio.vsock || config.virtio.balloon) {
+      config.virtio.console || config.virtio.vsock || config.virtio.balloon || config.virtio.gpu) {
     return absl::InvalidArgumentError(
         "restore: the virtio devices come from the snapshot (give none)");
   }

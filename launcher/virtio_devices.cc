@@ -22,12 +22,33 @@ namespace {
 
 // Thread-pool workers per disk, beside its io_uring.
 constexpr unsigned kDiskPoolThreads = 4;
+// Host memory a GPU's resources may take, at most.
+constexpr uint64_t kMaxGpuMib = 4096;
+
+absl::Status ValidateGpu(const GpuConfig& gpu) {
+  const uint32_t kMax = virtio::Gpu2d::kMaxDimension;
+  if (gpu.width == 0 || gpu.height == 0 || gpu.width > kMax || gpu.height > kMax) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu width=", gpu.width, ",height=",
+                                                   gpu.height, ": each must be 1 to ", kMax));
+  }
+  if (gpu.max_mib == 0 || gpu.max_mib > kMaxGpuMib) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu max_mib=", gpu.max_mib, ": must be 1 to ", kMaxGpuMib));
+  }
+  // The guest's framebuffer must fit: one scanout-sized resource.
+  if (uint64_t{gpu.width} * gpu.height * 4 > (gpu.max_mib << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu max_mib=", gpu.max_mib, ": a ",
+                                                   gpu.width, "x", gpu.height,
+                                                   " framebuffer does not fit"));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
 absl::Status ValidateVirtio(const VirtioConfig& config) {
   size_t count = config.disks.size() + config.nets.size() + config.rng + config.console +
-                 config.vsock.has_value() + config.balloon.has_value();
+                 config.vsock.has_value() + config.balloon.has_value() + config.gpu.has_value();
   if (count > kVirtioLastGsi - kVirtioFirstGsi + 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         count, " virtio devices: at most ", kVirtioLastGsi - kVirtioFirstGsi + 1));
@@ -61,6 +82,7 @@ absl::Status ValidateVirtio(const VirtioConfig& config) {
           "--vsock uds=PATH: a Unix socket path of 1 to 100 bytes is required");
     }
   }
+  if (config.gpu) RETURN_IF_ERROR(ValidateGpu(*config.gpu));
   return absl::OkStatus();
 }
 
@@ -79,6 +101,7 @@ VirtioPlan PlanVirtio(const VirtioConfig& config) {
   if (config.console) add(VirtioKind::kConsole, 0);
   if (config.vsock) add(VirtioKind::kVsock, 0);
   if (config.balloon) add(VirtioKind::kBalloon, 0);
+  if (config.gpu) add(VirtioKind::kGpu, 0);
   return plan;
 }
 
@@ -186,6 +209,14 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
       }
       return std::shared_ptr<virtio::VirtioDevice>(*v);
     }
+    case VirtioKind::kGpu: {
+      // Its own loop: a large transfer must not hold up the small devices.
+      own_loop("virtio-gpu");
+      const GpuConfig& g = *config.gpu;
+      gpu_ = std::make_shared<virtio::Gpu>(
+          virtio::GpuLimits{.width = g.width, .height = g.height, .max_host_bytes = g.max_mib << 20});
+      return std::shared_ptr<virtio::VirtioDevice>(gpu_);
+    }
     default:
       break;
   }
@@ -284,6 +315,7 @@ VirtioDevices::~VirtioDevices() {
   pci_.reset();
   console_.reset();
   balloon_.reset();
+  gpu_.reset();
   msi_.reset();
   loops_.clear();
 }
@@ -305,6 +337,7 @@ const char* KindName(virtio::DeviceType t) {
     case virtio::DeviceType::kRng: return "rng";
     case virtio::DeviceType::kBalloon: return "balloon";
     case virtio::DeviceType::kVsock: return "vsock";
+    case virtio::DeviceType::kGpu: return "gpu";
   }
   return "device";
 }

@@ -27,6 +27,7 @@
 #include "virtio/balloon.h"
 #include "virtio/console.h"
 #include "virtio/event_loop.h"
+#include "virtio/gpu.h"
 #include "virtio/kvm/msi_router.h"
 #include "virtio/kvm/wiring.h"
 #include "virtio/mmio.h"
@@ -65,6 +66,14 @@ struct BalloonConfig {
   bool free_page_reporting = true;
 };
 
+// virtio-gpu, 2D: scanout 0's mode and the host memory its resources may
+// take (--gpu 2d,width=W,height=H,max_mib=N).
+struct GpuConfig {
+  uint32_t width = 1280;
+  uint32_t height = 800;
+  uint64_t max_mib = 256;
+};
+
 struct VirtioConfig {
   VirtioTransport transport = VirtioTransport::kMmio;
   // Offer VIRTIO_F_RING_PACKED (every device but vhost-vsock); the driver
@@ -76,6 +85,7 @@ struct VirtioConfig {
   bool console = false;  // virtio-console (hvc0) in addition to ttyS0
   std::optional<VsockConfig> vsock;
   std::optional<BalloonConfig> balloon;
+  std::optional<GpuConfig> gpu;
 };
 
 // Checks paths and counts without opening anything.
@@ -86,7 +96,7 @@ absl::Status ValidateVirtio(const VirtioConfig& config);
 absl::StatusOr<VirtioConfig> VirtioConfigFromSnapshot(
     const kindling::migration::v1::Snapshot& s);
 
-enum class VirtioKind { kBlock, kNet, kRng, kConsole, kVsock, kBalloon };
+enum class VirtioKind { kBlock, kNet, kRng, kConsole, kVsock, kBalloon, kGpu };
 
 struct VirtioSlot {
   VirtioKind kind;
@@ -139,6 +149,7 @@ class VirtioDevices {
   // The virtio console, if any (for stdin forwarding).
   virtio::Console* console() { return console_.get(); }
   virtio::Balloon* balloon() { return balloon_.get(); }
+  virtio::Gpu* gpu() { return gpu_.get(); }
   size_t device_count() const { return transports_.size(); }
   // Every device's counters (VirtioDevice::Counters) as
   // "virtio.KIND N.NAME", e.g. "virtio.blk0.read_bytes", "virtio.net1.tx_frames"
@@ -188,6 +199,7 @@ class VirtioDevices {
   std::vector<vm_memory::UniqueFd> fds_;  // irqfds and ioeventfds
   std::shared_ptr<virtio::Console> console_;
   std::shared_ptr<virtio::Balloon> balloon_;
+  std::shared_ptr<virtio::Gpu> gpu_;
 };
 
 }  // namespace kindling

@@ -8,7 +8,7 @@ PACKAGES=(
   g++ clang libclang-rt-14-dev
   libabsl-dev libboost-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc catch2 python3-grpcio python3-protobuf
-  liburing-dev zlib1g-dev libzstd-dev
+  liburing-dev zlib1g-dev libzstd-dev libpng-dev
   qemu-system-x86 qemu-utils seabios python3-libvhdi libvhdi-utils
   busybox-static cpio file acpica-tools
   fio prometheus

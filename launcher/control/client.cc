@@ -5,7 +5,9 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <cstdlib>
 #include <thread>
@@ -54,8 +56,12 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
                                   for a migration (INCOMING, then RUNNING once
                                   the source handed over); prints its id
   metrics ID                      KVM statistics and VMM memory
+  screenshot ID FILE              what the VM's GPU shows (--gpu), as a PNG
+                                  written to FILE ('-': stdout)
   host                            this host's KVM, CPU and limits
 )";
+
+constexpr int kMaxReceiveBytes = 256 << 20;
 
 struct Common {
   std::string socket;
@@ -464,6 +470,33 @@ int Metrics(v1::VmService::Stub& stub, const Common& c) {
   return 0;
 }
 
+int Screenshot(v1::VmService::Stub& stub, const Common& c) {
+  if (c.rest.size() != 2) return Usage("screenshot takes a VM id and a file ('-': stdout)");
+  v1::VmRef ref;
+  ref.set_vm_id(c.rest[0]);
+  grpc::ClientContext ctx;
+  v1::GetScreenshotResponse resp;
+  grpc::Status s = stub.GetScreenshot(&ctx, ref, &resp);
+  if (!s.ok()) return RpcError(s);
+  const std::string& file = c.rest[1];
+  FILE* f = file == "-" ? stdout : std::fopen(file.c_str(), "wb");
+  if (f == nullptr) {
+    std::fprintf(stderr, "kindling: screenshot: %s: %s\n", file.c_str(), std::strerror(errno));
+    return 1;
+  }
+  bool ok = std::fwrite(resp.png().data(), 1, resp.png().size(), f) == resp.png().size();
+  ok = (f == stdout ? std::fflush(f) : std::fclose(f)) == 0 && ok;
+  if (!ok) {
+    std::fprintf(stderr, "kindling: screenshot: writing %s failed\n", file.c_str());
+    return 1;
+  }
+  if (file != "-") {
+    std::printf("%s: %ux%u, %zu bytes\n", file.c_str(), resp.width(), resp.height(),
+                resp.png().size());
+  }
+  return 0;
+}
+
 int Host(const std::shared_ptr<grpc::Channel>& ch, const Common& c) {
   auto stub = v1::HostService::NewStub(ch);
   grpc::ClientContext ctx;
@@ -512,7 +545,10 @@ int ClientMain(const std::vector<std::string>& args) {
     o.pem_cert_chain = pem->cert;
     creds = grpc::SslCredentials(o);
   }
-  std::shared_ptr<grpc::Channel> ch = grpc::CreateChannel(target, creds);
+  // Screenshots of large scanouts pass gRPC's default 4 MiB.
+  grpc::ChannelArguments args_in;
+  args_in.SetMaxReceiveMessageSize(kMaxReceiveBytes);
+  std::shared_ptr<grpc::Channel> ch = grpc::CreateCustomChannel(target, creds, args_in);
   if (verb == "host") return Host(ch, c);
   auto stub = v1::VmService::NewStub(ch);
   if (verb == "create") return Create(*stub, c);
@@ -520,6 +556,7 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "events") return Events(*stub, c);
   if (verb == "console") return Console(*stub, c);
   if (verb == "metrics") return Metrics(*stub, c);
+  if (verb == "screenshot") return Screenshot(*stub, c);
   if (verb == "snapshot") return Snapshot(*stub, c);
   if (verb == "restore") return Restore(*stub, c);
   if (verb == "receive") return Receive(*stub, c);

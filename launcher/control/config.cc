@@ -70,6 +70,12 @@ absl::Status ValidateDevices(const v1::VmConfig& c) {
     RETURN_IF_ERROR(
         Range("config.balloon.stats_interval_s", c.balloon().stats_interval_s(), 0, 3600));
   }
+  if (c.has_gpu()) {
+    const v1::Gpu& g = c.gpu();
+    RETURN_IF_ERROR(Range("config.gpu.width", g.width(), 0, 16384));
+    RETURN_IF_ERROR(Range("config.gpu.height", g.height(), 0, 16384));
+    RETURN_IF_ERROR(Range("config.gpu.max_mib", g.max_mib(), 0, 4096));
+  }
   return absl::OkStatus();
 }
 
@@ -111,6 +117,13 @@ void AddDeviceFlags(const v1::VmConfig& c, std::vector<std::string>& f) {
                              b.deflate_on_oom() ? ",deflate_on_oom" : ""));
   }
   if (c.rng()) f.push_back("--rng");
+  if (c.has_gpu()) {
+    const v1::Gpu& g = c.gpu();
+    GpuConfig d;  // kindling run's defaults stand for the zeros
+    f.insert(f.end(), {"--gpu", absl::StrCat("2d,width=", g.width() ? g.width() : d.width,
+                                             ",height=", g.height() ? g.height() : d.height,
+                                             ",max_mib=", g.max_mib() ? g.max_mib() : d.max_mib)});
+  }
 }
 
 }  // namespace
@@ -238,6 +251,11 @@ absl::StatusOr<v1::VmConfig> FromRunOptions(const RunOptions& o) {
     c.mutable_balloon()->set_free_page_reporting(b.free_page_reporting);
   }
   c.set_rng(vm.virtio.rng);
+  if (vm.virtio.gpu) {
+    c.mutable_gpu()->set_width(vm.virtio.gpu->width);
+    c.mutable_gpu()->set_height(vm.virtio.gpu->height);
+    c.mutable_gpu()->set_max_mib(vm.virtio.gpu->max_mib);
+  }
   return c;
 }
 

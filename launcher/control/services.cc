@@ -6,12 +6,16 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -557,6 +561,48 @@ grpc::Status VmServiceImpl::GetMetrics(grpc::ServerContext*, const v1::VmRef* re
   for (const auto& [k, v] : *c) (*out->mutable_counters())[k] = v;
   int pid = (*h)->Snapshot().pid();
   if (pid > 0) (*out->mutable_counters())["vmm_rss_kib"] = ProcStatusKib(pid, "VmRSS");
+  return grpc::Status::OK;
+}
+
+namespace {
+
+uint64_t ScreenshotNonce() {
+  static std::atomic<uint64_t> next{std::random_device()()};
+  return next++;
+}
+
+}  // namespace
+
+// The VM process writes the PNG into its directory and says how large it
+// is; it is untrusted, so the size and the picture's are bounded here.
+grpc::Status VmServiceImpl::GetScreenshot(grpc::ServerContext*, const v1::VmRef* ref,
+                                          v1::GetScreenshotResponse* out) {
+  constexpr uint64_t kMaxPng = 256 << 20;
+  absl::StatusOr<std::shared_ptr<VmHandle>> h = Find(ref->vm_id());
+  if (!h.ok()) return ToGrpc(h.status());
+  const std::string name = absl::StrFormat("screenshot-%016x.png", ScreenshotNonce());
+  const std::string path = (*h)->dir() + "/" + name;
+  absl::StatusOr<Reply> r = (*h)->Call(Type::kScreenshot, name);
+  // Gone when this returns, whatever happened.
+  absl::Cleanup remove = [&path] { std::remove(path.c_str()); };
+  if (!r.ok()) return ToGrpc(r.status());
+  if (!r->status.ok()) return ToGrpc(r->status);
+  absl::StatusOr<Counters> c = DecodeCounters(r->body);
+  std::map<std::string, uint64_t> m;
+  if (c.ok()) m.insert(c->begin(), c->end());
+  if (!c.ok() || m["width"] == 0 || m["width"] > 16384 || m["height"] == 0 ||
+      m["height"] > 16384 || m["bytes"] == 0 || m["bytes"] > kMaxPng) {
+    return ToGrpc(absl::InternalError("VM process: a malformed screenshot reply"));
+  }
+  std::ifstream f(path, std::ios::binary);
+  std::string png(m["bytes"], '\0');
+  if (!f.read(png.data(), static_cast<std::streamsize>(png.size())) || f.peek() != EOF) {
+    return ToGrpc(absl::InternalError(
+        absl::StrCat("VM process: ", path, " is not the ", png.size(), " bytes it said")));
+  }
+  out->set_png(std::move(png));
+  out->set_width(static_cast<uint32_t>(m["width"]));
+  out->set_height(static_cast<uint32_t>(m["height"]));
   return grpc::Status::OK;
 }
 

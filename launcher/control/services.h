@@ -75,6 +75,8 @@ class VmServiceImpl final : public v1::VmService::Service {
       grpc::ServerReaderWriter<v1::ConsoleOutput, v1::ConsoleInput>*) override;
   grpc::Status GetMetrics(grpc::ServerContext*, const v1::VmRef*,
                           v1::GetMetricsResponse*) override;
+  grpc::Status GetScreenshot(grpc::ServerContext*, const v1::VmRef*,
+                             v1::GetScreenshotResponse*) override;
 
  private:
   absl::StatusOr<std::shared_ptr<VmHandle>> Find(const std::string& vm_id);

@@ -21,6 +21,7 @@
 #include "migration/address.h"
 #include "migration/precopy.h"
 #include "vcpu/cpu_template.h"
+#include "virtio/gpu_png.h"
 #include "kindling/status_macros.h"
 
 namespace kindling::control {
@@ -63,6 +64,8 @@ class VmProcess {
   absl::Status Handle(const Message& m, std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Snapshot(const control::SnapshotRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate(const control::MigrateRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Screenshot(const std::string& name, std::string& body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Start() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Kill() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunVm();
@@ -71,6 +74,7 @@ class VmProcess {
   void ReceiveVm(RunOptions opts);
   [[noreturn]] void Quit(const std::shared_ptr<Conn>& c, uint32_t seq);
 
+  std::string dir_;  // --dir: control.sock, pid, screenshots
   UniqueFd listener_;
   UniqueFd migration_listener_;  // --incoming: until the source connected
   UniqueFd migration_conn_ ABSL_GUARDED_BY(mu_);  // a dup of the source's stream
@@ -273,6 +277,9 @@ absl::Status VmProcess::Handle(const Message& m, std::string& body) {
       }
       return Migrate(req);
     }
+    case Type::kScreenshot:
+      if (!live) return absl::FailedPreconditionError("only a running or paused VM has a screen");
+      return Screenshot(m.payload, body);
     case Type::kConsoleInput:
       if (!vm_) return absl::FailedPreconditionError("the VM is not running");
       vm_->SendConsoleInput(m.payload);
@@ -312,6 +319,26 @@ absl::Status VmProcess::Snapshot(const control::SnapshotRequest& req) {
                req.diff ? "diff" : "full", req.directory.c_str(), s.ok() ? "written" : "failed",
                static_cast<long long>(absl::ToInt64Microseconds(saved)));
   return s;
+}
+
+// Writes what the GPU's scanout shows to DIR/NAME (whole or not at all: a
+// rename) for the daemon, which reads it after the reply; the reply says
+// its size.
+absl::Status VmProcess::Screenshot(const std::string& name, std::string& body) {
+  RETURN_IF_ERROR(CheckScreenshotName(name));
+  ASSIGN_OR_RETURN(virtio::GpuImage image, vm_->Screenshot(0));
+  ASSIGN_OR_RETURN(std::string png, virtio::EncodePng(image));
+  const std::string path = dir_ + "/" + name, tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(png.data(), static_cast<std::streamsize>(png.size()));
+    if (!f.flush()) return absl::InternalError(absl::StrCat("writing ", tmp, " failed"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("rename to ", path));
+  }
+  body = EncodeCounters({{"width", image.width}, {"height", image.height}, {"bytes", png.size()}});
+  return absl::OkStatus();
 }
 
 // Sends the running guest to `req.destination`. Commands wait meanwhile
@@ -406,6 +433,7 @@ void VmProcess::Serve() {
 }
 
 absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
+  dir_ = dir;
   opts.vm.collect_stats = true;
   opts.vm.console_output = [this](uint8_t b) { OnConsole(b); };
   opts.vm.on_device_failure = [this](std::string_view device, std::string_view why) {
@@ -439,6 +467,7 @@ absl::Status VmProcess::Init(const std::string& dir, RunOptions opts) {
 // Ready once the migration address listens: the source may connect as
 // soon as ReceiveMigration returned.
 absl::Status VmProcess::InitIncoming(const std::string& dir, RunOptions opts) {
+  dir_ = dir;
   if (!opts.vm.host_cpu_template.empty()) {  // before a source is kept waiting
     RETURN_IF_ERROR(vcpu::LoadCpuTemplateFile(opts.vm.host_cpu_template).status());
   }

@@ -21,7 +21,7 @@ uint64_t GetLe(std::string_view in, int bytes) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= static_cast<uint8_t>(Type::kMigrate)) ||
+  return (t >= 1 && t <= static_cast<uint8_t>(Type::kScreenshot)) ||
          (t >= 0x80 && t <= static_cast<uint8_t>(Type::kMigrationProgress));
 }
 
@@ -199,6 +199,23 @@ absl::StatusOr<Counters> DecodeCounters(std::string_view p) {
     p.remove_prefix(2 + len + 8);
   }
   return out;
+}
+
+absl::Status CheckScreenshotName(std::string_view name) {
+  constexpr std::string_view kPrefix = "screenshot-", kSuffix = ".png";
+  bool ok = name.size() > kPrefix.size() + kSuffix.size() &&
+            name.size() <= kPrefix.size() + 32 + kSuffix.size() &&
+            name.substr(0, kPrefix.size()) == kPrefix &&
+            name.substr(name.size() - kSuffix.size()) == kSuffix;
+  for (size_t i = kPrefix.size(); ok && i < name.size() - kSuffix.size(); ++i) {
+    ok = (name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "screenshot file name '", std::string(name.substr(0, 64)),
+        "': expected screenshot-HEX.png"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kindling::control

@@ -47,6 +47,9 @@ enum class Type : uint8_t {
   kQuit = 8,          // kill the guest if it runs, then end the process
   kSnapshot = 9,      // payload: EncodeSnapshotRequest
   kMigrate = 10,      // payload: EncodeMigrateRequest
+  kScreenshot = 11,   // payload: a file name (CheckScreenshotName) the VM process
+                      // writes a PNG to in its directory; reply payload:
+                      // EncodeCounters (width, height, bytes)
   // Events and replies.
   kReply = 0x80,          // payload: EncodeReply
   kState = 0x81,          // payload: EncodeState
@@ -123,6 +126,10 @@ struct MigrateRequest {
 };
 std::string EncodeMigrateRequest(const MigrateRequest& r);
 absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view payload);
+
+// A screenshot's file name: "screenshot-" then 1 to 32 of [0-9a-f], then
+// ".png" (no path can hide in it).
+absl::Status CheckScreenshotName(std::string_view name);
 
 // name/value counters: u16le name length, name, u64le value; repeated.
 using Counters = std::vector<std::pair<std::string, uint64_t>>;

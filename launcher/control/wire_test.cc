@@ -112,3 +112,13 @@ TEST_CASE("a migrate request carries its mode, limits and destination") {
   }
   CHECK_FALSE(DecodeMigrateRequest("short").ok());
 }
+
+TEST_CASE("screenshot file names: screenshot-HEX.png and nothing else") {
+  REQUIRE(CheckScreenshotName("screenshot-0123456789abcdef.png").ok());
+  for (const char* bad : {"", "screenshot-.png", "screenshot-../x.png", "screenshot-12/.png",
+                          "screenshot-ABC.png", "screenshot-12.png.tmp", "x-12.png",
+                          "screenshot-0123456789abcdef0123456789abcdef0.png"}) {
+    INFO(bad);
+    REQUIRE(CheckScreenshotName(bad).code() == absl::StatusCode::kInvalidArgument);
+  }
+}

@@ -31,6 +31,7 @@ enum class DeviceType : uint32_t {
   kConsole = 3,
   kRng = 4,
   kBalloon = 5,
+  kGpu = 16,
   kVsock = 19,
 };
 

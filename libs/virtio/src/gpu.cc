@@ -1,0 +1,90 @@
+#include "virtio/gpu.h"
+
+#include <linux/virtio_gpu.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kindling/status_macros.h"
+
+namespace virtio {
+
+void Gpu::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
+  virtio_gpu_config c{};
+  c.events_read = 0;  // no display change is ever signalled
+  c.num_scanouts = Gpu2d::kNumScanouts;
+  c.num_capsets = 0;
+  CopyConfig({reinterpret_cast<const uint8_t*>(&c), sizeof(c)}, offset, data);
+}
+
+void Gpu::WriteConfig(uint64_t, std::span<const uint8_t>) {
+  // events_clear is the only writable field, and no event is ever set.
+}
+
+absl::Status Gpu::Activate(const ActivateContext& ctx) {
+  ctx_ = ctx;
+  absl::MutexLock lock(&mu_);
+  if (!gpu_) gpu_ = std::make_unique<Gpu2d>(*ctx.memory, limits_);
+  return absl::OkStatus();
+}
+
+absl::Status Gpu::ProcessQueue(uint16_t index) {
+  return ServeQueue(ctx_, index, [&](const DescriptorChain& chain) { return Serve(chain); });
+}
+
+absl::StatusOr<uint32_t> Gpu::Serve(const DescriptorChain& chain) {
+  std::vector<uint8_t> resp;
+  if (chain.readable_bytes > kMaxRequest) {
+    ++oversized_;
+    virtio_gpu_ctrl_hdr h{};
+    h.type = VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+    const auto* p = reinterpret_cast<const uint8_t*>(&h);
+    resp.assign(p, p + sizeof(h));
+  } else {
+    std::vector<uint8_t> req(chain.readable_bytes);
+    ChainReader r(*ctx_.memory, chain);
+    RETURN_IF_ERROR(r.Read(req));
+    Gpu2d* gpu;
+    {
+      absl::MutexLock lock(&mu_);
+      gpu = gpu_.get();  // set before any queue runs, kept until the device goes
+    }
+    resp = gpu->Execute(req);
+  }
+  ChainWriter w(*ctx_.memory, chain);
+  std::span<const uint8_t> out(resp);
+  out = out.first(std::min<uint64_t>(out.size(), w.remaining()));
+  RETURN_IF_ERROR(w.Write(out));
+  return static_cast<uint32_t>(out.size());
+}
+
+void Gpu::Reset() {
+  ctx_ = {};
+  absl::MutexLock lock(&mu_);
+  if (gpu_) gpu_->Reset();
+}
+
+absl::Status Gpu::CheckSnapshot() const {
+  return absl::FailedPreconditionError(
+      "virtio-gpu: its resources are not saved by snapshots or migration yet");
+}
+
+std::vector<std::pair<std::string, uint64_t>> Gpu::Counters() const {
+  GpuStats s;
+  {
+    absl::MutexLock lock(&mu_);
+    if (gpu_) s = gpu_->stats();
+  }
+  return {{"commands", s.commands},   {"errors", s.errors + oversized_.load()},
+          {"transfers", s.transfers}, {"flushes", s.flushes}};
+}
+
+absl::StatusOr<GpuImage> Gpu::Screenshot(uint32_t scanout) const {
+  absl::MutexLock lock(&mu_);
+  if (!gpu_) {
+    return absl::FailedPreconditionError("virtio-gpu: the guest driver has not started it");
+  }
+  return gpu_->Screenshot(scanout);
+}
+
+}  // namespace virtio
