@@ -214,7 +214,8 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
       own_loop("virtio-gpu");
       const GpuConfig& g = *config.gpu;
       gpu_ = std::make_shared<virtio::Gpu>(
-          virtio::GpuLimits{.width = g.width, .height = g.height, .max_host_bytes = g.max_mib << 20});
+          virtio::GpuLimits{.width = g.width, .height = g.height, .max_host_bytes = g.max_mib << 20},
+          *env.memory);
       return std::shared_ptr<virtio::VirtioDevice>(gpu_);
     }
     default:

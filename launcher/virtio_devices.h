@@ -188,6 +188,7 @@ class VirtioDevices {
                        virtio::EventLoop& loop, const VirtioEnv& env);
   absl::Status RestoreTransport(virtio::Transport& t,
                                 const kindling::migration::v1::Virtio& record);
+  absl::Status RestoreGpu(const kindling::migration::v1::VirtioGpu& record);
   absl::Status AddPci(const VirtioSlot& slot, std::shared_ptr<virtio::VirtioDevice> device,
                       virtio::EventLoop& loop, const VirtioEnv& env);
 

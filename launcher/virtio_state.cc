@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kindling/status_macros.h"
 #include "launcher/virtio_devices.h"
+#include "migration/gpu_codec.h"
 #include "migration/virtio_codec.h"
 #include "virtio/net.h"
 
@@ -24,7 +25,7 @@ v1::VirtioKind KindOf(VirtioKind k) {
     case VirtioKind::kConsole: return v1::VIRTIO_KIND_CONSOLE;
     case VirtioKind::kVsock: return v1::VIRTIO_KIND_VSOCK;
     case VirtioKind::kBalloon: return v1::VIRTIO_KIND_BALLOON;
-    case VirtioKind::kGpu: break;  // refused by CheckSnapshot: no record
+    case VirtioKind::kGpu: return v1::VIRTIO_KIND_GPU;
   }
   return v1::VIRTIO_KIND_UNSPECIFIED;
 }
@@ -54,6 +55,10 @@ v1::VirtioBacking Backing(const VirtioSlot& slot, const VirtioConfig& config,
     b.set_deflate_on_oom(config.balloon->deflate_on_oom);
     b.set_stats_interval_s(config.balloon->stats_interval_s);
     b.set_free_page_reporting(config.balloon->free_page_reporting);
+  } else if (slot.kind == VirtioKind::kGpu) {
+    b.set_gpu_width(config.gpu->width);
+    b.set_gpu_height(config.gpu->height);
+    b.set_gpu_max_mib(config.gpu->max_mib);
   }
   return b;
 }
@@ -87,6 +92,9 @@ absl::Status AddFromRecord(const v1::Virtio& r, VirtioConfig& c) {
       }
       c.balloon = BalloonConfig{0, b.deflate_on_oom(), b.stats_interval_s(),
                                 b.free_page_reporting()};
+      return absl::OkStatus();
+    case v1::VIRTIO_KIND_GPU:  // bounds: ValidateVirtio
+      c.gpu = GpuConfig{b.gpu_width(), b.gpu_height(), b.gpu_max_mib()};
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(absl::StrCat(
@@ -169,6 +177,8 @@ absl::StatusOr<std::vector<v1::Device>> VirtioDevices::SaveState(
     }
     if (slot.kind == VirtioKind::kBalloon) {
       *v->mutable_balloon() = ::migration::EncodeBalloon(balloon_->SaveState());
+    } else if (slot.kind == VirtioKind::kGpu) {
+      ASSIGN_OR_RETURN(*v->mutable_gpu(), ::migration::EncodeGpu(gpu_->SaveState()));
     }
     out.push_back(std::move(d));
   }
@@ -190,6 +200,11 @@ absl::Status VirtioDevices::RestoreState(const VirtioPlan& plan,
     }
     if (plan.slots[i].kind == VirtioKind::kBalloon) {
       balloon_->RestoreState(::migration::DecodeBalloon(r.balloon()));
+    } else if (plan.slots[i].kind == VirtioKind::kGpu) {
+      absl::Status st = RestoreGpu(r.gpu());
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat(records[i]->name(), ": ", st.message()));
+      }
     }
     absl::Status st = RestoreTransport(*transports_[i], r);
     if (!st.ok()) {
@@ -197,6 +212,12 @@ absl::Status VirtioDevices::RestoreState(const VirtioPlan& plan,
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status VirtioDevices::RestoreGpu(const v1::VirtioGpu& r) {
+  ASSIGN_OR_RETURN(virtio::GpuState s,
+                   ::migration::DecodeGpu(r, gpu_->limits().max_host_bytes));
+  return gpu_->RestoreState(std::move(s));
 }
 
 absl::Status VirtioDevices::RestoreTransport(virtio::Transport& t, const v1::Virtio& r) {

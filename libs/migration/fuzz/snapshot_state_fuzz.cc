@@ -1,8 +1,9 @@
 // libFuzzer: a snapshot's state.pb as an attacker writes it. Parsing,
 // validation and every decoder must fail cleanly, never crash; decoded
 // virtio states are loaded into real transports (an rng device over 1 MiB
-// of guest RAM), so the queue and transport checks are fuzzed too; a diff
-// snapshot's memory manifest is applied to that RAM.
+// of guest RAM), so the queue and transport checks are fuzzed too, and a
+// GPU's resources into a Gpu2d; a diff snapshot's memory manifest is
+// applied to that RAM.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <memory>
 #include <string_view>
 
+#include "migration/gpu_codec.h"
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
 #include "migration/virtio_codec.h"
@@ -63,6 +65,12 @@ void LoadVirtio(const kindling::migration::v1::Virtio& v) {
     env->loop.RunSync([] {});
   }
   (void)migration::DecodeBalloon(v.balloon());
+  if (v.has_gpu()) {
+    auto g = migration::DecodeGpu(v.gpu(), 4 << 20);
+    if (!g.ok()) return;
+    virtio::Gpu2d gpu(*env->mem, virtio::GpuLimits{.max_host_bytes = 4 << 20});
+    if (gpu.RestoreState(*std::move(g)).ok()) (void)gpu.Screenshot(0);
+  }
 }
 
 }  // namespace

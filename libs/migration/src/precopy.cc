@@ -266,6 +266,11 @@ class Migration {
     state.set_format_version(1);
     *state.mutable_machine()->mutable_regions() = vm_.machine().regions();
     std::string bytes = state.SerializeAsString();
+    if (bytes.size() > kMaxFramePayload) {  // the destination would refuse it
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the VM's state is ", bytes.size() >> 10, " KiB, more than a migration stream's ",
+          kMaxFramePayload >> 10, " KiB state frame holds (a GPU's resources?)"));
+    }
     RETURN_IF_ERROR(s_.Send(FrameType::kState, {reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 bytes.size()}));
     return s_.Send(FrameType::kEnd, {});

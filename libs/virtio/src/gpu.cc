@@ -23,8 +23,7 @@ void Gpu::WriteConfig(uint64_t, std::span<const uint8_t>) {
 
 absl::Status Gpu::Activate(const ActivateContext& ctx) {
   ctx_ = ctx;
-  absl::MutexLock lock(&mu_);
-  if (!gpu_) gpu_ = std::make_unique<Gpu2d>(*ctx.memory, limits_);
+  active_ = true;
   return absl::OkStatus();
 }
 
@@ -44,12 +43,7 @@ absl::StatusOr<uint32_t> Gpu::Serve(const DescriptorChain& chain) {
     std::vector<uint8_t> req(chain.readable_bytes);
     ChainReader r(*ctx_.memory, chain);
     RETURN_IF_ERROR(r.Read(req));
-    Gpu2d* gpu;
-    {
-      absl::MutexLock lock(&mu_);
-      gpu = gpu_.get();  // set before any queue runs, kept until the device goes
-    }
-    resp = gpu->Execute(req);
+    resp = gpu_.Execute(req);
   }
   ChainWriter w(*ctx_.memory, chain);
   std::span<const uint8_t> out(resp);
@@ -60,31 +54,21 @@ absl::StatusOr<uint32_t> Gpu::Serve(const DescriptorChain& chain) {
 
 void Gpu::Reset() {
   ctx_ = {};
-  absl::MutexLock lock(&mu_);
-  if (gpu_) gpu_->Reset();
-}
-
-absl::Status Gpu::CheckSnapshot() const {
-  return absl::FailedPreconditionError(
-      "virtio-gpu: its resources are not saved by snapshots or migration yet");
+  active_ = false;
+  gpu_.Reset();
 }
 
 std::vector<std::pair<std::string, uint64_t>> Gpu::Counters() const {
-  GpuStats s;
-  {
-    absl::MutexLock lock(&mu_);
-    if (gpu_) s = gpu_->stats();
-  }
+  GpuStats s = gpu_.stats();
   return {{"commands", s.commands},   {"errors", s.errors + oversized_.load()},
           {"transfers", s.transfers}, {"flushes", s.flushes}};
 }
 
 absl::StatusOr<GpuImage> Gpu::Screenshot(uint32_t scanout) const {
-  absl::MutexLock lock(&mu_);
-  if (!gpu_) {
+  if (!active_) {
     return absl::FailedPreconditionError("virtio-gpu: the guest driver has not started it");
   }
-  return gpu_->Screenshot(scanout);
+  return gpu_.Screenshot(scanout);
 }
 
 }  // namespace virtio

@@ -337,11 +337,7 @@ absl::StatusOr<GpuImage> Gpu2d::Screenshot(uint32_t scanout) const {
 
 void Gpu2d::Reset() {
   absl::MutexLock lock(&mu_);
-  resources_.clear();
-  scanouts_ = {};
-  cursor_ = {};
-  stats_.resources = 0;
-  stats_.host_bytes = 0;
+  Clear();
 }
 
 GpuStats Gpu2d::stats() const {

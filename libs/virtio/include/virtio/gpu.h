@@ -4,7 +4,7 @@
 // cursorq both go to Gpu2d, which holds the resources and bounds every
 // number the guest sends (see gpu_2d.h).
 //
-//   auto gpu = std::make_shared<Gpu>(GpuLimits{.width = 1024, .height = 768});
+//   auto gpu = std::make_shared<Gpu>(GpuLimits{.width = 1024, .height = 768}, memory);
 //   ... MmioTransport(gpu, mem, loop, irq) ...
 //   absl::StatusOr<GpuImage> shot = gpu->Screenshot(0);   // any thread
 //
@@ -33,7 +33,9 @@ class Gpu : public VirtioDevice {
   static constexpr uint16_t kControlQueue = 0;
   static constexpr uint16_t kCursorQueue = 1;
 
-  explicit Gpu(const GpuLimits& limits) : limits_(limits) {}
+  // `memory` is the guest's RAM, which must outlive the device.
+  Gpu(const GpuLimits& limits, vm_memory::GuestMemory& memory)
+      : limits_(limits), gpu_(memory, limits) {}
 
   DeviceType type() const override { return DeviceType::kGpu; }
   std::string name() const override { return "virtio-gpu"; }
@@ -46,9 +48,6 @@ class Gpu : public VirtioDevice {
   absl::Status Activate(const ActivateContext& ctx) override;
   absl::Status ProcessQueue(uint16_t index) override;
   void Reset() override;
-  // Snapshots of a GPU are not saved yet: its resources live in host
-  // memory the snapshot does not hold.
-  absl::Status CheckSnapshot() const override;
   std::vector<std::pair<std::string, uint64_t>> Counters() const override;
 
   // ---- host side, any thread ----
@@ -56,16 +55,18 @@ class Gpu : public VirtioDevice {
   // driver has set it up (or the device is not active).
   absl::StatusOr<GpuImage> Screenshot(uint32_t scanout = 0) const;
   const GpuLimits& limits() const { return limits_; }
+  // Snapshots: the resources and their pixels, the scanout, the cursor
+  // (Gpu2d::SaveState). Restore before the transport's restore.
+  GpuState SaveState() const { return gpu_.SaveState(); }
+  absl::Status RestoreState(GpuState state) { return gpu_.RestoreState(std::move(state)); }
 
  private:
   absl::StatusOr<uint32_t> Serve(const DescriptorChain& chain);
 
   const GpuLimits limits_;
   ActivateContext ctx_;
-  // Created on the first Activate (it needs the guest memory) and kept:
-  // a reset empties it, its counters run on.
-  std::unique_ptr<Gpu2d> gpu_ ABSL_GUARDED_BY(mu_);
-  mutable absl::Mutex mu_;  // gpu_ against the host-side readers
+  Gpu2d gpu_;  // a reset empties it; its counters run on
+  std::atomic<bool> active_{false};  // the driver has set it up (Screenshot)
   std::atomic<uint64_t> oversized_{0};
 };
 

@@ -24,6 +24,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -58,6 +59,26 @@ struct GpuStats {
   uint64_t host_bytes = 0; // their pixels, now
 };
 
+// What a snapshot keeps of the device: every resource with its pixels
+// and backing entries, the scanout and the cursor.
+struct GpuResourceState {
+  uint32_t id = 0;
+  uint32_t format = 0;
+  uint32_t width = 0;
+  uint32_t height = 0;
+  std::vector<uint8_t> pixels;  // width * height * 4 bytes
+  bool has_backing = false;
+  std::vector<std::pair<uint64_t, uint32_t>> backing;  // guest address, length
+};
+
+struct GpuState {
+  std::vector<GpuResourceState> resources;
+  uint32_t scanout_resource = 0;  // 0: scanout 0 is off
+  uint32_t scanout_x = 0, scanout_y = 0, scanout_width = 0, scanout_height = 0;
+  uint32_t cursor_resource = 0;
+  uint32_t cursor_x = 0, cursor_y = 0, cursor_hot_x = 0, cursor_hot_y = 0;
+};
+
 class Gpu2d {
  public:
   static constexpr uint32_t kNumScanouts = 1;
@@ -76,6 +97,13 @@ class Gpu2d {
   absl::StatusOr<GpuImage> Screenshot(uint32_t scanout) const;
   // Back to no resources and no scanout (a device reset).
   void Reset();
+  // For snapshots, with the device at rest (no command running).
+  GpuState SaveState() const;
+  // Replaces everything with `state`, checked as the requests that built
+  // it would have been (ids, formats, sizes and the host-memory limit,
+  // backing in guest RAM, the scanout and cursor against their
+  // resources); an error names what was wrong and leaves the device empty.
+  absl::Status RestoreState(GpuState state);
   GpuStats stats() const;
   const GpuLimits& limits() const { return limits_; }
 
@@ -121,6 +149,9 @@ class Gpu2d {
   uint32_t DetachBacking(std::span<const uint8_t> req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t UpdateCursor(uint32_t type, std::span<const uint8_t> req)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadState(GpuState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadResource(GpuResourceState& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Clear() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies `len` bytes at `offset` of the resource's backing into `out`.
   bool ReadBacking(const Resource& res, uint64_t offset, std::span<uint8_t> out) const;
   Resource* Find(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
