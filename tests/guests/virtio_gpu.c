@@ -13,6 +13,10 @@
 // - MOVE_CURSOR on the cursor queue.
 // - Waits gpu.hold_ms (default 0) before it exits, so a host that polls
 //   for the picture (QEMU's screendump) finds it.
+// - gpu.bench_frames=N (bench/gpu): instead of the hostile commands, N
+//   frames of a full-screen TRANSFER_TO_HOST_2D + RESOURCE_FLUSH (one row
+//   redrawn before each), timed with the TSC: "virtio-gpu: bench N frames
+//   WxH in T us, F fps".
 // Runs in ring 3 like virtio_blk.
 #include "virtio.h"
 
@@ -36,7 +40,7 @@
 #define RESP_ERR_INVALID_PARAMETER 0x1205
 #define FLAG_FENCE 1
 #define FORMAT_B8G8R8X8 2
-#define MAX_SIDE 1024  // the guest draws at most this much of a side
+#define MAX_SIDE 2048  // the guest draws at most this much of a side
 
 struct hdr {
   uint32_t type, flags;
@@ -181,10 +185,12 @@ static void draw(uint32_t* fb, uint32_t w, uint32_t h) {
   }
 }
 
+static uint32_t* fb;
+
 // Draws, shows and flushes resource 1 (fenced).
 static void show(uint32_t w, uint32_t h) {
   uint32_t bytes = w * h * 4, half = bytes / 2 + 12;  // split mid-row
-  uint32_t* fb = dma_alloc(bytes, 4096);
+  fb = dma_alloc(bytes, 4096);
   expect("create 1", create(1, w, h), RESP_OK_NODATA);
   expect("attach 1", attach(1, (uint64_t)fb, half, (uint64_t)fb + half, bytes - half),
          RESP_OK_NODATA);
@@ -218,6 +224,24 @@ static void hostile(uint32_t w, uint32_t h) {
          RESP_ERR_UNSPEC);
 }
 
+static void bench(uint32_t w, uint32_t h, long frames) {
+  struct rect full = {0, 0, w, h};
+  struct flush f = {{CMD_RESOURCE_FLUSH, 0, 0, 0, 0, {0}}, full, 1, 0};
+  uint64_t t0 = rdtsc();
+  for (long i = 0; i < frames; i++) {
+    uint32_t* row = fb + (uint32_t)(i % h) * w;
+    for (uint32_t x = 0; x < w; x++) row[x] = ~row[x];
+    if (transfer(1, full, 0) != RESP_OK_NODATA) fail("virtio-gpu: bench transfer %ld", i);
+    if (command(0, &f, sizeof(f), sizeof(struct hdr))->type != RESP_OK_NODATA)
+      fail("virtio-gpu: bench flush %ld", i);
+  }
+  uint64_t us = (rdtsc() - t0) * 1000 / tsc_per_ms();
+  if (us == 0) us = 1;
+  uint64_t centi_fps = (uint64_t)frames * 100000000ull / us;
+  printf("virtio-gpu: bench %ld frames %ux%u in %lu us, %lu.%02lu fps\n", frames, w, h,
+         (unsigned long)us, (unsigned long)(centi_fps / 100), (unsigned long)(centi_fps % 100));
+}
+
 static void move_cursor(void) {
   struct cursor c = {{CMD_MOVE_CURSOR, 0, 0, 0, 0, {0}}, 0, 10, 20, 0, 0, 0, 0, 0};
   command(1, &c, sizeof(c), sizeof(struct hdr));
@@ -238,8 +262,13 @@ static long gpu_main(long unused) {
   if (w > MAX_SIDE) w = MAX_SIDE;
   if (h > MAX_SIDE) h = MAX_SIDE;
   show(w, h);
-  hostile(w, h);
-  move_cursor();
+  long frames = cmdline_int("gpu.bench_frames", 0);
+  if (frames > 0) {
+    bench(w, h, frames);
+  } else {
+    hostile(w, h);
+    move_cursor();
+  }
   virtio_report_irqs(dev, "virtio-gpu");
   printf("virtio-gpu: ok\n");
   long hold = cmdline_int("gpu.hold_ms", 0);

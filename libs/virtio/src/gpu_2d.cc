@@ -40,12 +40,6 @@ bool Load(std::span<const uint8_t> req, T& out) {
   return true;
 }
 
-template <typename T>
-void Append(std::vector<uint8_t>& body, const T& v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  body.insert(body.end(), p, p + sizeof(T));
-}
-
 // Whether the rectangle lies inside a width x height surface (64-bit sums:
 // a guest's x + width may wrap in 32 bits).
 bool Inside(const virtio_gpu_rect& r, uint32_t width, uint32_t height) {
@@ -78,9 +72,9 @@ std::vector<uint8_t> Gpu2d::Execute(std::span<const uint8_t> request) {
     out.ctx_id = in.ctx_id;
     if (in.flags & VIRTIO_GPU_FLAG_INFO_RING_IDX) out.ring_idx = in.ring_idx;
   }
-  std::vector<uint8_t> resp;
-  Append(resp, out);
-  resp.insert(resp.end(), body.begin(), body.end());
+  std::vector<uint8_t> resp(sizeof(out) + body.size());
+  std::memcpy(resp.data(), &out, sizeof(out));
+  if (!body.empty()) std::memcpy(resp.data() + sizeof(out), body.data(), body.size());
   return resp;
 }
 
@@ -233,6 +227,12 @@ uint32_t Gpu2d::Transfer(std::span<const uint8_t> req) {
   // offset names the box's first pixel), as QEMU and Linux have it.
   const uint64_t stride = uint64_t{res->width} * kBytesPerPixel;
   const uint64_t row = uint64_t{cmd.r.width} * kBytesPerPixel;
+  if (cmd.r.x == 0 && cmd.r.width == res->width) {  // whole rows: one copy
+    std::span<uint8_t> out(res->pixels.data() + cmd.r.y * stride, cmd.r.height * stride);
+    if (!ReadBacking(*res, cmd.offset, out)) return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+    ++stats_.transfers;
+    return VIRTIO_GPU_RESP_OK_NODATA;
+  }
   for (uint32_t h = 0; h < cmd.r.height; ++h) {
     uint64_t dst = (uint64_t{cmd.r.y} + h) * stride + uint64_t{cmd.r.x} * kBytesPerPixel;
     std::span<uint8_t> out(res->pixels.data() + dst, row);

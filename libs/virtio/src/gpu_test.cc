@@ -173,6 +173,21 @@ TEST_CASE("virtio-gpu 2D: a partial transfer changes its box only") {
       REQUIRE(p[0] == static_cast<uint8_t>(R(x, y) + (in ? 1 : 0)));
     }
   }
+  // Whole rows (one copy): rows 10 to 19 from their place in the backing.
+  f.Draw(/*bias=*/2);
+  REQUIRE(f.Transfer(1, {0, 10, Fixture::kW, 10}, 10 * Fixture::kW * 4) ==
+          VIRTIO_GPU_RESP_OK_NODATA);
+  shot = f.gpu.Screenshot(0);
+  REQUIRE(shot.ok());
+  for (uint32_t y = 0; y < Fixture::kH; ++y) {
+    // Column 12: in the box above (bias 1, rows 4-11) and in these rows.
+    int bias = (y >= 10 && y < 20) ? 2 : (y >= 4 && y < 12) ? 1 : 0;
+    INFO("row " << y);
+    REQUIRE(shot->rgb[(y * Fixture::kW + 12) * 3 + 1] == static_cast<uint8_t>(G(12, y) + bias));
+  }
+  REQUIRE(f.Transfer(1, {0, 40, Fixture::kW, 9}, 0) == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+  REQUIRE(f.Transfer(1, {0, 40, Fixture::kW, 8}, 41 * Fixture::kW * 4) ==
+          VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);  // past the backing's end
   // A scanout of a sub-rectangle shows just that.
   REQUIRE(f.Scanout(0, 1, {8, 4, 16, 8}) == VIRTIO_GPU_RESP_OK_NODATA);
   shot = f.gpu.Screenshot(0);
