@@ -51,6 +51,8 @@ bool Inside(const virtio_gpu_rect& r, uint32_t width, uint32_t height) {
 Gpu2d::Gpu2d(vm_memory::GuestMemory& memory, const GpuLimits& limits)
     : memory_(memory), limits_(limits) {}
 
+bool Gpu2d::SupportedFormat(uint32_t format) { return LookupFormat(format) != nullptr; }
+
 std::vector<uint8_t> Gpu2d::Execute(std::span<const uint8_t> request) {
   virtio_gpu_ctrl_hdr in{};
   std::vector<uint8_t> body;
@@ -132,7 +134,7 @@ uint32_t Gpu2d::CreateResource(std::span<const uint8_t> req) {
   virtio_gpu_resource_create_2d cmd;
   if (!Load(req, cmd)) return VIRTIO_GPU_RESP_ERR_UNSPEC;
   if (cmd.resource_id == 0 || Find(cmd.resource_id)) return VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID;
-  if (!LookupFormat(cmd.format)) return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+  if (!SupportedFormat(cmd.format)) return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
   if (cmd.width == 0 || cmd.height == 0 || cmd.width > kMaxDimension ||
       cmd.height > kMaxDimension) {
     return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
@@ -256,23 +258,29 @@ uint32_t Gpu2d::AttachBacking(std::span<const uint8_t> req) {
     return VIRTIO_GPU_RESP_ERR_UNSPEC;
   }
   std::vector<Entry> entries;
-  std::vector<uint64_t> starts;
-  uint64_t total = 0;
   for (uint32_t i = 0; i < cmd.nr_entries; ++i) {
     virtio_gpu_mem_entry e;
     std::memcpy(&e, req.data() + sizeof(cmd) + i * sizeof(e), sizeof(e));
-    if (e.length == 0 || !memory_.CheckRange(vm_memory::GuestAddress(e.addr), e.length)) {
-      return VIRTIO_GPU_RESP_ERR_UNSPEC;  // not guest RAM
-    }
     entries.push_back({e.addr, e.length});
-    starts.push_back(total);
-    total += e.length;
+    if (!InGuestRam(entries.back())) return VIRTIO_GPU_RESP_ERR_UNSPEC;
   }
-  res->backing = std::move(entries);
-  res->starts = std::move(starts);
-  res->backing_len = total;
-  res->has_backing = true;
+  SetBacking(*res, std::move(entries));
   return VIRTIO_GPU_RESP_OK_NODATA;
+}
+
+bool Gpu2d::InGuestRam(const Entry& e) const {
+  return e.len != 0 && memory_.CheckRange(vm_memory::GuestAddress(e.addr), e.len);
+}
+
+void Gpu2d::SetBacking(Resource& res, std::vector<Entry> entries) {
+  res.starts.clear();
+  res.backing_len = 0;
+  for (const Entry& e : entries) {
+    res.starts.push_back(res.backing_len);
+    res.backing_len += e.len;
+  }
+  res.backing = std::move(entries);
+  res.has_backing = true;
 }
 
 uint32_t Gpu2d::DetachBacking(std::span<const uint8_t> req) {

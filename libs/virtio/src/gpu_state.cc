@@ -11,16 +11,6 @@
 namespace virtio {
 namespace {
 
-bool KnownFormat(uint32_t f) {
-  for (uint32_t k : {VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
-                     VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM,
-                     VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
-                     VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM}) {
-    if (f == k) return true;
-  }
-  return false;
-}
-
 absl::Status Bad(uint32_t id, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("virtio-gpu resource ", id, ": ", what));
 }
@@ -94,7 +84,7 @@ absl::Status Gpu2d::LoadState(GpuState& state) {
 
 absl::Status Gpu2d::LoadResource(GpuResourceState& r) {
   if (r.id == 0 || Find(r.id)) return Bad(r.id, "id 0 or a duplicate");
-  if (!KnownFormat(r.format)) return Bad(r.id, absl::StrCat("format ", r.format));
+  if (!SupportedFormat(r.format)) return Bad(r.id, absl::StrCat("format ", r.format));
   if (r.width == 0 || r.height == 0 || r.width > kMaxDimension || r.height > kMaxDimension) {
     return Bad(r.id, absl::StrCat("size ", r.width, "x", r.height));
   }
@@ -110,23 +100,20 @@ absl::Status Gpu2d::LoadResource(GpuResourceState& r) {
       (r.has_backing && r.backing.empty())) {
     return Bad(r.id, absl::StrCat(r.backing.size(), " backing entries"));
   }
-  Resource res;
-  uint64_t total = 0;
+  std::vector<Entry> entries;
   for (const auto& [addr, len] : r.backing) {
-    if (len == 0 || !memory_.CheckRange(vm_memory::GuestAddress(addr), len)) {
+    entries.push_back({addr, len});
+    if (!InGuestRam(entries.back())) {
       return Bad(r.id, absl::StrCat("backing ", len, " bytes at ", absl::Hex(addr),
                                     " is not guest RAM"));
     }
-    res.backing.push_back({addr, len});
-    res.starts.push_back(total);
-    total += len;
   }
+  Resource res;
   res.format = r.format;
   res.width = r.width;
   res.height = r.height;
   res.pixels = std::move(r.pixels);
-  res.backing_len = total;
-  res.has_backing = r.has_backing;
+  if (r.has_backing) SetBacking(res, std::move(entries));
   resources_.emplace(r.id, std::move(res));
   stats_.host_bytes += bytes;
   stats_.resources = resources_.size();

@@ -88,6 +88,9 @@ class Gpu2d {
 
   Gpu2d(vm_memory::GuestMemory& memory, const GpuLimits& limits);
 
+  // Whether `format` (VIRTIO_GPU_FORMAT_*) is one a resource may have.
+  static bool SupportedFormat(uint32_t format);
+
   // Runs one request (a header and its command, with ATTACH_BACKING's
   // entries after it) and returns the response: a header and, for the
   // commands that have one, its body.
@@ -152,6 +155,10 @@ class Gpu2d {
   absl::Status LoadState(GpuState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadResource(GpuResourceState& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Clear() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a backing entry is non-empty and lies in guest RAM.
+  bool InGuestRam(const Entry& e) const;
+  // Gives `res` these checked entries as its backing.
+  static void SetBacking(Resource& res, std::vector<Entry> entries);
   // Copies `len` bytes at `offset` of the resource's backing into `out`.
   bool ReadBacking(const Resource& res, uint64_t offset, std::span<uint8_t> out) const;
   Resource* Find(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
