@@ -16,41 +16,17 @@
 #include "absl/synchronization/mutex.h"
 #include "kindling/test_skip.h"
 #include "launcher/microvm.h"
+#include "tests/e2e/console.h"
 #include "virtio/gpu_png.h"
 
 using kindling::MicroVm;
 using kindling::VmConfig;
+using kindling::testing::Console;
 using vcpu::VcpuRunner;
 
 namespace {
 
 constexpr uint32_t kWidth = 320, kHeight = 240;
-
-struct Console {
-  absl::Mutex mu;
-  std::string text;
-  std::function<void(uint8_t)> Sink() {
-    return [this](uint8_t b) {
-      absl::MutexLock lock(&mu);
-      text.push_back(static_cast<char>(b));
-    };
-  }
-  std::string Get() {
-    absl::MutexLock lock(&mu);
-    return text;
-  }
-  // Whether `line` appeared within two minutes (or FAIL did).
-  bool WaitFor(const std::string& line) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::string t = Get();
-      if (t.find(line) != std::string::npos) return true;
-      if (t.find("FAIL") != std::string::npos) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-};
 
 VmConfig GpuConfig(kindling::VirtioTransport transport, int hold_ms) {
   VmConfig c;

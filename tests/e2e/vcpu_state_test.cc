@@ -17,27 +17,14 @@
 #include "absl/synchronization/mutex.h"
 #include "kindling/test_skip.h"
 #include "launcher/microvm.h"
+#include "tests/e2e/console.h"
 
 using kindling::MicroVm;
 using kindling::VmConfig;
+using kindling::testing::Console;
 using vcpu::VcpuRunner;
 
 namespace {
-
-struct Console {
-  absl::Mutex mu;
-  std::string text;
-  std::function<void(uint8_t)> Sink() {
-    return [this](uint8_t b) {
-      absl::MutexLock lock(&mu);
-      text.push_back(static_cast<char>(b));
-    };
-  }
-  std::string Get() {
-    absl::MutexLock lock(&mu);
-    return text;
-  }
-};
 
 VmConfig TickerConfig(Console& console) {
   VmConfig c;
