@@ -201,9 +201,9 @@ int ExecControl(char** argv) {
 
 bool IsControlVerb(const std::string& verb) {
   for (const char* v : {"serve", "create", "start", "pause", "resume", "shutdown", "kill",
-                        "delete", "get", "list", "events", "console", "metrics", "screenshot", "host",
-                        "snapshot", "restore", "migrate", "receive", "cpu-profile", "cpu-baseline",
-                        "pool-join"}) {
+                        "delete", "get", "list", "events", "console", "metrics", "screenshot",
+                        "host", "snapshot", "restore", "migrate", "migrate-set", "receive",
+                        "cpu-profile", "cpu-baseline", "pool-join"}) {
     if (verb == v) return true;
   }
   return false;

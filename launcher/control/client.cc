@@ -52,6 +52,10 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
                                   on ADDR (unix:PATH or tcp:HOST:PORT, e.g.
                                   `kindling run --incoming ADDR`), printing
                                   progress; the VM stops here once it runs there
+  migrate-set ID [--bandwidth-mibps N] [--max-downtime-ms N] [--start-postcopy]
+          [--cancel]              change the migration that runs: its limits,
+                                  an early switch (--mode postcopy), or a
+                                  cancel (the VM runs on here)
   receive --listen ADDR [--id ID] a new VM in this daemon that waits on ADDR
                                   for a migration (INCOMING, then RUNNING once
                                   the source handed over); prints its id
@@ -292,57 +296,68 @@ int OneVm(v1::VmService::Stub& stub, const std::string& verb, const Common& c) {
   return 0;
 }
 
+// A command line's mistake (printed with the usage, exit status 2).
+absl::Status Invalid(const std::string& why) { return absl::InvalidArgumentError(why); }
+
 // The daemon needs an absolute path; a relative one is the caller's.
 absl::StatusOr<std::string> AbsolutePath(const std::string& path) {
   std::error_code ec;
   std::string abs = std::filesystem::absolute(path, ec).lexically_normal().string();
-  if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
+  if (ec) return Invalid(absl::StrCat(path, ": ", ec.message()));
   return abs;
 }
 
-int Snapshot(v1::VmService::Stub& stub, const Common& c) {
+// The verbs that send one request and print the Vm it returns: as a table
+// row (kTable), its id alone (kId), or JSON with --output json.
+enum class Show { kTable, kId };
+template <typename Req>
+int CallVm(v1::VmService::Stub& stub, const Common& c, const absl::StatusOr<Req>& req,
+           grpc::Status (v1::VmService::Stub::*rpc)(grpc::ClientContext*, const Req&, v1::Vm*),
+           Show show) {
+  if (!req.ok()) return Usage(std::string(req.status().message()));
+  grpc::ClientContext ctx;
+  v1::Vm vm;
+  grpc::Status s = (stub.*rpc)(&ctx, *req, &vm);
+  if (!s.ok()) return RpcError(s);
+  if (c.json) std::printf("%s\n", Json(vm).c_str());
+  else if (show == Show::kId) std::printf("%s\n", vm.vm_id().c_str());
+  else PrintVms({vm});
+  return 0;
+}
+
+absl::StatusOr<v1::SnapshotVmRequest> ParseSnapshot(const Common& c) {
   v1::SnapshotVmRequest req;
   std::vector<std::string> words;
   for (const std::string& a : c.rest) {
     if (a == "--stay-paused") req.set_stay_paused(true);
     else if (a == "--diff") req.set_diff(true);
-    else if (a.rfind("--", 0) == 0) return Usage(absl::StrCat("snapshot: unknown option ", a));
+    else if (a.rfind("--", 0) == 0) return Invalid(absl::StrCat("snapshot: unknown option ", a));
     else words.push_back(a);
   }
-  if (words.size() != 2) return Usage("snapshot takes a VM id and a directory");
+  if (words.size() != 2) return Invalid("snapshot takes a VM id and a directory");
   req.set_vm_id(words[0]);
   absl::StatusOr<std::string> dir = AbsolutePath(words[1]);
-  if (!dir.ok()) return Usage(absl::StrCat("snapshot: ", dir.status().message()));
+  if (!dir.ok()) return Invalid(absl::StrCat("snapshot: ", dir.status().message()));
   req.set_directory(*dir);
-  grpc::ClientContext ctx;
-  v1::Vm vm;
-  grpc::Status s = stub.SnapshotVm(&ctx, req, &vm);
-  if (!s.ok()) return RpcError(s);
-  if (c.json) std::printf("%s\n", Json(vm).c_str());
-  else PrintVms({vm});
-  return 0;
+  return req;
 }
 
-int Receive(v1::VmService::Stub& stub, const Common& c) {
+absl::StatusOr<v1::ReceiveMigrationRequest> ParseReceive(const Common& c) {
   v1::ReceiveMigrationRequest req;
   for (size_t i = 0; i < c.rest.size(); ++i) {
     const std::string& a = c.rest[i];
     bool has_next = i + 1 < c.rest.size();
     if (a == "--id" && has_next) req.set_vm_id(c.rest[++i]);
     else if (a == "--listen" && has_next) req.set_listen(c.rest[++i]);
-    else return Usage(absl::StrCat("receive: unexpected ", a));
+    else return Invalid(absl::StrCat("receive: unexpected ", a));
   }
-  if (req.listen().empty()) return Usage("receive needs --listen ADDR (unix:PATH or tcp:HOST:PORT)");
-  grpc::ClientContext ctx;
-  v1::Vm vm;
-  grpc::Status s = stub.ReceiveMigration(&ctx, req, &vm);
-  if (!s.ok()) return RpcError(s);
-  if (c.json) std::printf("%s\n", Json(vm).c_str());
-  else std::printf("%s\n", vm.vm_id().c_str());
-  return 0;
+  if (req.listen().empty()) {
+    return Invalid("receive needs --listen ADDR (unix:PATH or tcp:HOST:PORT)");
+  }
+  return req;
 }
 
-int Restore(v1::VmService::Stub& stub, const Common& c) {
+absl::StatusOr<v1::RestoreVmRequest> ParseRestore(const Common& c) {
   v1::RestoreVmRequest req;
   std::vector<std::string> words;
   for (size_t i = 0; i < c.rest.size(); ++i) {
@@ -355,24 +370,18 @@ int Restore(v1::VmService::Stub& stub, const Common& c) {
       if (m == "eager") req.set_mode(v1::RESTORE_MODE_EAGER);
       else if (m == "lazy") req.set_mode(v1::RESTORE_MODE_LAZY);
       else if (m == "uffd") req.set_mode(v1::RESTORE_MODE_UFFD);
-      else return Usage(absl::StrCat("--restore-mode '", m, "': expected eager, lazy or uffd"));
+      else return Invalid(absl::StrCat("--restore-mode '", m, "': expected eager, lazy or uffd"));
     } else if (a.rfind("--", 0) == 0) {
-      return Usage(absl::StrCat("restore: unknown option ", a));
+      return Invalid(absl::StrCat("restore: unknown option ", a));
     } else {
       words.push_back(a);
     }
   }
-  if (words.size() != 1) return Usage("restore takes one snapshot directory");
+  if (words.size() != 1) return Invalid("restore takes one snapshot directory");
   absl::StatusOr<std::string> dir = AbsolutePath(words[0]);
-  if (!dir.ok()) return Usage(absl::StrCat("restore: ", dir.status().message()));
+  if (!dir.ok()) return Invalid(absl::StrCat("restore: ", dir.status().message()));
   req.set_directory(*dir);
-  grpc::ClientContext ctx;
-  v1::Vm vm;
-  grpc::Status s = stub.RestoreVm(&ctx, req, &vm);
-  if (!s.ok()) return RpcError(s);
-  if (c.json) std::printf("%s\n", Json(vm).c_str());
-  else std::printf("%s\n", vm.vm_id().c_str());
-  return 0;
+  return req;
 }
 
 absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
@@ -383,7 +392,7 @@ absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
     bool has_next = i + 1 < c.rest.size();
     auto number = [&](uint32_t& out) -> absl::Status {
       if (!has_next || !absl::SimpleAtoi(c.rest[++i], &out)) {
-        return absl::InvalidArgumentError(absl::StrCat(a, " needs a number"));
+        return Invalid(absl::StrCat(a, " needs a number"));
       }
       return absl::OkStatus();
     };
@@ -395,7 +404,7 @@ absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
       if (m == "precopy") req.set_mode(v1::MIGRATION_MODE_PRECOPY);
       else if (m == "auto-converge") req.set_mode(v1::MIGRATION_MODE_AUTO_CONVERGE);
       else if (m == "postcopy") req.set_mode(v1::MIGRATION_MODE_POSTCOPY);
-      else return absl::InvalidArgumentError(absl::StrCat("--mode '", m, "': expected precopy, auto-converge or postcopy"));
+      else return Invalid(absl::StrCat("--mode '", m, "': expected precopy, auto-converge, postcopy"));
     } else if (a == "--max-downtime-ms") {
       RETURN_IF_ERROR(number(n));
       req.set_max_downtime_ms(n);
@@ -403,13 +412,13 @@ absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
       RETURN_IF_ERROR(number(n));
       req.set_bandwidth_mibps(n);
     } else if (a.rfind("--", 0) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("migrate: unknown option ", a));
+      return Invalid(absl::StrCat("migrate: unknown option ", a));
     } else {
       words.push_back(a);
     }
   }
   if (words.size() != 1 || req.destination().empty()) {
-    return absl::InvalidArgumentError("migrate takes a VM id and --to ADDR");
+    return Invalid("migrate takes a VM id and --to ADDR");
   }
   req.set_vm_id(words[0]);
   return req;
@@ -441,6 +450,39 @@ int Migrate(v1::VmService::Stub& stub, const Common& c) {
   if (c.json) std::printf("%s\n", Json(vm).c_str());
   else PrintVms({vm});
   return 0;
+}
+
+absl::StatusOr<v1::UpdateMigrationRequest> ParseMigrateSet(const Common& c) {
+  v1::UpdateMigrationRequest req;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < c.rest.size(); ++i) {
+    const std::string& a = c.rest[i];
+    uint32_t n = 0;
+    auto number = [&]() -> absl::Status {
+      if (i + 1 >= c.rest.size() || !absl::SimpleAtoi(c.rest[++i], &n)) {
+        return Invalid(absl::StrCat(a, " needs a number"));
+      }
+      return absl::OkStatus();
+    };
+    if (a == "--bandwidth-mibps") {
+      RETURN_IF_ERROR(number());
+      req.set_bandwidth_mibps(n);
+    } else if (a == "--max-downtime-ms") {
+      RETURN_IF_ERROR(number());
+      req.set_max_downtime_ms(n);
+    } else if (a == "--start-postcopy") {
+      req.set_start_postcopy(true);
+    } else if (a == "--cancel") {
+      req.set_cancel(true);
+    } else if (a.rfind("--", 0) == 0) {
+      return Invalid(absl::StrCat("migrate-set: unknown option ", a));
+    } else {
+      words.push_back(a);
+    }
+  }
+  if (words.size() != 1) return Invalid("migrate-set takes one VM id");
+  req.set_vm_id(words[0]);
+  return req;
 }
 
 int List(v1::VmService::Stub& stub, const Common& c) {
@@ -557,10 +599,18 @@ int ClientMain(const std::vector<std::string>& args) {
   if (verb == "console") return Console(*stub, c);
   if (verb == "metrics") return Metrics(*stub, c);
   if (verb == "screenshot") return Screenshot(*stub, c);
-  if (verb == "snapshot") return Snapshot(*stub, c);
-  if (verb == "restore") return Restore(*stub, c);
-  if (verb == "receive") return Receive(*stub, c);
+  using Stub = v1::VmService::Stub;
+  if (verb == "snapshot") {
+    return CallVm(*stub, c, ParseSnapshot(c), &Stub::SnapshotVm, Show::kTable);
+  }
+  if (verb == "restore") return CallVm(*stub, c, ParseRestore(c), &Stub::RestoreVm, Show::kId);
+  if (verb == "receive") {
+    return CallVm(*stub, c, ParseReceive(c), &Stub::ReceiveMigration, Show::kId);
+  }
   if (verb == "migrate") return Migrate(*stub, c);
+  if (verb == "migrate-set") {
+    return CallVm(*stub, c, ParseMigrateSet(c), &Stub::UpdateMigration, Show::kTable);
+  }
   for (const char* v : {"start", "pause", "resume", "shutdown", "kill", "delete", "get"}) {
     if (verb == v) return OneVm(*stub, verb, c);
   }

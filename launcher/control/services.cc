@@ -430,6 +430,39 @@ grpc::Status VmServiceImpl::MigrateVm(grpc::ServerContext*, const v1::MigrateVmR
   return ToGrpc(vm.status());
 }
 
+absl::StatusOr<v1::Vm> VmServiceImpl::UpdateMigration(const v1::UpdateMigrationRequest& req) {
+  RETURN_IF_ERROR(ValidateVmId(req.vm_id()));
+  MigrateSetRequest m;
+  if (req.has_bandwidth_mibps()) {
+    if (req.bandwidth_mibps() > (1u << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bandwidth_mibps: ", req.bandwidth_mibps(), " is above the maximum of 1048576"));
+    }
+    m.bandwidth_mibps = req.bandwidth_mibps();
+  }
+  if (req.has_max_downtime_ms()) {
+    if (req.max_downtime_ms() == 0 || req.max_downtime_ms() > 60000) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_downtime_ms: ", req.max_downtime_ms(), " is outside 1 to 60000"));
+    }
+    m.max_downtime_ms = req.max_downtime_ms();
+  }
+  m.start_postcopy = req.start_postcopy();
+  m.cancel = req.cancel();
+  if (!m.bandwidth_mibps && !m.max_downtime_ms && !m.start_postcopy && !m.cancel) {
+    return absl::InvalidArgumentError(
+        "nothing to change: set bandwidth_mibps, max_downtime_ms, start_postcopy or cancel");
+  }
+  return Lifecycle(req.vm_id(), Type::kMigrateSet, EncodeMigrateSetRequest(m));
+}
+
+grpc::Status VmServiceImpl::UpdateMigration(grpc::ServerContext*,
+                                            const v1::UpdateMigrationRequest* req, v1::Vm* out) {
+  absl::StatusOr<v1::Vm> vm = UpdateMigration(*req);
+  if (vm.ok()) *out = *vm;
+  return ToGrpc(vm.status());
+}
+
 grpc::Status VmServiceImpl::SnapshotVm(grpc::ServerContext*, const v1::SnapshotVmRequest* req,
                                        v1::Vm* out) {
   absl::StatusOr<v1::Vm> vm = Snapshot(*req);

@@ -61,6 +61,8 @@ class VmServiceImpl final : public v1::VmService::Service {
                           v1::Vm*) override;
   grpc::Status MigrateVm(grpc::ServerContext*, const v1::MigrateVmRequest*,
                          v1::Vm*) override;
+  grpc::Status UpdateMigration(grpc::ServerContext*, const v1::UpdateMigrationRequest*,
+                               v1::Vm*) override;
   grpc::Status RestoreVm(grpc::ServerContext*, const v1::RestoreVmRequest*,
                          v1::Vm*) override;
   grpc::Status ReceiveMigration(grpc::ServerContext*, const v1::ReceiveMigrationRequest*,
@@ -92,6 +94,7 @@ class VmServiceImpl final : public v1::VmService::Service {
                                    absl::Duration timeout = absl::Seconds(10));
   absl::StatusOr<v1::Vm> Snapshot(const v1::SnapshotVmRequest& req);
   absl::StatusOr<v1::Vm> Migrate(const v1::MigrateVmRequest& req);
+  absl::StatusOr<v1::Vm> UpdateMigration(const v1::UpdateMigrationRequest& req);
 
   const ServiceOptions options_;
   const HostServiceImpl* const host_;

@@ -61,6 +61,15 @@ class VmProcess {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SenderLoop();
   void ReadLoop(std::shared_ptr<Conn> c);
+  // Handles `m` under mu_ and replies to `c`.
+  void Execute(const std::shared_ptr<Conn>& c, const Message& m);
+  void ReplyTo(const std::shared_ptr<Conn>& c, uint32_t seq, const absl::Status& s);
+  // kMigrate runs on its own thread, so that the connection's next
+  // commands are read meanwhile: kMigrateSet changes it, kKill cancels it
+  // first, the rest are refused until it ends.
+  void StartMigration(const std::shared_ptr<Conn>& c, const Message& m);
+  absl::Status MigrateSet(std::string_view payload);
+  void CancelMigration();
   absl::Status Handle(const Message& m, std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Snapshot(const control::SnapshotRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate(const control::MigrateRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -79,6 +88,9 @@ class VmProcess {
   UniqueFd migration_listener_;  // --incoming: until the source connected
   UniqueFd migration_conn_ ABSL_GUARDED_BY(mu_);  // a dup of the source's stream
   std::atomic<bool> killed_{false};  // while INCOMING
+  std::atomic<bool> migrating_{false};  // a kMigrate is being handled
+  absl::Mutex control_mu_;              // not held with mu_
+  std::shared_ptr<::migration::MigrationControl> control_ ABSL_GUARDED_BY(control_mu_);
   absl::Mutex mu_;  // lifecycle; taken before out_mu_
   std::unique_ptr<MicroVm> vm_ ABSL_GUARDED_BY(mu_);
   StateEvent state_ ABSL_GUARDED_BY(mu_);
@@ -341,10 +353,11 @@ absl::Status VmProcess::Screenshot(const std::string& name, std::string& body) {
   return absl::OkStatus();
 }
 
-// Sends the running guest to `req.destination`. Commands wait meanwhile
-// (this holds mu_); progress goes out as events. Once the destination took
-// over, the guest stops here ("migrated"); any failure before leaves it
-// running.
+// Sends the running guest to `req.destination`, on the thread
+// StartMigration made; it holds mu_ throughout, and control_ changes it
+// meanwhile. Progress goes out as events. Once the destination took over,
+// the guest stops here ("migrated"); any failure before (a cancel too)
+// leaves it running.
 absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
   ::migration::MigrationOptions o;
   o.mode = req.mode == 2   ? ::migration::MigrationMode::kPostcopy
@@ -352,6 +365,12 @@ absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
                            : ::migration::MigrationMode::kPrecopy;
   o.max_downtime = absl::Milliseconds(req.max_downtime_ms);
   o.bandwidth_bytes_per_s = uint64_t{req.bandwidth_mibps} << 20;
+  std::shared_ptr<::migration::MigrationControl> control;
+  {
+    absl::MutexLock l(&control_mu_);
+    control = control_;
+  }
+  o.control = control.get();
   ASSIGN_OR_RETURN(vm_memory::UniqueFd fd,
                    ::migration::Connect(req.destination, absl::Seconds(10)));
   absl::Time start = absl::Now();
@@ -401,15 +420,73 @@ void VmProcess::ReadLoop(std::shared_ptr<Conn> c) {
                           : std::string(m.status().message()).c_str());
       break;
     }
+    if (m->type == Type::kQuit || m->type == Type::kKill) CancelMigration();
     if (m->type == Type::kQuit) Quit(c, m->seq);
-    std::string body;
-    absl::MutexLock l(&mu_);
-    absl::Status s = Handle(*m, body);
-    absl::MutexLock o(&out_mu_);
-    Publish({Type::kReply, m->seq, EncodeReply(s, body)}, c);
+    if (m->type == Type::kMigrateSet) {
+      ReplyTo(c, m->seq, MigrateSet(m->payload));
+    } else if (m->type == Type::kMigrate && !migrating_.exchange(true)) {
+      StartMigration(c, *m);
+    } else if (migrating_ && m->type != Type::kKill) {
+      ReplyTo(c, m->seq, absl::FailedPreconditionError(
+                             "the VM is being migrated: until that ends only a change to the "
+                             "migration (migrate-set) or a kill is answered"));
+    } else {
+      Execute(c, *m);
+    }
   }
   absl::MutexLock l(&out_mu_);
   std::erase(conns_, c);
+}
+
+void VmProcess::Execute(const std::shared_ptr<Conn>& c, const Message& m) {
+  std::string body;
+  absl::MutexLock l(&mu_);
+  absl::Status s = Handle(m, body);
+  absl::MutexLock o(&out_mu_);
+  Publish({Type::kReply, m.seq, EncodeReply(s, body)}, c);
+}
+
+void VmProcess::ReplyTo(const std::shared_ptr<Conn>& c, uint32_t seq, const absl::Status& s) {
+  absl::MutexLock o(&out_mu_);
+  Publish({Type::kReply, seq, EncodeReply(s)}, c);
+}
+
+void VmProcess::StartMigration(const std::shared_ptr<Conn>& c, const Message& m) {
+  {
+    absl::MutexLock l(&control_mu_);
+    control_ = std::make_shared<::migration::MigrationControl>();
+  }
+  std::thread([this, c, m] {
+    Execute(c, m);
+    {
+      absl::MutexLock l(&control_mu_);
+      control_.reset();
+    }
+    migrating_ = false;
+  }).detach();
+}
+
+// A kill or a delete does not wait for a migration that can still be
+// called off (one past a post-copy's switch-over runs to its end).
+void VmProcess::CancelMigration() {
+  absl::MutexLock l(&control_mu_);
+  if (control_) (void)control_->Cancel();
+}
+
+// Setters first, then an early post-copy, then a cancel (which wins).
+absl::Status VmProcess::MigrateSet(std::string_view payload) {
+  ASSIGN_OR_RETURN(MigrateSetRequest req, DecodeMigrateSetRequest(payload));
+  std::shared_ptr<::migration::MigrationControl> control;
+  {
+    absl::MutexLock l(&control_mu_);
+    control = control_;
+  }
+  if (!control) return absl::FailedPreconditionError("no migration is running");
+  if (req.bandwidth_mibps) control->SetBandwidth(uint64_t{*req.bandwidth_mibps} << 20);
+  if (req.max_downtime_ms) control->SetMaxDowntime(absl::Milliseconds(*req.max_downtime_ms));
+  if (req.start_postcopy) RETURN_IF_ERROR(control->StartPostcopy());
+  if (req.cancel) return control->Cancel();
+  return absl::OkStatus();
 }
 
 void VmProcess::Serve() {

@@ -21,7 +21,7 @@ uint64_t GetLe(std::string_view in, int bytes) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= static_cast<uint8_t>(Type::kScreenshot)) ||
+  return (t >= 1 && t <= static_cast<uint8_t>(Type::kMigrateSet)) ||
          (t >= 0x80 && t <= static_cast<uint8_t>(Type::kMigrationProgress));
 }
 
@@ -156,6 +156,39 @@ absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view p) {
   }
   if (r.destination.size() > kMaxText || r.destination.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError("migrate request: destination of more than 4096 bytes");
+  }
+  return r;
+}
+
+std::string EncodeMigrateSetRequest(const MigrateSetRequest& r) {
+  uint8_t what = (r.bandwidth_mibps ? 1 : 0) | (r.max_downtime_ms ? 2 : 0) |
+                 (r.start_postcopy ? 4 : 0) | (r.cancel ? 8 : 0);
+  std::string out(1, static_cast<char>(what));
+  PutLe(out, r.max_downtime_ms.value_or(0), 4);
+  PutLe(out, r.bandwidth_mibps.value_or(0), 4);
+  return out;
+}
+
+absl::StatusOr<MigrateSetRequest> DecodeMigrateSetRequest(std::string_view p) {
+  if (p.size() != 9) return absl::InvalidArgumentError("migrate-set request: not 9 bytes");
+  const auto what = static_cast<uint8_t>(p[0]);
+  if (what == 0 || what > 15) {
+    return absl::InvalidArgumentError("migrate-set request: no change, or an unknown one");
+  }
+  MigrateSetRequest r;
+  r.start_postcopy = what & 4;
+  r.cancel = what & 8;
+  if (what & 2) {
+    r.max_downtime_ms = static_cast<uint32_t>(GetLe(p.substr(1), 4));
+    if (*r.max_downtime_ms == 0 || *r.max_downtime_ms > 60000) {
+      return absl::InvalidArgumentError("migrate-set request: downtime outside 1 to 60000 ms");
+    }
+  }
+  if (what & 1) {
+    r.bandwidth_mibps = static_cast<uint32_t>(GetLe(p.substr(5), 4));
+    if (*r.bandwidth_mibps > (1u << 20)) {
+      return absl::InvalidArgumentError("migrate-set request: bandwidth above 1048576 MiB/s");
+    }
   }
   return r;
 }

@@ -20,6 +20,7 @@
 #define KINDLING_LAUNCHER_CONTROL_WIRE_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,6 +51,8 @@ enum class Type : uint8_t {
   kScreenshot = 11,   // payload: a file name (CheckScreenshotName) the VM process
                       // writes a PNG to in its directory; reply payload:
                       // EncodeCounters (width, height, bytes)
+  kMigrateSet = 12,   // payload: EncodeMigrateSetRequest; answered while
+                      // kMigrate runs (the only command that is)
   // Events and replies.
   kReply = 0x80,          // payload: EncodeReply
   kState = 0x81,          // payload: EncodeState
@@ -126,6 +129,19 @@ struct MigrateRequest {
 };
 std::string EncodeMigrateRequest(const MigrateRequest& r);
 absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view payload);
+
+// A change to the migration that runs: u8 what (bit 0: the bandwidth cap,
+// bit 1: the downtime limit, bit 2: switch to post-copy now, bit 3:
+// cancel; at least one), u32le downtime limit in ms (1 to 60000, with bit
+// 1), u32le bandwidth in MiB/s (0: unlimited, at most 1048576, with bit 0).
+struct MigrateSetRequest {
+  std::optional<uint32_t> bandwidth_mibps;
+  std::optional<uint32_t> max_downtime_ms;
+  bool start_postcopy = false;
+  bool cancel = false;
+};
+std::string EncodeMigrateSetRequest(const MigrateSetRequest& r);
+absl::StatusOr<MigrateSetRequest> DecodeMigrateSetRequest(std::string_view payload);
 
 // A screenshot's file name: "screenshot-" then 1 to 32 of [0-9a-f], then
 // ".png" (no path can hide in it).

@@ -113,6 +113,36 @@ TEST_CASE("a migrate request carries its mode, limits and destination") {
   CHECK_FALSE(DecodeMigrateRequest("short").ok());
 }
 
+TEST_CASE("a migrate-set request carries only the changes it names") {
+  MigrateSetRequest in;
+  in.bandwidth_mibps = 0;  // lift the cap: a change, not "unset"
+  in.start_postcopy = true;
+  auto m = Decode(Encode({Type::kMigrateSet, 5, EncodeMigrateSetRequest(in)}));
+  REQUIRE(m.ok());
+  CHECK(IsCommand(m->type));
+  auto r = DecodeMigrateSetRequest(m->payload);
+  REQUIRE(r.ok());
+  CHECK(r->bandwidth_mibps == std::optional<uint32_t>(0));
+  CHECK_FALSE(r->max_downtime_ms.has_value());
+  CHECK(r->start_postcopy);
+  CHECK_FALSE(r->cancel);
+  MigrateSetRequest d;
+  d.max_downtime_ms = 40;
+  d.cancel = true;
+  auto back = DecodeMigrateSetRequest(EncodeMigrateSetRequest(d));
+  REQUIRE(back.ok());
+  CHECK(back->max_downtime_ms == std::optional<uint32_t>(40));
+  CHECK(back->cancel);
+  CHECK_FALSE(back->bandwidth_mibps.has_value());
+  // Nothing to change, unknown bits, limits out of range, a wrong size.
+  for (std::string bad : {std::string(9, '\0'), std::string("\x10") + std::string(8, '\0'),
+                          std::string("\x02") + std::string(8, '\0'),
+                          std::string("\x02\x61\xea\x00\x00", 5) + std::string(4, '\0'),
+                          std::string("\x01\0\0\0\0\x01\0\x10\0", 9), std::string("\x08")}) {
+    CHECK_FALSE(DecodeMigrateSetRequest(bad).ok());
+  }
+}
+
 TEST_CASE("screenshot file names: screenshot-HEX.png and nothing else") {
   REQUIRE(CheckScreenshotName("screenshot-0123456789abcdef.png").ok());
   for (const char* bad : {"", "screenshot-.png", "screenshot-../x.png", "screenshot-12/.png",

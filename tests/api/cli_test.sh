@@ -2,11 +2,12 @@
 # The `kindling` CLI verbs against `kindling serve`: create (with `kindling
 # run`'s flags), start, console (replay + live, and Ctrl-] on a terminal),
 # get/list (table and --output json), events, metrics, host, kill, delete,
-# snapshot/restore, migrate to `kindling run --incoming`, screenshot of a
-# GPU VM, and the errors and exit statuses of bad requests.
-# Usage: cli_test.sh KINDLING HELLO_ELF TICKER_ELF GPU_ELF
+# snapshot/restore, migrate to `kindling run --incoming`, migrate-set on a
+# running migration, screenshot of a GPU VM, and the errors and exit
+# statuses of bad requests.
+# Usage: cli_test.sh KINDLING HELLO_ELF TICKER_ELF GPU_ELF PROBE_ELF
 set -u
-kindling=$1 hello=$2 ticker=$3 gpu=$4
+kindling=$1 hello=$2 ticker=$3 gpu=$4 probe=$5
 if [[ ! -w /dev/kvm ]]; then
   echo "SKIP: no usable /dev/kvm"
   exit 0
@@ -17,7 +18,22 @@ failures=0
 check() {  # check DESCRIPTION COMMAND...
   local what=$1
   shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; failures=$((failures + 1)); fi
+  if "$@"; then
+    echo "ok   $what [${SECONDS}s]"
+  else
+    echo "FAIL $what [${SECONDS}s]"
+    failures=$((failures + 1))
+  fi
+}
+# console_until VM PATTERN FILE [TRIES]: the VM's console so far into FILE,
+# again every 0.3 s until FILE holds PATTERN (grep's); false if it never did.
+console_until() {
+  local _
+  for _ in $(seq "${4:-100}"); do
+    timeout 0.3 "$kindling" console "$1" </dev/null >"$3" 2>/dev/null
+    grep -q "$2" "$3" && return 0
+  done
+  return 1
 }
 cleanup() {
   [[ -n ${events_pid:-} ]] && kill "$events_pid" 2>/dev/null
@@ -71,10 +87,7 @@ check "delete the killed VM" bash -c "'$kindling' delete tick >/dev/null"
 # Snapshot through the daemon, restore with `kindling run --restore`.
 "$kindling" create --id snap --kernel "$ticker" --memory 64 --cmdline "console=ttyS0 forever" >/dev/null
 "$kindling" start snap >/dev/null
-for _ in $(seq 100); do
-  timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_before.txt"
-  grep -q 'ticker: tick 3 ' "$tmp/snap_before.txt" && break
-done
+console_until snap 'ticker: tick 3 ' "$tmp/snap_before.txt"
 check "snapshot --stay-paused: the VM is PAUSED after it" \
   bash -c "'$kindling' snapshot snap '$tmp/snap' --stay-paused | grep -q '^snap  *PAUSED'"
 check "snapshot: state.pb and a sparse memory file" \
@@ -90,10 +103,7 @@ check "run --restore: carries on after tick ${last:-?} (first tick ${first:-none
 check "restore into the daemon: a new VM, CREATED" \
   bash -c "[[ \$('$kindling' restore '$tmp/snap' --id back --restore-mode lazy) == back ]] && '$kindling' get back | grep -q '^back  *CREATED'"
 "$kindling" start back >/dev/null
-for _ in $(seq 100); do
-  timeout 0.3 "$kindling" console back </dev/null >"$tmp/back.txt"
-  grep -q 'ticker: tick [0-9]* sum' "$tmp/back.txt" && break
-done
+console_until back 'ticker: tick [0-9]* sum' "$tmp/back.txt"
 first=$(grep -o 'ticker: tick [0-9]* sum' "$tmp/back.txt" | head -1 | cut -d' ' -f3)
 check "restored VM carries on after tick ${last:-?} (first tick ${first:-none}), no reboot" \
   bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0} && ${first:-0} <= ${last:-0} + 2)) && ! grep -q 'ticker: start' '$tmp/back.txt'"
@@ -142,10 +152,7 @@ timeout 60 "$kindling" run --incoming "unix:$tmp/mig.sock" </dev/null >"$tmp/mig
   2>"$tmp/migrated.err" &
 incoming_pid=$!
 for _ in $(seq 100); do [[ -S $tmp/mig.sock ]] && break; sleep 0.1; done
-for _ in $(seq 100); do
-  timeout 0.3 "$kindling" console snap </dev/null >"$tmp/snap_before.txt"
-  grep -q 'ticker: tick [0-9]* sum' "$tmp/snap_before.txt" && break
-done
+console_until snap 'ticker: tick [0-9]* sum' "$tmp/snap_before.txt"
 "$kindling" migrate snap --to "unix:$tmp/mig.sock" --max-downtime-ms 500 >"$tmp/migrate.out" \
   2>"$tmp/migrate.err"
 status=$?
@@ -184,19 +191,13 @@ check "start an INCOMING VM: FAILED_PRECONDITION" \
   bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: .*waiting for an incoming migration' '$tmp/err.txt'"
 "$kindling" create --id mig2 --kernel "$ticker" --memory 64 --cmdline "console=ttyS0 forever" >/dev/null
 "$kindling" start mig2 >/dev/null
-for _ in $(seq 100); do
-  timeout 0.3 "$kindling" console mig2 </dev/null >"$tmp/mig2_before.txt"
-  grep -q 'ticker: tick 2 ' "$tmp/mig2_before.txt" && break
-done
+console_until mig2 'ticker: tick 2 ' "$tmp/mig2_before.txt"
 "$kindling" migrate mig2 --to "unix:$tmp/recv.sock" >"$tmp/migrate2.out" 2>"$tmp/migrate2.err"
 check "migrate into the daemon's receiving VM: exit 0, source STOPPED" \
   bash -c "[[ $? -eq 0 ]] && grep -q '^mig2  *STOPPED' '$tmp/migrate2.out' || ! cat '$tmp/migrate2.err'"
 check "the receiving VM is RUNNING" bash -c "'$kindling' get recv | grep -q '^recv  *RUNNING'"
 last=$(tr -d '\r' <"$tmp/mig2_before.txt" | grep -o 'ticker: tick [0-9]* sum' | tail -1 | cut -d' ' -f3)
-for _ in $(seq 100); do
-  timeout 0.3 "$kindling" console recv </dev/null >"$tmp/recv.txt"
-  grep -q 'ticker: tick [0-9]* sum' "$tmp/recv.txt" && break
-done
+console_until recv 'ticker: tick [0-9]* sum' "$tmp/recv.txt"
 first=$(tr -d '\r' <"$tmp/recv.txt" | grep -o 'ticker: tick [0-9]* sum' | head -1 | cut -d' ' -f3)
 check "receive: the guest ticks on in the new VM after tick ${last:-?} (first ${first:-none}), no reboot" \
   bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0})) && ! grep -q 'ticker: start' '$tmp/recv.txt'"
@@ -219,15 +220,73 @@ check "run --restore with --kernel: refused, 125" \
 check "run --restore of a missing directory: 125 naming state.pb" \
   bash -c "[[ $? -eq 125 ]] && grep -q 'nothing/state.pb' '$tmp/err.txt'"
 
+# A migration changed while it runs (migrate-set). The state_probe guest
+# rewrites 8 MiB a round, so at 1 MiB/s round 0 alone takes 8 s.
+"$kindling" create --id slow --kernel "$probe" --memory 64 \
+  --cmdline "console=ttyS0 probe.rounds=0 probe.mib=8 probe.dirty=2048" >/dev/null
+"$kindling" start slow >/dev/null
+console_until slow 'probe: round 1 ' "$tmp/slow.txt" 300
+wait_migrating() {  # until migrate-set finds the migration running
+  for _ in $(seq 100); do
+    "$kindling" migrate-set slow --bandwidth-mibps 1 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+"$kindling" receive --listen "unix:$tmp/slowdst.sock" --id slowdst >/dev/null
+timeout 120 "$kindling" migrate slow --to "unix:$tmp/slowdst.sock" --bandwidth-mibps 1 \
+  >"$tmp/slow.out" 2>"$tmp/slow.err" &
+migrate_pid=$!
+check "migrate-set while a migration runs: accepted" wait_migrating
+"$kindling" pause slow 2>"$tmp/err.txt"
+check "pause while migrating: FAILED_PRECONDITION, exit 1" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: .*being migrated' '$tmp/err.txt'"
+"$kindling" migrate-set slow --start-postcopy --cancel 2>"$tmp/err.txt"
+check "migrate-set --start-postcopy in a pre-copy migration: refused (and so not cancelled)" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'not a post-copy' '$tmp/err.txt'"
+check "migrate-set --cancel: accepted" bash -c "'$kindling' migrate-set slow --cancel >/dev/null"
+wait "$migrate_pid"
+status=$?
+check "a cancelled migrate: exit 1 ($status), CANCELLED, the VM runs on here" \
+  bash -c "[[ $status -eq 1 ]] && grep -q 'CANCELLED: .*cancelled' '$tmp/slow.err' && '$kindling' get slow | grep -q '^slow  *RUNNING'"
+check "a cancelled migrate: the receiving VM failed, saying so" \
+  bash -c "'$kindling' get slowdst | grep -q '^slowdst  *FAILED .*cancelled'"
+"$kindling" migrate-set slow --cancel 2>"$tmp/err.txt"
+check "migrate-set with no migration: FAILED_PRECONDITION" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'FAILED_PRECONDITION: .*no migration is running' '$tmp/err.txt'"
+"$kindling" migrate-set slow 2>"$tmp/err.txt"
+check "migrate-set with nothing to change: INVALID_ARGUMENT" \
+  bash -c "[[ $? -eq 1 ]] && grep -q 'INVALID_ARGUMENT: nothing to change' '$tmp/err.txt'"
+# The same VM again, post-copy on request with the cap lifted: round 0
+# stops short of the area's 8 MiB and no round 1 comes.
+"$kindling" receive --listen "unix:$tmp/slowdst2.sock" --id slowdst2 >/dev/null
+timeout 120 "$kindling" migrate slow --to "unix:$tmp/slowdst2.sock" --mode postcopy \
+  --bandwidth-mibps 1 >"$tmp/slow2.out" 2>"$tmp/slow2.err" &
+migrate_pid=$!
+wait_migrating
+console_until slow 'probe: round [0-9]* ' "$tmp/slow.txt"
+last=$(tr -d '\r' <"$tmp/slow.txt" | grep -o 'probe: round [0-9]*' | tail -1 | cut -d' ' -f3)
+check "migrate-set --bandwidth-mibps 0 --start-postcopy: accepted" \
+  bash -c "'$kindling' migrate-set slow --bandwidth-mibps 0 --start-postcopy >/dev/null"
+wait "$migrate_pid"
+status=$?
+check "post-copy on request: exit 0 ($status), source STOPPED" \
+  bash -c "[[ $status -eq 0 ]] && grep -q '^slow  *STOPPED' '$tmp/slow2.out'"
+check "post-copy on request: round 0 cut short, no round 1, then post-copy" \
+  bash -c "grep -Eq 'migration round 0: [0-6]\.[0-9] MiB sent' '$tmp/slow2.err' && ! grep -q 'migration round 1' '$tmp/slow2.err' && grep -q 'migration post-copy' '$tmp/slow2.err'"
+console_until slowdst2 'probe: round [0-9]* ' "$tmp/slowdst2.txt"
+first=$(tr -d '\r' <"$tmp/slowdst2.txt" | grep -o 'probe: round [0-9]*' | head -1 | cut -d' ' -f3)
+check "post-copy on request: the guest goes on there after round ${last:-?} (first ${first:-none}), pages intact" \
+  bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0})) && ! grep -q 'FAIL\|probe: start' '$tmp/slowdst2.txt'"
+if ((failures)); then cat "$tmp/slow.err" "$tmp/slow2.err" "$tmp/slow2.out"; fi
+for v in slow slowdst slowdst2; do "$kindling" kill "$v" >/dev/null 2>&1; "$kindling" delete "$v" >/dev/null; done
+
 # A GPU: `screenshot` writes what the guest drew (virtio_gpu's pattern) as
 # a PNG; its pixels are checked in //tests/e2e:gpu_test.
 "$kindling" create --id gpu --kernel "$gpu" --memory 64 --gpu 2d,width=320,height=240,max_mib=16 \
   --cmdline "gpu.hold_ms=600000" >/dev/null
 "$kindling" start gpu >/dev/null
-for _ in $(seq 200); do
-  timeout 0.3 "$kindling" console gpu </dev/null >"$tmp/gpu.txt"
-  grep -q 'virtio-gpu: ok' "$tmp/gpu.txt" && break
-done
+console_until gpu 'virtio-gpu: ok' "$tmp/gpu.txt" 200
 check "screenshot: a 320x240 PNG file" \
   bash -c "'$kindling' screenshot gpu '$tmp/shot.png' | grep -q 'shot.png: 320x240, [0-9]* bytes' && [[ \$(head -c 4 '$tmp/shot.png' | tail -c 3) == PNG ]]"
 check "screenshot -: the same PNG on stdout" \

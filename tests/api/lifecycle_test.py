@@ -310,6 +310,15 @@ def state_validation(d):
                  E.INVALID_ARGUMENT, "max_downtime_ms: 70000", "downtime above the limit")
     expect_error(lambda: vms.MigrateVm(mig(vm_id="nope", destination="unix:/m")),
                  E.NOT_FOUND, "no VM 'nope'", "migrate an unknown VM")
+    upd = vm_pb2.UpdateMigrationRequest
+    expect_error(lambda: vms.UpdateMigration(upd(vm_id="v")),
+                 E.INVALID_ARGUMENT, "nothing to change", "update a migration with nothing")
+    expect_error(lambda: vms.UpdateMigration(upd(vm_id="v", bandwidth_mibps=(1 << 20) + 1)),
+                 E.INVALID_ARGUMENT, "bandwidth_mibps: 1048577 is above", "bandwidth above the limit")
+    expect_error(lambda: vms.UpdateMigration(upd(vm_id="v", max_downtime_ms=0)),
+                 E.INVALID_ARGUMENT, "max_downtime_ms: 0 is outside 1 to 60000", "downtime 0 set")
+    expect_error(lambda: vms.UpdateMigration(upd(vm_id="nope", cancel=True)),
+                 E.NOT_FOUND, "no VM 'nope'", "cancel an unknown VM's migration")
 
 
 def without_kvm(d):

@@ -34,7 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 0) missing[0][0] &= ~(uint64_t{data[0]} << 8);
   migration::FrameStream s(fds[1]);
   (void)migration::ServePostcopy(s, *ram, std::move(missing), 0, absl::Milliseconds(100),
-                                 [] {}, [](const migration::PostcopySourceStats&) {});
+                                 [] { return true; }, [] {},
+                                 [](const migration::PostcopySourceStats&) {});
   ::shutdown(fds[1], SHUT_RDWR);
   drain.join();
   ::close(fds[0]);

@@ -147,6 +147,18 @@ inline bool SameRam(vm_memory::GuestMemory& a, vm_memory::GuestMemory& b) {
   return x == y;
 }
 
+// A pre-copy destination's whole side; returns its RAM once GO came.
+inline absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> ReceiveAll(int fd) {
+  FrameStream s(fd);
+  absl::StatusOr<v1::MigrationHello> hello = ReceiveHello(s, absl::Now() + absl::Seconds(10));
+  if (!hello.ok()) return hello.status();
+  auto ram = Ram();
+  absl::StatusOr<IncomingState> st = ReceiveMemoryAndState(s, *ram, absl::Seconds(10));
+  if (!st.ok()) return st.status();
+  absl::Status done = FinishIncoming(s, absl::Seconds(10));
+  if (!done.ok()) return done;
+  return ram;
+}
 
 }  // namespace migration::testing
 

@@ -218,6 +218,7 @@ class PostcopySource {
 
 absl::Status ServePostcopy(FrameStream& s, vm_memory::GuestMemory& memory, PageBitmap missing,
                            uint64_t bandwidth_bytes_per_s, absl::Duration peer_timeout,
+                           const std::function<bool()>& may_go,
                            const std::function<void()>& on_go,
                            const std::function<void(const PostcopySourceStats&)>& progress) {
   if (missing.size() != memory.regions().size()) {
@@ -225,6 +226,7 @@ absl::Status ServePostcopy(FrameStream& s, vm_memory::GuestMemory& memory, PageB
   }
   PostcopySource src(s, memory, std::move(missing), bandwidth_bytes_per_s, peer_timeout, progress);
   RETURN_IF_ERROR(src.AnswerUntilDone());
+  if (!may_go()) return absl::CancelledError("the migration was cancelled before the switch-over");
   RETURN_IF_ERROR(s.Send(FrameType::kGo, {}));
   on_go();
   return src.Push();

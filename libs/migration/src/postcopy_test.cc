@@ -135,3 +135,49 @@ TEST_CASE("post-copy: a source lost after GO fails the destination, which does n
   REQUIRE(vm.resumes_ == 0);
   d.pager.reset();  // keeps the userfaultfd: nothing may read the missing pages now
 }
+
+TEST_CASE("post-copy on request: the round being sent stops short and the rest follows") {
+  FakeVm vm(5);
+  Pair p;
+  MigrationControl control;
+  absl::Status result, late_cancel;
+  bool asked_late = false;
+  std::vector<MigrationProgress> seen;
+  std::thread src([&] {
+    MigrationOptions o;
+    o.mode = MigrationMode::kPostcopy;
+    o.postcopy_after_rounds = 1000;               // only the request switches
+    o.bandwidth_bytes_per_s = 256 << 10;          // round 0 (2 MiB) would take 8 s
+    o.postcopy_bandwidth_bytes_per_s = 64 << 20;  // the rest comes fast
+    o.control = &control;
+    result = Migrate(p.fd[0], vm, o, [&](const MigrationProgress& m) {
+      if (m.phase == "postcopy" && !asked_late) {  // after GO
+        asked_late = true;
+        late_cancel = control.Cancel();
+      }
+      seen.push_back(m);
+    });
+  });
+  std::thread asker([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    CHECK(control.StartPostcopy().ok());
+  });
+  Destination d;
+  FrameStream s(p.fd[1]);
+  ReceiveUntilPostcopy(s, d);
+  REQUIRE(d.pager->Finish(absl::Seconds(10)).ok());
+  REQUIRE(d.pager->WaitComplete(absl::Seconds(30)).ok());
+  src.join();
+  asker.join();
+  INFO(result.message());
+  REQUIRE(result.ok());
+  REQUIRE(SameRam(vm.memory(), *d.ram));
+  REQUIRE(vm.migrated_);
+  // Round 0 was cut short: what it had not sent was left to post-copy.
+  REQUIRE(seen.front().round == 0);
+  REQUIRE(seen.front().pages_sent < 512);
+  REQUIRE(CountPages(d.missing) >= 512 - seen.front().pages_sent);
+  REQUIRE(late_cancel.code() == absl::StatusCode::kFailedPrecondition);
+  REQUIRE_THAT(std::string(late_cancel.message()), Catch::Contains("too late"));
+  REQUIRE(control.StartPostcopy().code() == absl::StatusCode::kFailedPrecondition);
+}

@@ -13,100 +13,10 @@
 #include "kindling/status_macros.h"
 #include "migration/memory_file.h"
 #include "migration/snapshot.h"
+#include "page_sender.h"
 
 namespace migration {
 namespace {
-
-alignas(64) const uint8_t kZeroPage[kStreamPage] = {};
-
-std::span<const uint8_t> AsBytes(const uint64_t& v) {
-  return {reinterpret_cast<const uint8_t*>(&v), sizeof v};
-}
-
-// Sends pages of guest RAM, paced to the bandwidth limit.
-class PageSender {
- public:
-  PageSender(FrameStream& s, vm_memory::GuestMemory& mem, uint64_t bandwidth)
-      : s_(s), mem_(mem), bandwidth_(bandwidth), start_(absl::Now()) {}
-
-  // Every page whose bit is set in bitmaps[i] (region i). Zero pages are
-  // skipped when `skip_zero` (the destination's RAM is still zero there)
-  // and sent as ZEROES otherwise.
-  absl::Status Send(const std::vector<std::vector<uint64_t>>& bitmaps, bool skip_zero) {
-    std::vector<const vm_memory::GuestRegion*> regions = mem_.regions();
-    for (size_t i = 0; i < regions.size() && i < bitmaps.size(); ++i) {
-      RETURN_IF_ERROR(SendRegion(*regions[i], bitmaps[i], skip_zero));
-    }
-    return Flush();
-  }
-  uint64_t pages_sent() const { return pages_; }
-
- private:
-  absl::Status SendRegion(const vm_memory::GuestRegion& r, const std::vector<uint64_t>& bits,
-                          bool skip_zero) {
-    const uint8_t* base = reinterpret_cast<const uint8_t*>(r.host_address().value);
-    const uint64_t npages = r.size() / kStreamPage;
-    for (size_t w = 0; w < bits.size(); ++w) {
-      for (uint64_t word = bits[w]; word != 0; word &= word - 1) {
-        uint64_t p = w * 64 + std::countr_zero(word);
-        if (p >= npages) break;
-        const uint8_t* host = base + p * kStreamPage;
-        bool zero = std::memcmp(host, kZeroPage, kStreamPage) == 0;
-        if (zero && skip_zero) continue;
-        RETURN_IF_ERROR(Add(r.start().value + p * kStreamPage, host, zero));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Extends the current run or flushes it and starts another.
-  absl::Status Add(uint64_t gpa, const uint8_t* host, bool zero) {
-    bool extends = run_pages_ > 0 && zero == run_zero_ &&
-                   gpa == run_gpa_ + run_pages_ * kStreamPage &&
-                   (zero || host == run_host_ + run_pages_ * kStreamPage) &&
-                   run_pages_ < kMaxPagesPerFrame;
-    if (!extends) {
-      RETURN_IF_ERROR(Flush());
-      run_gpa_ = gpa;
-      run_host_ = host;
-      run_zero_ = zero;
-    }
-    ++run_pages_;
-    return absl::OkStatus();
-  }
-
-  absl::Status Flush() {
-    if (run_pages_ == 0) return absl::OkStatus();
-    uint64_t len = run_pages_ * kStreamPage;
-    if (run_zero_) {
-      uint64_t hdr[2] = {run_gpa_, len};
-      RETURN_IF_ERROR(s_.Send(FrameType::kZeroes,
-                              {reinterpret_cast<const uint8_t*>(hdr), sizeof hdr}));
-    } else {
-      RETURN_IF_ERROR(s_.Send(FrameType::kPages, AsBytes(run_gpa_), {run_host_, len}));
-    }
-    pages_ += run_pages_;
-    run_pages_ = 0;
-    Pace();
-    return absl::OkStatus();
-  }
-
-  void Pace() {
-    if (bandwidth_ == 0) return;
-    absl::Duration due = absl::Seconds(static_cast<double>(s_.bytes_sent()) / bandwidth_);
-    absl::Duration ahead = due - (absl::Now() - start_);
-    if (ahead > absl::ZeroDuration()) absl::SleepFor(ahead);
-  }
-
-  FrameStream& s_;
-  vm_memory::GuestMemory& mem_;
-  uint64_t bandwidth_;
-  absl::Time start_;
-  uint64_t pages_ = 0;
-  uint64_t run_gpa_ = 0, run_pages_ = 0;
-  const uint8_t* run_host_ = nullptr;
-  bool run_zero_ = false;
-};
 
 // Round 0's pages: every page of the regions' data extents (holes of a
 // memfd read as zero and need not be read, which would allocate them).
@@ -154,14 +64,23 @@ class Migration {
  public:
   Migration(int fd, MigrationSource& vm, const MigrationOptions& o,
             const std::function<void(const MigrationProgress&)>& progress)
-      : s_(fd), vm_(vm), o_(o), progress_(progress),
-        sender_(s_, vm.memory(), o.bandwidth_bytes_per_s) {}
+      : s_(fd),
+        vm_(vm),
+        o_(o),
+        progress_(progress),
+        c_(o.control ? *o.control : own_control_),
+        sender_(s_, vm.memory(), c_, o.bandwidth_bytes_per_s) {
+    c_.Attach(o.mode == MigrationMode::kPostcopy, fd);
+    s_.SetSendLimits(o.peer_timeout, [this] { return c_.cancelled(); });
+  }
+  ~Migration() { c_.Detach(); }
 
   absl::Status Run() {
     RETURN_IF_ERROR(Handshake());
     RETURN_IF_ERROR(vm_.StartDirtyLog());
     dirty_log_ = true;
     RETURN_IF_ERROR(Precopy());
+    c_.Switching();
     return o_.mode == MigrationMode::kPostcopy ? SwitchToPostcopy() : SwitchOver();
   }
 
@@ -174,6 +93,7 @@ class Migration {
     if (dirty_log_) vm_.StopDirtyLog();
   }
   bool went() const { return went_; }
+  bool cancelled() const { return c_.cancelled(); }
 
  private:
   absl::Time Deadline() const { return absl::Now() + o_.peer_timeout; }
@@ -193,26 +113,26 @@ class Migration {
   }
 
   absl::Status Precopy() {
+    const bool postcopy = o_.mode == MigrationMode::kPostcopy;
     RETURN_IF_ERROR(SendRound(AllPages(vm_.memory()), /*skip_zero=*/true));
     const int max_rounds = o_.mode == MigrationMode::kAutoConverge ? o_.max_rounds * 4
                                                                    : o_.max_rounds;
     for (p_.round = 1;; ++p_.round) {
+      if (sender_.stopped_short()) {  // post-copy asked for: the rest follows on demand
+        pending_ = *sender_.stopped_short();
+        return absl::OkStatus();
+      }
       ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> dirty, vm_.TakeDirty());
       p_.dirty_pages = CountPages(dirty);
       uint64_t dirty_bytes = p_.dirty_pages * kStreamPage;
+      MigrationControl::Snapshot c = c_.Read();
+      if (c.cancelled) return absl::CancelledError("the migration was cancelled");
       if (Fits(dirty_bytes) ||
-          (o_.mode == MigrationMode::kPostcopy && p_.round > o_.postcopy_after_rounds)) {
+          (postcopy && (p_.round > o_.postcopy_after_rounds || c.postcopy_now))) {
         pending_ = std::move(dirty);
         return absl::OkStatus();
       }
-      if (p_.round > max_rounds) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "did not converge after ", max_rounds, " rounds: ", dirty_bytes >> 10,
-            " KiB dirtied in the last one, sent at ", p_.rate_bytes_per_s >> 10,
-            " KiB/s, which would stop the guest longer than ",
-            absl::FormatDuration(o_.max_downtime),
-            o_.mode == MigrationMode::kPrecopy ? " (try --mode auto-converge)" : ""));
-      }
+      if (p_.round > max_rounds) return NotConverged(max_rounds, dirty_bytes);
       if (o_.mode == MigrationMode::kAutoConverge) {
         int pct = throttle_.Update(dirty_bytes, last_round_bytes_);
         if (pct != p_.throttle_percent) vm_.SetThrottle(pct);
@@ -222,26 +142,36 @@ class Migration {
     }
   }
 
+  absl::Status NotConverged(int rounds, uint64_t dirty_bytes) const {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "did not converge after ", rounds, " rounds: ", dirty_bytes >> 10,
+        " KiB dirtied in the last one, sent at ", p_.rate_bytes_per_s >> 10,
+        " KiB/s, which would stop the guest longer than ", absl::FormatDuration(MaxDowntime()),
+        o_.mode == MigrationMode::kPrecopy ? " (try --mode auto-converge)" : ""));
+  }
+
+  // The limits as the control has them now.
+  absl::Duration MaxDowntime() const { return c_.Read().max_downtime.value_or(o_.max_downtime); }
+  uint64_t Bandwidth() const { return c_.Read().bandwidth.value_or(o_.bandwidth_bytes_per_s); }
+
   // Whether `bytes` go within the downtime limit at the measured rate.
   bool Fits(uint64_t bytes) const {
     if (bytes == 0) return true;
     if (p_.rate_bytes_per_s == 0) return false;
-    return absl::Seconds(static_cast<double>(bytes) / p_.rate_bytes_per_s) <= o_.max_downtime;
+    return absl::Seconds(static_cast<double>(bytes) / p_.rate_bytes_per_s) <= MaxDowntime();
   }
 
   absl::Status SendRound(const std::vector<std::vector<uint64_t>>& pages, bool skip_zero) {
     absl::Time t0 = absl::Now();
     uint64_t b0 = s_.bytes_sent();
-    RETURN_IF_ERROR(sender_.Send(pages, skip_zero));
+    RETURN_IF_ERROR(sender_.Send(pages, skip_zero, o_.mode == MigrationMode::kPostcopy));
     last_round_bytes_ = s_.bytes_sent() - b0;
     double secs = absl::ToDoubleSeconds(absl::Now() - t0);
     // Rounds too short to time say little; keep the last good figure.
     if (last_round_bytes_ >= (1 << 20) || p_.rate_bytes_per_s == 0) {
       p_.rate_bytes_per_s = static_cast<uint64_t>(last_round_bytes_ / std::max(secs, 1e-4));
     }
-    if (o_.bandwidth_bytes_per_s) {
-      p_.rate_bytes_per_s = std::min(p_.rate_bytes_per_s, o_.bandwidth_bytes_per_s);
-    }
+    if (uint64_t cap = Bandwidth()) p_.rate_bytes_per_s = std::min(p_.rate_bytes_per_s, cap);
     Report("precopy");
     return absl::OkStatus();
   }
@@ -281,6 +211,7 @@ class Migration {
     RETURN_IF_ERROR(sender_.Send(last, /*skip_zero=*/false));
     RETURN_IF_ERROR(SendStateAndEnd());
     RETURN_IF_ERROR(s_.Expect(FrameType::kDone, Deadline()).status());
+    if (!c_.Commit()) return absl::CancelledError("cancelled before the switch-over");
     RETURN_IF_ERROR(s_.Send(FrameType::kGo, {}));
     p_.downtime = absl::Now() - stop_time_;
     Finished();
@@ -310,9 +241,9 @@ class Migration {
       Report("postcopy");
     };
     const uint64_t cap = o_.postcopy_bandwidth_bytes_per_s ? o_.postcopy_bandwidth_bytes_per_s
-                                                           : o_.bandwidth_bytes_per_s;
-    RETURN_IF_ERROR(ServePostcopy(s_, vm_.memory(), std::move(last), cap, o_.peer_timeout, on_go,
-                                  on_progress));
+                                                           : Bandwidth();
+    RETURN_IF_ERROR(ServePostcopy(s_, vm_.memory(), std::move(last), cap, o_.peer_timeout,
+                                  [this] { return c_.Commit(); }, on_go, on_progress));
     Finished();
     return absl::OkStatus();
   }
@@ -336,6 +267,8 @@ class Migration {
   MigrationSource& vm_;
   const MigrationOptions& o_;
   const std::function<void(const MigrationProgress&)>& progress_;
+  MigrationControl own_control_;  // when the options bring none
+  MigrationControl& c_;
   PageSender sender_;
   Throttle throttle_;
   MigrationProgress p_;
@@ -369,6 +302,10 @@ absl::Status Migrate(int fd, MigrationSource& vm, const MigrationOptions& option
   Migration m(fd, vm, options, progress);
   absl::Status s = m.Run();
   if (s.ok()) return s;
+  // A cancel shows as whatever it interrupted (a read of a shut stream, say).
+  if (m.cancelled() && !m.went()) {
+    s = absl::CancelledError("the migration was cancelled; the VM runs on here");
+  }
   m.Abort(s);
   if (!m.went()) return s;
   absl::Status stranded = absl::AbortedError(absl::StrCat(

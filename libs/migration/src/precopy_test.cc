@@ -21,23 +21,6 @@
 using namespace migration;
 using namespace migration::testing;
 
-namespace {
-
-// The destination's whole side; returns its RAM once GO came.
-absl::StatusOr<std::unique_ptr<vm_memory::GuestMemory>> Receive(int fd) {
-  FrameStream s(fd);
-  absl::StatusOr<v1::MigrationHello> hello = ReceiveHello(s, absl::Now() + absl::Seconds(10));
-  if (!hello.ok()) return hello.status();
-  auto ram = Ram();
-  absl::StatusOr<IncomingState> st = ReceiveMemoryAndState(s, *ram, absl::Seconds(10));
-  if (!st.ok()) return st.status();
-  absl::Status done = FinishIncoming(s, absl::Seconds(10));
-  if (!done.ok()) return done;
-  return ram;
-}
-
-}  // namespace
-
 TEST_CASE("pre-copy: a guest that keeps writing arrives with every page") {
   FakeVm vm(20);
   Pair p;
@@ -48,7 +31,7 @@ TEST_CASE("pre-copy: a guest that keeps writing arrives with every page") {
     o.max_downtime = absl::Milliseconds(50);
     result = Migrate(p.fd[0], vm, o, [&](const MigrationProgress& m) { seen.push_back(m); });
   });
-  auto ram = Receive(p.fd[1]);
+  auto ram = ReceiveAll(p.fd[1]);
   src.join();
   INFO(result.message());
   REQUIRE(result.ok());
@@ -79,7 +62,7 @@ TEST_CASE("auto-converge throttles a guest that outruns the link; plain pre-copy
         CHECK(vm.WaitForWrites(200));
       });
     });
-    auto ram = Receive(p.fd[1]);
+    auto ram = ReceiveAll(p.fd[1]);
     src.join();
     REQUIRE(result.code() == absl::StatusCode::kDeadlineExceeded);
     REQUIRE_THAT(std::string(result.message()), Catch::Contains("did not converge after 4 rounds"));
@@ -107,7 +90,7 @@ TEST_CASE("auto-converge throttles a guest that outruns the link; plain pre-copy
         throttles.push_back(m.throttle_percent);
       });
     });
-    auto ram = Receive(p.fd[1]);
+    auto ram = ReceiveAll(p.fd[1]);
     src.join();
     INFO(result.message());
     REQUIRE(result.ok());

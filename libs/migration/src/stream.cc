@@ -75,9 +75,13 @@ absl::Status FrameStream::Send(FrameType type, std::span<const uint8_t> head,
     msghdr msg = {};
     msg.msg_iov = v;
     msg.msg_iovlen = n;
-    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        RETURN_IF_ERROR(WaitWritable(type));
+        continue;
+      }
       return absl::ErrnoToStatus(errno, absl::StrCat("sending ", FrameTypeName(type)));
     }
     bytes_sent_ += w;
@@ -92,6 +96,27 @@ absl::Status FrameStream::Send(FrameType type, std::span<const uint8_t> head,
     }
   }
   return absl::OkStatus();
+}
+
+void FrameStream::SetSendLimits(absl::Duration stall, std::function<bool()> cancelled) {
+  stall_ = stall;
+  cancelled_ = std::move(cancelled);
+}
+
+absl::Status FrameStream::WaitWritable(FrameType type) {
+  const absl::Time give_up = absl::Now() + stall_;
+  for (;;) {
+    if (cancelled_ && cancelled_()) return absl::CancelledError("the migration was cancelled");
+    if (absl::Now() >= give_up) {
+      return absl::DeadlineExceededError(absl::StrCat("sending ", FrameTypeName(type),
+                                                      ": the peer took no data for ",
+                                                      absl::FormatDuration(stall_)));
+    }
+    pollfd pfd = {fd_, POLLOUT, 0};
+    int r = ::poll(&pfd, 1, 100);
+    if (r < 0 && errno != EINTR) return absl::ErrnoToStatus(errno, "poll");
+    if (r > 0) return absl::OkStatus();  // writable, or an error sendmsg reports
+  }
 }
 
 absl::Status FrameStream::SendText(FrameType type, std::string_view text) {

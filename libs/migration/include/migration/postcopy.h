@@ -124,8 +124,9 @@ class PostcopyPager {
 };
 
 // The source's part after END (called by Migrate): answers PAGE_REQUESTs
-// until the destination's DONE, sends GO (`on_go` marks the point after
-// which the guest lives there), pushes every missing page with requested
+// until the destination's DONE, sends GO unless `may_go` says no (a
+// cancel: CANCELLED, and the destination is told), calls `on_go` (the
+// point after which the guest lives there), pushes every missing page with requested
 // ones first, sends POSTCOPY_END and waits for the last DONE.
 struct PostcopySourceStats {
   uint64_t requests = 0;
@@ -133,6 +134,7 @@ struct PostcopySourceStats {
 };
 absl::Status ServePostcopy(FrameStream& s, vm_memory::GuestMemory& memory, PageBitmap missing,
                            uint64_t bandwidth_bytes_per_s, absl::Duration peer_timeout,
+                           const std::function<bool()>& may_go,
                            const std::function<void()>& on_go,
                            const std::function<void(const PostcopySourceStats&)>& progress);
 

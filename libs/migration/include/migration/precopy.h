@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "migration/migration_control.h"
 #include "migration/postcopy.h"
 #include "migration/snapshot.pb.h"
 #include "migration/stream.h"
@@ -52,6 +53,10 @@ struct MigrationOptions {
   // for go out at once regardless.
   uint64_t postcopy_bandwidth_bytes_per_s = 0;
   absl::Duration peer_timeout = absl::Seconds(60);
+  // Optional: changes the migration while it runs (bandwidth, downtime,
+  // an early post-copy, a cancel). Its setters' values, once set, win over
+  // bandwidth_bytes_per_s and max_downtime above.
+  MigrationControl* control = nullptr;
 };
 
 struct MigrationProgress {

@@ -11,6 +11,7 @@
 #define MIGRATION_STREAM_H_
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
@@ -63,10 +64,19 @@ class FrameStream {
   int fd() const { return fd_; }
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
+  // Sends give up when the peer takes no data for `stall` (DEADLINE_EXCEEDED),
+  // or once `cancelled` says so (CANCELLED, read every 100 ms while the
+  // peer takes nothing). By default a send waits for the peer as long as
+  // it takes.
+  void SetSendLimits(absl::Duration stall, std::function<bool()> cancelled);
 
  private:
   absl::Status ReadFull(uint8_t* p, size_t n, absl::Time deadline);
+  // Waits until the socket takes data (see SetSendLimits).
+  absl::Status WaitWritable(FrameType type);
   int fd_;
+  absl::Duration stall_ = absl::InfiniteDuration();
+  std::function<bool()> cancelled_;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
 };
