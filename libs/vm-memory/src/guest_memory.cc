@@ -157,6 +157,37 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::MapFile(
   return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(regions)));
 }
 
+absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Adopt(
+    std::span<const RegionSpec> layout, std::vector<UniqueFd> fds) {
+  if (layout.empty() || layout.size() != fds.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adopting guest memory: ", layout.size(), " regions but ", fds.size(), " fds"));
+  }
+  std::vector<std::unique_ptr<GuestRegion>> regions;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const RegionSpec& spec = layout[i];
+    if (absl::Status s = CheckRegionSpec(spec, kSmallPage); !s.ok()) return s;
+    struct stat st;
+    if (::fstat(fds[i].get(), &st) != 0) return absl::ErrnoToStatus(errno, "fstat of a RAM fd");
+    if (static_cast<uint64_t>(st.st_size) < spec.size) {
+      return absl::InvalidArgumentError(absl::StrCat("guest RAM region ", Hex(spec.start.value),
+                                                     ": its fd holds only ", st.st_size, " bytes"));
+    }
+    auto mapping = MappedRegion::MapShared(fds[i].get(), spec.size, PROT_READ | PROT_WRITE);
+    if (!mapping.ok()) return mapping.status();
+    regions.push_back(std::unique_ptr<GuestRegion>(
+        new GuestRegion(spec.start, std::move(fds[i]), std::move(*mapping), kSmallPage)));
+  }
+  std::sort(regions.begin(), regions.end(),
+            [](const auto& a, const auto& b) { return a->start() < b->start(); });
+  for (size_t i = 1; i < regions.size(); ++i) {
+    if (regions[i]->start() < regions[i - 1]->end()) {
+      return absl::InvalidArgumentError("guest RAM regions overlap");
+    }
+  }
+  return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(regions)));
+}
+
 const GuestRegion* GuestMemory::FindRegion(GuestAddress addr) const {
   auto it = std::upper_bound(
       regions_.begin(), regions_.end(), addr,

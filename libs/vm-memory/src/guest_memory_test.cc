@@ -1,5 +1,6 @@
 #include "vm-memory/guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -237,4 +238,33 @@ TEST_CASE("MapFile maps a file privately: reads come from it, writes stay in the
   CHECK_FALSE(GuestMemory::MapFile(odd, fd).ok());
   ::close(fd);
   ::unlink(path.c_str());
+}
+
+TEST_CASE("Adopt maps another GuestMemory's fds shared: writes go both ways") {
+  auto owner = TwoRegions();
+  std::vector<RegionSpec> layout;
+  std::vector<UniqueFd> fds;
+  for (const GuestRegion* r : owner->regions()) {
+    layout.push_back({r->start(), r->size()});
+    fds.emplace_back(::fcntl(r->fd(), F_DUPFD_CLOEXEC, 0));
+  }
+  auto view = GuestMemory::Adopt(layout, std::move(fds));
+  REQUIRE(view.ok());
+  REQUIRE((*view)->WriteObj<uint32_t>(GuestAddress(0x100008), 0x12345678).ok());
+  REQUIRE(owner->ReadObj<uint32_t>(GuestAddress(0x100008)).value() == 0x12345678);
+  REQUIRE(owner->WriteObj<uint32_t>(GuestAddress(0x0), 0xcafe).ok());
+  REQUIRE((*view)->ReadObj<uint32_t>(GuestAddress(0x0)).value() == 0xcafe);
+
+  // A region longer than its fd, or a count mismatch, is refused by name.
+  std::vector<UniqueFd> one;
+  one.emplace_back(::fcntl(owner->regions()[0]->fd(), F_DUPFD_CLOEXEC, 0));
+  auto bad = GuestMemory::Adopt(layout, std::move(one));
+  REQUIRE(!bad.ok());
+  REQUIRE(std::string(bad.status().message()).find("fds") != std::string::npos);
+  std::vector<RegionSpec> big = {{owner->regions()[0]->start(), owner->regions()[0]->size() * 4}};
+  std::vector<UniqueFd> fd1;
+  fd1.emplace_back(::fcntl(owner->regions()[0]->fd(), F_DUPFD_CLOEXEC, 0));
+  auto shortfd = GuestMemory::Adopt(big, std::move(fd1));
+  REQUIRE(!shortfd.ok());
+  REQUIRE(std::string(shortfd.status().message()).find("holds only") != std::string::npos);
 }

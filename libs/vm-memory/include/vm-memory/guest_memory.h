@@ -117,6 +117,13 @@ class GuestMemory {
   // The file must be at least as long as the regions together.
   static absl::StatusOr<std::unique_ptr<GuestMemory>> MapFile(
       std::span<const RegionSpec> layout, int fd);
+  // Another process's RAM, seen from a device process (the virgl
+  // renderer, say): region i maps fds[i] shared, so writes reach the
+  // guest. Each fd must be at least as long as its region; the regions
+  // follow Create's rules. Pages written here are not marked in the
+  // owner's dirty bitmaps.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> Adopt(
+      std::span<const RegionSpec> layout, std::vector<UniqueFd> fds);
 
   // Copies guest bytes [addr, addr + dst.size()) into dst.
   absl::Status Read(GuestAddress addr, std::span<uint8_t> dst) const;
