@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "gpu_wire.h"
 
 namespace virtio {
 namespace {
@@ -32,13 +33,7 @@ const FormatInfo* LookupFormat(uint32_t format) {
   return nullptr;
 }
 
-// The command struct at the start of `req`, or false if it is shorter.
-template <typename T>
-bool Load(std::span<const uint8_t> req, T& out) {
-  if (req.size() < sizeof(T)) return false;
-  std::memcpy(&out, req.data(), sizeof(T));
-  return true;
-}
+using gpu_wire::Load;
 
 // Whether the rectangle lies inside a width x height surface (64-bit sums:
 // a guest's x + width may wrap in 32 bits).
@@ -64,20 +59,8 @@ std::vector<uint8_t> Gpu2d::Execute(std::span<const uint8_t> request) {
     ++stats_.errors;
     body.clear();
   }
-  // The response echoes the fence (spec 5.7.6.7): 2D commands are done
-  // when they return, so the fence is signalled with the response.
-  virtio_gpu_ctrl_hdr out{};
-  out.type = type;
-  if (in.flags & VIRTIO_GPU_FLAG_FENCE) {
-    out.flags = in.flags & (VIRTIO_GPU_FLAG_FENCE | VIRTIO_GPU_FLAG_INFO_RING_IDX);
-    out.fence_id = in.fence_id;
-    out.ctx_id = in.ctx_id;
-    if (in.flags & VIRTIO_GPU_FLAG_INFO_RING_IDX) out.ring_idx = in.ring_idx;
-  }
-  std::vector<uint8_t> resp(sizeof(out) + body.size());
-  std::memcpy(resp.data(), &out, sizeof(out));
-  if (!body.empty()) std::memcpy(resp.data() + sizeof(out), body.data(), body.size());
-  return resp;
+  // 2D commands are done when they return: the fence goes with the response.
+  return gpu_wire::Respond(in, type, body);
 }
 
 uint32_t Gpu2d::Dispatch(uint32_t type, std::span<const uint8_t> req,
@@ -106,8 +89,8 @@ uint32_t Gpu2d::DisplayInfo(std::vector<uint8_t>& body) const {
   info.pmodes[0].r.width = limits_.width;
   info.pmodes[0].r.height = limits_.height;
   info.pmodes[0].enabled = 1;
-  const auto* p = reinterpret_cast<const uint8_t*>(&info) + sizeof(info.hdr);
-  body.assign(p, p + sizeof(info) - sizeof(info.hdr));
+  std::span<const uint8_t> b = gpu_wire::BodyOf(info);
+  body.assign(b.begin(), b.end());
   return VIRTIO_GPU_RESP_OK_DISPLAY_INFO;
 }
 
@@ -120,8 +103,8 @@ uint32_t Gpu2d::Edid(std::span<const uint8_t> req, std::vector<uint8_t>& body) c
   std::array<uint8_t, 128> edid = BuildEdid(limits_.width, limits_.height);
   resp.size = edid.size();
   std::copy(edid.begin(), edid.end(), resp.edid);
-  const auto* p = reinterpret_cast<const uint8_t*>(&resp) + sizeof(resp.hdr);
-  body.assign(p, p + sizeof(resp) - sizeof(resp.hdr));
+  std::span<const uint8_t> b = gpu_wire::BodyOf(resp);
+  body.assign(b.begin(), b.end());
   return VIRTIO_GPU_RESP_OK_EDID;
 }
 
@@ -326,15 +309,20 @@ absl::StatusOr<GpuImage> Gpu2d::Screenshot(uint32_t scanout) const {
         absl::StrCat("scanout ", scanout, " shows nothing: the guest has not set it"));
   }
   const Resource& res = it->second;
-  const FormatInfo& f = *LookupFormat(res.format);
-  GpuImage img{s.r.width, s.r.height, {}};
-  img.rgb.resize(uint64_t{img.width} * img.height * 3);
+  const uint64_t stride = uint64_t{res.width} * kBytesPerPixel;
+  const uint8_t* first = res.pixels.data() + s.r.y * stride + uint64_t{s.r.x} * kBytesPerPixel;
+  return PixelsToRgb(res.format, first, stride, s.r.width, s.r.height);
+}
+
+GpuImage PixelsToRgb(uint32_t format, const uint8_t* first, uint64_t stride, uint32_t width,
+                     uint32_t height) {
+  const FormatInfo& f = *LookupFormat(format);
+  GpuImage img{width, height, {}};
+  img.rgb.resize(uint64_t{width} * height * 3);
   uint8_t* out = img.rgb.data();
-  for (uint32_t y = 0; y < s.r.height; ++y) {
-    const uint8_t* px = res.pixels.data() +
-                        (uint64_t{s.r.y} + y) * res.width * kBytesPerPixel +
-                        uint64_t{s.r.x} * kBytesPerPixel;
-    for (uint32_t x = 0; x < s.r.width; ++x, px += kBytesPerPixel) {
+  for (uint32_t y = 0; y < height; ++y) {
+    const uint8_t* px = first + y * stride;
+    for (uint32_t x = 0; x < width; ++x, px += kBytesPerPixel) {
       *out++ = px[f.r];
       *out++ = px[f.g];
       *out++ = px[f.b];
@@ -346,6 +334,11 @@ absl::StatusOr<GpuImage> Gpu2d::Screenshot(uint32_t scanout) const {
 void Gpu2d::Reset() {
   absl::MutexLock lock(&mu_);
   Clear();
+}
+
+bool Gpu2d::HasResource(uint32_t id) const {
+  absl::MutexLock lock(&mu_);
+  return resources_.count(id) != 0;
 }
 
 GpuStats Gpu2d::stats() const {

@@ -109,6 +109,9 @@ class Gpu2d {
   absl::Status RestoreState(GpuState state);
   GpuStats stats() const;
   const GpuLimits& limits() const { return limits_; }
+  // Whether a 2D resource with this id exists (the virgl router keeps
+  // one id space for 2D and 3D resources).
+  bool HasResource(uint32_t id) const;
 
  private:
   struct Entry {
@@ -171,6 +174,11 @@ class Gpu2d {
   Cursor cursor_ ABSL_GUARDED_BY(mu_);
   GpuStats stats_ ABSL_GUARDED_BY(mu_);
 };
+
+// Converts width x height pixels of `format` (one Gpu2d::SupportedFormat;
+// 4 bytes a pixel, rows `stride` bytes apart, starting at `first`) to RGB.
+GpuImage PixelsToRgb(uint32_t format, const uint8_t* first, uint64_t stride, uint32_t width,
+                     uint32_t height);
 
 // A 128-byte EDID 1.4 block for one monitor whose preferred (and only
 // detailed) mode is width x height at up to 60 Hz; sizes past what EDID's
