@@ -160,8 +160,8 @@ absl::StatusOr<GpuConfig> ParseGpu(const std::string& v) {
     if (k == "2d" && val.empty()) {
       mode = true;
     } else if (k == "virgl" && val.empty()) {
-      return absl::UnimplementedError(
-          "--gpu virgl: 3D rendering (virglrenderer) is not in this build yet; use --gpu 2d");
+      mode = true;
+      g.virgl = true;
     } else if (k == "width" || k == "height") {
       auto n = ParseUint(absl::StrCat("--gpu ", k), val, 16384);
       if (!n.ok()) return n.status();
@@ -172,12 +172,14 @@ absl::StatusOr<GpuConfig> ParseGpu(const std::string& v) {
       g.max_mib = *n;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--gpu ", v, ": unknown option '", k, "' (expected 2d, width=W, height=H, max_mib=N)"));
+          "--gpu ", v, ": unknown option '", k,
+          "' (expected 2d or virgl, width=W, height=H, max_mib=N)"));
     }
   }
   if (!mode) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--gpu ", v, ": the mode comes first: 2d (e.g. --gpu 2d,width=1024,height=768)"));
+        absl::StrCat("--gpu ", v,
+                     ": say the mode: 2d or virgl (e.g. --gpu 2d,width=1024,height=768)"));
   }
   return g;
 }
@@ -225,11 +227,13 @@ guest), and exits with the guest's status.
   --balloon [amount_mib=N][,deflate_on_oom][,stats_s=N][,reporting=on|off]
                          a virtio-balloon device with an initial target
   --rng                  a virtio-rng device (host getrandom)
-  --gpu 2d[,width=W][,height=H][,max_mib=N]
-                         a virtio-gpu device (2D, headless) whose scanout is
+  --gpu 2d|virgl[,width=W][,height=H][,max_mib=N]
+                         a virtio-gpu device (headless) whose scanout is
                          W x H (default 1280x800); its resources may take N
                          MiB of host memory (default 256); see it with
-                         kindling screenshot
+                         kindling screenshot. virgl adds 3D (virglrenderer
+                         in kindling-gpu; llvmpipe without a GPU); such a
+                         VM cannot be snapshotted or migrated yet
   --virtqueue split|packed  packed also offers packed virtqueues (virtio 1.2
                          2.8) to the drivers (default split only)
   --transport mmio|pci   how virtio devices attach (default mmio); pci puts

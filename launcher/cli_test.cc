@@ -179,9 +179,12 @@ TEST_CASE("virtio flags: --gpu 2d with its mode and memory, and what it refuses"
   REQUIRE(plain->vm.virtio.gpu->max_mib == 256);
   REQUIRE(kindling::PlanVirtio(plain->vm.virtio).slots.back().kind == kindling::VirtioKind::kGpu);
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "width=640"}).status(),
-                   "the mode comes first: 2d"));
-  REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "virgl"}).status(),
-                   "not in this build yet"));
+                   "say the mode: 2d or virgl"));
+  auto virgl = ParseRunFlags({"--kernel", "k", "--gpu", "virgl,width=800"});
+  REQUIRE(virgl.ok());
+  REQUIRE(virgl->vm.virtio.gpu->virgl);
+  REQUIRE(virgl->vm.virtio.gpu->width == 800);
+  REQUIRE(!plain->vm.virtio.gpu->virgl);
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "2d,depth=8"}).status(),
                    "unknown option 'depth'"));
   REQUIRE(Mentions(ParseRunFlags({"--kernel", "k", "--gpu", "2d,width=20000"}).status(),

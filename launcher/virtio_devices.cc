@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,7 @@
 #include "block/image.h"
 #include "kindling/status_macros.h"
 #include "virtio/block.h"
+#include "virtio/gpu_remote.h"
 #include "virtio/kvm/wiring.h"
 #include "virtio/net.h"
 #include "virtio/vhost_vsock.h"
@@ -18,6 +21,15 @@
 #include "virtio/rng.h"
 
 namespace kindling {
+
+std::string GpuRendererPath() {
+  if (const char* env = std::getenv("KINDLING_GPU_RENDERER"); env && *env) return env;
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  std::string exe(self, n > 0 ? n : 0);
+  return exe.substr(0, exe.rfind('/') + 1) + "kindling-gpu";
+}
+
 namespace {
 
 // Thread-pool workers per disk, beside its io_uring.
@@ -213,9 +225,20 @@ absl::StatusOr<std::shared_ptr<virtio::VirtioDevice>> VirtioDevices::MakeDevice(
       // Its own loop: a large transfer must not hold up the small devices.
       own_loop("virtio-gpu");
       const GpuConfig& g = *config.gpu;
-      gpu_ = std::make_shared<virtio::Gpu>(
-          virtio::GpuLimits{.width = g.width, .height = g.height, .max_host_bytes = g.max_mib << 20},
-          *env.memory);
+      virtio::GpuLimits limits{.width = g.width, .height = g.height,
+                               .max_host_bytes = g.max_mib << 20};
+      std::unique_ptr<virtio::Renderer3d> renderer;
+      if (g.virgl) {
+        const std::string path = GpuRendererPath();
+        auto r = virtio::RemoteRenderer::Spawn(path, *env.memory, limits.max_host_bytes);
+        if (!r.ok()) {
+          return absl::Status(r.status().code(), absl::StrCat("--gpu virgl (renderer ", path,
+                                                              "): ", r.status().message()));
+        }
+        std::fprintf(stderr, "kindling: virtio-gpu: %s\n", (*r)->info().name.c_str());
+        renderer = std::move(*r);
+      }
+      gpu_ = std::make_shared<virtio::Gpu>(limits, *env.memory, std::move(renderer));
       return std::shared_ptr<virtio::VirtioDevice>(gpu_);
     }
     default:

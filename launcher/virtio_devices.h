@@ -66,13 +66,19 @@ struct BalloonConfig {
   bool free_page_reporting = true;
 };
 
-// virtio-gpu, 2D: scanout 0's mode and the host memory its resources may
-// take (--gpu 2d,width=W,height=H,max_mib=N).
+// virtio-gpu: scanout 0's mode and the host memory its resources may take
+// (--gpu 2d|virgl,width=W,height=H,max_mib=N). With virgl, 3D commands go
+// to a renderer process (kindling-gpu: $KINDLING_GPU_RENDERER, else the
+// file of that name beside this program).
 struct GpuConfig {
   uint32_t width = 1280;
   uint32_t height = 800;
   uint64_t max_mib = 256;
+  bool virgl = false;
 };
+
+// Where kindling-gpu is: $KINDLING_GPU_RENDERER, else beside this program.
+std::string GpuRendererPath();
 
 struct VirtioConfig {
   VirtioTransport transport = VirtioTransport::kMmio;

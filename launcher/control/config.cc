@@ -120,7 +120,8 @@ void AddDeviceFlags(const v1::VmConfig& c, std::vector<std::string>& f) {
   if (c.has_gpu()) {
     const v1::Gpu& g = c.gpu();
     GpuConfig d;  // kindling run's defaults stand for the zeros
-    f.insert(f.end(), {"--gpu", absl::StrCat("2d,width=", g.width() ? g.width() : d.width,
+    f.insert(f.end(), {"--gpu", absl::StrCat(g.virgl() ? "virgl" : "2d",
+                                             ",width=", g.width() ? g.width() : d.width,
                                              ",height=", g.height() ? g.height() : d.height,
                                              ",max_mib=", g.max_mib() ? g.max_mib() : d.max_mib)});
   }
@@ -255,6 +256,7 @@ absl::StatusOr<v1::VmConfig> FromRunOptions(const RunOptions& o) {
     c.mutable_gpu()->set_width(vm.virtio.gpu->width);
     c.mutable_gpu()->set_height(vm.virtio.gpu->height);
     c.mutable_gpu()->set_max_mib(vm.virtio.gpu->max_mib);
+    c.mutable_gpu()->set_virgl(vm.virtio.gpu->virgl);
   }
   return c;
 }
