@@ -26,10 +26,13 @@ bench_median() {
     awk '{v[NR]=$1} END {if (!NR) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 
-# Copies QEMU 7.2's microvm firmware (SeaBIOS for microvm, qboot) to DIR,
-# for a QEMU run inside tools/nested-kvm (-L DIR).
+# Copies QEMU 7.2's microvm firmware (SeaBIOS for microvm, qboot) and
+# q35's (SeaBIOS, the -kernel option ROMs) to DIR, for a QEMU run inside
+# tools/nested-kvm (-L DIR).
 bench_firmware() {
-  mkdir -p "$1" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$1/"
+  mkdir -p "$1" && cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/qboot.rom "$1/" &&
+    cp -L /usr/share/seabios/bios-256k.bin /usr/share/qemu/kvmvapic.bin \
+      /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/pvh.bin "$1/"  # q35 (bench/gpu --3d)
 }
 
 # bench_setup NAME TOOL BUILD_HINT: the common start of a bench/NAME/run.sh

@@ -6,20 +6,26 @@
 # 1920x1080, 4 bytes a pixel), timed by the guest. Runs are interleaved.
 # With /dev/kvm the VMMs run on this host; without it (or with --nested)
 # both run inside tools/nested-kvm (QEMU/TCG L1 with kvm-amd): then only the
-# ratio means something. The 3D clear+readback loop waits for virgl.
+# ratio means something. --3d: the virgl clear + readback loop instead
+# (gpu.bench3d_frames=N: N fenced clears of a W x H render target, each
+# read back fenced), kindling --gpu virgl (virtio-pci) against QEMU's
+# virtio-gpu-gl-pci with -display egl-headless, both on llvmpipe
+# (LIBGL_ALWAYS_SOFTWARE=1).
 # The last line is `gpu_ratio <kindling / QEMU fps>` (medians).
 #
-# Usage: bench/gpu/run.sh [--runs N] [--frames N] [--size WxH] [--nested]
+# Usage: bench/gpu/run.sh [--3d] [--runs N] [--frames N] [--size WxH] [--nested]
 #                         [--keep DIR] [--kindling PATH] [--guest PATH]
 # Needs an optimised kindling:
-#   bazel build --config=bench //launcher:kindling //tests/guests:virtio_gpu.elf
+#   bazel build --config=bench //launcher:kindling //launcher:kindling-gpu \
+#     //tests/guests:virtio_gpu.elf
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 KINDLING=$ROOT/bazel-bin/launcher/kindling
 GUEST=$ROOT/bazel-bin/tests/guests/virtio_gpu.elf
-runs=3 frames=200 w=1920 h=1080 nested=0 keep=
+runs=3 frames=200 w=1920 h=1080 nested=0 keep= mode=2d
 while (($#)); do
   case $1 in
+    --3d) mode=3d; shift ;;
     --runs) runs=$2; shift 2 ;;
     --frames) frames=$2; shift 2 ;;
     --size) w=${2%x*} h=${2#*x}; shift 2 ;;
@@ -49,12 +55,21 @@ if ((nested)); then
   bench_firmware "$work/fw"
   # Debian builds QEMU's virtio-gpu as a module: it comes along, and
   # QEMU_MODULE_DIR points there.
-  module=/usr/lib/x86_64-linux-gnu/qemu/hw-display-virtio-gpu.so
-  [[ -f $module ]] || { echo "bench/gpu: $module missing"; exit 2; }
-  echo "QEMU_MODULE_DIR=\$PWD K=./kindling Q=./qemu-system-x86_64 QFW=fw G=virtio_gpu.elf RUNS=$runs FRAMES=$frames W=$w H=$h LOG=/tmp sh cases.sh" >"$work/go.sh"
+  qmods=(hw-display-virtio-gpu.so)
+  extra=()
+  if [[ $mode == 3d ]]; then
+    qmods+=(hw-display-virtio-gpu-gl.so hw-display-virtio-gpu-pci.so hw-display-virtio-gpu-pci-gl.so
+            ui-egl-headless.so ui-opengl.so)
+    extra=(--bin "$(dirname "$KINDLING")/kindling-gpu" --gl)
+  fi
+  for m in "${qmods[@]}"; do
+    [[ -f /usr/lib/x86_64-linux-gnu/qemu/$m ]] || { echo "bench/gpu: QEMU module $m missing"; exit 2; }
+    extra+=(--bin "/usr/lib/x86_64-linux-gnu/qemu/$m")
+  done
+  echo "QEMU_MODULE_DIR=\$PWD MODE=$mode K=./kindling Q=./qemu-system-x86_64 QFW=fw G=virtio_gpu.elf RUNS=$runs FRAMES=$frames W=$w H=$h LOG=/tmp sh cases.sh" >"$work/go.sh"
   t0=$(bench_secs)
-  "$ROOT/tools/nested-kvm/run.sh" --mem 2048 --cpus 2 --timeout 1800 \
-    --bin "$KINDLING" --bin "$qemu" --bin "$module" --file "$GUEST" --file "$work/fw:fw" \
+  "$ROOT/tools/nested-kvm/run.sh" --mem 3072 --cpus 2 --timeout 1800 "${extra[@]}" \
+    --bin "$KINDLING" --bin "$qemu" --file "$GUEST" --file "$work/fw:fw" \
     --file "$work/cases.sh" --file "$work/cases_lib.sh" --file "$work/go.sh" -- sh go.sh \
     >"$work/out" 2>"$work/err"
   rc=$?
@@ -66,8 +81,8 @@ if ((nested)); then
 else
   where="this host's /dev/kvm ($([[ -d /sys/module/kvm_pvm ]] && echo kvm_pvm || echo kvm))"
   t0=$(bench_secs)
-  (cd "$work" && K=$KINDLING Q=$qemu QFW= G=$GUEST RUNS=$runs FRAMES=$frames W=$w H=$h LOG=$work \
-    sh cases.sh) >"$work/log" 2>&1
+  (cd "$work" && MODE=$mode K=$KINDLING Q=$qemu QFW= G=$GUEST RUNS=$runs FRAMES=$frames W=$w \
+    H=$h LOG=$work LIBGL_ALWAYS_SOFTWARE=1 sh cases.sh) >"$work/log" 2>&1
   t1=$(bench_secs)
 fi
 kill $monitor 2>/dev/null
@@ -75,7 +90,7 @@ wait $monitor 2>/dev/null
 [[ -n $keep ]] && { mkdir -p "$keep" && cp -r "$work"/. "$keep"/; }
 
 echo "bench/gpu: $(date -u +%Y-%m-%d), $(nproc) CPUs, $(uname -r); $where"
-echo "bench/gpu: $runs runs interleaved, $frames frames of ${w}x${h} each; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench/gpu: $mode, $runs runs interleaved, $frames frames of ${w}x${h} each; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-9s %-28s %8s\n' vmm "fps per run" median
 declare -A med
 failed=0
@@ -86,7 +101,7 @@ for vmm in kindling qemu; do
   while read -r _ v _ r _ fps _ st _; do
     if [[ $st != "$want" || $fps == - ]]; then echo "bench/gpu: $v run $r failed (status $st)"; failed=1; continue; fi
     figs+=" $fps"
-  done < <(grep "^result $vmm 2d " "$work/log")
+  done < <(grep "^result $vmm $mode " "$work/log")
   med[$vmm]=$(bench_median <<<"$figs")
   printf '%-9s %-28s %8s\n' "$vmm" "${figs# }" "${med[$vmm]}"
 done

@@ -149,3 +149,47 @@ TEST_CASE("virtio-gpu: a VM without one says so; a GPU VM's snapshot keeps its p
   REQUIRE(shot.ok());
   REQUIRE(Mismatch(*shot) == "");
 }
+
+TEST_CASE("virtio-gpu virgl: the guest's 3D clear reads back; snapshots refuse, naming virgl") {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    KINDLING_SKIP("/dev/kvm is not available on this host");
+  }
+  // kindling-gpu from the runfiles unless the caller (nested_test) says.
+  ::setenv("KINDLING_GPU_RENDERER", "libs/virtio/kindling-gpu", /*overwrite=*/0);
+  ::setenv("LIBGL_ALWAYS_SOFTWARE", "1", 0);
+  Console console;
+  VmConfig c = GpuConfig(kindling::VirtioTransport::kPci, 600000);
+  c.virtio.gpu->virgl = true;
+  c.console_output = console.Sink();
+  auto vm = MicroVm::Create(c);
+  INFO(vm.status().message());
+  REQUIRE(vm.ok());
+  VcpuRunner::Outcome out;
+  std::thread runner([&] { out = (*vm)->Run(); });
+  bool ok = console.WaitFor("virtio-gpu: ok");
+  absl::StatusOr<virtio::GpuImage> shot = (*vm)->Screenshot();
+  (*vm)->Pause();
+  char dir[] = "/tmp/gpu_virgl_snapXXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  absl::Status snap = (*vm)->SaveSnapshot(dir);
+  (*vm)->Resume();
+  std::filesystem::remove_all(dir);
+  (*vm)->Stop({VcpuRunner::StopReason::kRequested, 0, "test over"});
+  runner.join();
+  std::string log = console.Get();
+  INFO(log);
+  REQUIRE(ok);
+  for (const char* line : {"virtio-gpu: 1 scanouts, 2 capsets", "virtio-gpu: capset 2 read",
+                           "virtio-gpu: 3d clear read back ok (64x32)",
+                           "virtio-gpu: submit to context 9 -> 0x1204",
+                           "virtio-gpu: 3d box past the resource -> 0x1205"}) {
+    INFO(line);
+    REQUIRE(log.find(line) != std::string::npos);
+  }
+  // The scanout holds the 2D pattern (the guest shows resource 1).
+  REQUIRE(shot.ok());
+  REQUIRE(Mismatch(*shot) == "");
+  INFO(snap.message());
+  REQUIRE(snap.code() == absl::StatusCode::kFailedPrecondition);
+  REQUIRE(std::string(snap.message()).find("virgl") != std::string::npos);
+}

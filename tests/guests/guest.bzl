@@ -75,6 +75,7 @@ def kindling_guest_qemu_test(
         data = [],
         timeout_s = 60,
         size = "small",
+        env = {},
         tags = []):
     args = ["--timeout", str(timeout_s)]
     if machine:
@@ -89,6 +90,7 @@ def kindling_guest_qemu_test(
         data = [guest, expect, "//tests/guests:expect_lib.sh"] + data,
         args = args + (["--"] + qemu_args if qemu_args else []),
         size = size,
+        env = env,
         tags = tags,
     )
 

@@ -11,6 +11,18 @@
 //   transfer box past the resource, scanout 5, a flush of a resource that
 //   does not exist, backing outside RAM, an unknown command.
 // - MOVE_CURSOR on the cursor queue.
+// - With VIRTIO_GPU_F_VIRGL (kindling --gpu virgl, QEMU virtio-gpu-gl): the
+//   capsets (GET_CAPSET_INFO for each, GET_CAPSET of the last), a context,
+//   a 64x32 3D render target with backing, a fenced SUBMIT_3D of a virgl
+//   stream that clears it to (1, 0.5, 0, 1), a fenced
+//   TRANSFER_FROM_HOST_3D into its backing, and the pixels checked there;
+//   then a submit to an unknown context and a 3D box past the resource.
+//   (The 2D hostile cases are left out then: QEMU hands 2D commands to
+//   virglrenderer in that mode, which answers them differently.)
+//   Prints "virtio-gpu: 3d clear read back ok"; without the feature,
+//   "virtio-gpu: no virgl". gpu.bench3d_frames=N (bench/gpu) then times N
+//   fenced clears of a display-sized target, each read back fenced:
+//   "virtio-gpu: bench3d N frames WxH in T us, F fps".
 // - Waits gpu.hold_ms (default 0) before it exits, so a host that polls
 //   for the picture (QEMU's screendump) finds it.
 // - gpu.bench_frames=N (bench/gpu): instead of the hostile commands, N
@@ -21,6 +33,7 @@
 #include "virtio.h"
 
 #define VIRTIO_ID_GPU 16
+#define GPU_F_VIRGL 0
 #define GPU_F_EDID 1
 
 #define CMD_GET_DISPLAY_INFO 0x0100
@@ -30,13 +43,23 @@
 #define CMD_TRANSFER_TO_HOST_2D 0x0105
 #define CMD_RESOURCE_ATTACH_BACKING 0x0106
 #define CMD_GET_EDID 0x010a
+#define CMD_GET_CAPSET_INFO 0x0108
+#define CMD_GET_CAPSET 0x0109
+#define CMD_CTX_CREATE 0x0200
+#define CMD_CTX_ATTACH_RESOURCE 0x0202
+#define CMD_RESOURCE_CREATE_3D 0x0204
+#define CMD_TRANSFER_FROM_HOST_3D 0x0206
+#define CMD_SUBMIT_3D 0x0207
 #define CMD_MOVE_CURSOR 0x0301
 #define RESP_OK_NODATA 0x1100
 #define RESP_OK_DISPLAY_INFO 0x1101
+#define RESP_OK_CAPSET_INFO 0x1102
+#define RESP_OK_CAPSET 0x1103
 #define RESP_OK_EDID 0x1104
 #define RESP_ERR_UNSPEC 0x1200
 #define RESP_ERR_INVALID_SCANOUT_ID 0x1202
 #define RESP_ERR_INVALID_RESOURCE_ID 0x1203
+#define RESP_ERR_INVALID_CONTEXT_ID 0x1204
 #define RESP_ERR_INVALID_PARAMETER 0x1205
 #define FLAG_FENCE 1
 #define FORMAT_B8G8R8X8 2
@@ -248,11 +271,177 @@ static void move_cursor(void) {
   printf("virtio-gpu: cursor moved\n");
 }
 
+// ---- virgl 3D ----
+
+struct capset_info {
+  struct hdr h;
+  uint32_t index_or_id, max_version, max_size, pad;
+};
+struct create_3d {
+  struct hdr h;
+  uint32_t resource_id, target, format, bind, width, height, depth, array_size, last_level,
+      nr_samples, flags, pad;
+};
+struct transfer_3d {
+  struct hdr h;
+  uint32_t x, y, z, w, hh, d;
+  uint64_t offset;
+  uint32_t resource_id, level, stride, layer_stride;
+};
+#define CTX 1
+#define RES3D 30
+#define W3D 64
+#define H3D 32
+
+static uint32_t submit(uint32_t ctx, const uint32_t* stream, uint32_t dwords, uint64_t fence) {
+  static uint32_t buf[64];
+  struct {
+    struct hdr h;
+    uint32_t size, pad;
+  } c = {{CMD_SUBMIT_3D, fence ? FLAG_FENCE : 0, fence, ctx, 0, {0}}, dwords * 4, 0};
+  memcpy(buf, &c, sizeof(c));
+  memcpy((uint8_t*)buf + sizeof(c), stream, dwords * 4);
+  struct hdr* r = command(0, buf, sizeof(c) + dwords * 4, sizeof(struct hdr));
+  if (fence && r->type == RESP_OK_NODATA && (!(r->flags & FLAG_FENCE) || r->fence_id != fence))
+    fail("virtio-gpu: submit's fence %#lx came back as %#lx", (unsigned long)fence,
+         (unsigned long)r->fence_id);
+  return r->type;
+}
+
+static uint32_t read_back(uint32_t ctx, uint32_t w, uint32_t h, uint64_t fence) {
+  struct transfer_3d t = {{CMD_TRANSFER_FROM_HOST_3D, FLAG_FENCE, fence, ctx, 0, {0}},
+                          0, 0, 0, w, h, 1, 0, RES3D, 0, 0, 0};
+  return command(0, &t, sizeof(t), sizeof(struct hdr))->type;
+}
+
+static void capsets(void) {
+  uint32_t n = virtio_cfg32(dev, 12), last_id = 0, last_version = 0, last_size = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    struct capset_info c = {{CMD_GET_CAPSET_INFO, 0, 0, 0, 0, {0}}, i, 0, 0, 0};
+    struct capset_info* r = (struct capset_info*)command(0, &c, sizeof(c), sizeof(*r));
+    if (r->h.type != RESP_OK_CAPSET_INFO) fail("virtio-gpu: capset info %u: %#x", i, r->h.type);
+    last_id = r->index_or_id, last_version = r->max_version, last_size = r->max_size;
+    printf("virtio-gpu: capset %u: id %u, version %u\n", i, last_id, last_version);
+  }
+  if (!n || last_size < 8 || last_size > 4096 - sizeof(struct hdr))
+    fail("virtio-gpu: %u capsets, the last of %u bytes", n, last_size);
+  struct {
+    struct hdr h;
+    uint32_t id, version;
+  } g = {{CMD_GET_CAPSET, 0, 0, 0, 0, {0}}, last_id, last_version};
+  struct hdr* r = command(0, &g, sizeof(g), sizeof(struct hdr) + last_size);
+  uint32_t caps_max_version = *(uint32_t*)(r + 1);  // virgl_caps_v1/v2 begin with it
+  if (r->type != RESP_OK_CAPSET || caps_max_version == 0)
+    fail("virtio-gpu: capset %u: %#x, max_version %u", last_id, r->type, caps_max_version);
+  printf("virtio-gpu: capset %u read\n", last_id);
+}
+
+static void clear_3d(void) {
+  struct {
+    struct hdr h;
+    uint32_t nlen, context_init;
+    char name[64];
+  } cc = {{CMD_CTX_CREATE, 0, 0, CTX, 0, {0}}, 4, 0, "test"};
+  expect("context 1", command(0, &cc, sizeof(cc), sizeof(struct hdr))->type, RESP_OK_NODATA);
+  struct create_3d c = {{CMD_RESOURCE_CREATE_3D, 0, 0, 0, 0, {0}}, RES3D, 2 /* TEXTURE_2D */,
+                        FORMAT_B8G8R8X8, 2 /* BIND_RENDER_TARGET */, W3D, H3D, 1, 1, 0, 0, 0, 0};
+  expect("create 3d", command(0, &c, sizeof(c), sizeof(struct hdr))->type, RESP_OK_NODATA);
+  uint32_t* px = dma_alloc(W3D * H3D * 4, 4096);
+  memset(px, 0x55, W3D * H3D * 4);
+  struct attach a = {{CMD_RESOURCE_ATTACH_BACKING, 0, 0, 0, 0, {0}}, RES3D, 1,
+                     {{(uint64_t)px, W3D * H3D * 4, 0}, {0, 0, 0}}};
+  expect("attach 3d", command(0, &a, sizeof(a) - sizeof(struct mem_entry), sizeof(struct hdr))->type,
+         RESP_OK_NODATA);
+  struct {
+    struct hdr h;
+    uint32_t resource_id, pad;
+  } ca = {{CMD_CTX_ATTACH_RESOURCE, 0, 0, CTX, 0, {0}}, RES3D, 0};
+  expect("context attach", command(0, &ca, sizeof(ca), sizeof(struct hdr))->type, RESP_OK_NODATA);
+  // virgl_protocol.h: CREATE_OBJECT(1) of a SURFACE(8), SET_FRAMEBUFFER_STATE(5),
+  // CLEAR(7) of COLOR0 (1 << 2) to 1.0, 0.5, 0.0, 1.0 (IEEE 754 bits).
+  const uint32_t stream[] = {1 | 8 << 8 | 5 << 16, 1, RES3D, FORMAT_B8G8R8X8, 0, 0,
+                             5 | 3 << 16, 1, 0, 1,
+                             7 | 8 << 16, 1 << 2, 0x3f800000, 0x3f000000, 0, 0x3f800000, 0, 0, 0};
+  expect("submit clear", submit(CTX, stream, sizeof(stream) / 4, 0x3d01), RESP_OK_NODATA);
+  expect("read back", read_back(CTX, W3D, H3D, 0x3d02), RESP_OK_NODATA);
+  for (uint32_t i = 0; i < W3D * H3D; i++) {
+    uint32_t b = px[i] & 0xff, g = (px[i] >> 8) & 0xff, r = (px[i] >> 16) & 0xff;
+    if (r != 0xff || b != 0 || (g != 0x7f && g != 0x80))
+      fail("virtio-gpu: 3d pixel %u is %#x, want r=ff g=7f|80 b=0", i, px[i]);
+  }
+  printf("virtio-gpu: 3d clear read back ok (%ux%u)\n", W3D, H3D);
+  // The answers differ by VMM (QEMU lets virglrenderer log these and says
+  // OK): printed for the expect file to judge.
+  const uint32_t nop[] = {0};
+  printf("virtio-gpu: submit to context 9 -> %#x\n", submit(9, nop, 1, 0));
+  printf("virtio-gpu: 3d box past the resource -> %#x\n", read_back(CTX, W3D + 1, H3D, 0x3d03));
+}
+
+// gpu.bench3d_frames=N (bench/gpu): N fenced clears of a display-sized
+// render target, each read back with a fenced TRANSFER_FROM_HOST_3D.
+static void bench_3d(uint32_t w, uint32_t h, long frames) {
+  // A context of its own: QEMU's virglrenderer put context 1 in error
+  // (the box past its resource), and it ignores such a context from then.
+  const uint32_t res = RES3D + 1, ctx = CTX + 1;
+  struct {
+    struct hdr h;
+    uint32_t nlen, context_init;
+    char name[64];
+  } cc = {{CMD_CTX_CREATE, 0, 0, ctx, 0, {0}}, 5, 0, "bench"};
+  expect("context 2", command(0, &cc, sizeof(cc), sizeof(struct hdr))->type, RESP_OK_NODATA);
+  struct create_3d c = {{CMD_RESOURCE_CREATE_3D, 0, 0, 0, 0, {0}}, res, 2, FORMAT_B8G8R8X8, 2,
+                        w, h, 1, 1, 0, 0, 0, 0};
+  expect("create 3d bench", command(0, &c, sizeof(c), sizeof(struct hdr))->type, RESP_OK_NODATA);
+  uint32_t* px = dma_alloc(w * h * 4, 4096);
+  struct attach a = {{CMD_RESOURCE_ATTACH_BACKING, 0, 0, 0, 0, {0}}, res, 1,
+                     {{(uint64_t)px, w * h * 4, 0}, {0, 0, 0}}};
+  expect("attach 3d bench", command(0, &a, sizeof(a) - sizeof(struct mem_entry),
+                                    sizeof(struct hdr))->type, RESP_OK_NODATA);
+  struct {
+    struct hdr h;
+    uint32_t resource_id, pad;
+  } ca = {{CMD_CTX_ATTACH_RESOURCE, 0, 0, ctx, 0, {0}}, res, 0};
+  command(0, &ca, sizeof(ca), sizeof(struct hdr));
+  uint32_t stream[] = {1 | 8 << 8 | 5 << 16, 2, res, FORMAT_B8G8R8X8, 0, 0,
+                       5 | 3 << 16, 1, 0, 2,
+                       7 | 8 << 16, 1 << 2, 0, 0x3f800000, 0, 0x3f800000, 0, 0, 0};
+  uint64_t t0 = rdtsc();
+  for (long i = 0; i < frames; i++) {
+    stream[12] = (i & 1) ? 0x3f800000 : 0;  // red on odd frames
+    if (submit(ctx, stream, sizeof(stream) / 4, 0x1000 + 2 * i) != RESP_OK_NODATA)
+      fail("virtio-gpu: bench3d submit %ld", i);
+    struct transfer_3d t = {{CMD_TRANSFER_FROM_HOST_3D, FLAG_FENCE, 0x1001 + 2 * i, ctx, 0, {0}},
+                            0, 0, 0, w, h, 1, 0, res, 0, 0, 0};
+    if (command(0, &t, sizeof(t), sizeof(struct hdr))->type != RESP_OK_NODATA)
+      fail("virtio-gpu: bench3d read back %ld", i);
+    uint32_t want = (i & 1) ? 0xffff00 : 0x00ff00;  // X R G B in a B8G8R8X8 word
+    if ((px[(i * 7919) % (w * h)] & 0xffffff) != want)
+      fail("virtio-gpu: bench3d frame %ld: pixel %#x", i, px[(i * 7919) % (w * h)]);
+    // (cleared green, or red + green: the stream's colour is (r, 1, 0, 1))
+  }
+  uint64_t us = (rdtsc() - t0) * 1000 / tsc_per_ms();
+  if (us == 0) us = 1;
+  uint64_t centi_fps = (uint64_t)frames * 100000000ull / us;
+  printf("virtio-gpu: bench3d %ld frames %ux%u in %lu us, %lu.%02lu fps\n", frames, w, h,
+         (unsigned long)us, (unsigned long)(centi_fps / 100), (unsigned long)(centi_fps % 100));
+}
+
+static void virgl(uint32_t w, uint32_t h) {
+  if (!virtio_has(dev, GPU_F_VIRGL)) {
+    printf("virtio-gpu: no virgl\n");
+    return;
+  }
+  capsets();
+  clear_3d();
+  long frames = cmdline_int("gpu.bench3d_frames", 0);
+  if (frames > 0) bench_3d(w, h, frames);
+}
+
 static long gpu_main(long unused) {
   (void)unused;
   dev = virtio_find(VIRTIO_ID_GPU, 0);
   if (!dev) fail("virtio-gpu: absent");
-  virtio_init(dev, VF(GPU_F_EDID), 2);  // controlq, cursorq
+  virtio_init(dev, VF(GPU_F_EDID) | VF(GPU_F_VIRGL), 2);  // controlq, cursorq
   printf("virtio-gpu: %u scanouts, %u capsets\n", virtio_cfg32(dev, 8), virtio_cfg32(dev, 12));
   req_buf = dma_alloc(4096, 4096);
   resp_buf = dma_alloc(4096, 4096);
@@ -266,9 +455,12 @@ static long gpu_main(long unused) {
   if (frames > 0) {
     bench(w, h, frames);
   } else {
-    hostile(w, h);
+    // QEMU hands even 2D commands to virglrenderer in virgl mode, whose
+    // answers to these differ from its 2D device's: checked in 2D only.
+    if (!virtio_has(dev, GPU_F_VIRGL)) hostile(w, h);
     move_cursor();
   }
+  virgl(w, h);
   virtio_report_irqs(dev, "virtio-gpu");
   printf("virtio-gpu: ok\n");
   long hold = cmdline_int("gpu.hold_ms", 0);

@@ -6,7 +6,8 @@
 # at all. See README.md in this directory for timings and caveats.
 #
 #   run.sh [--mem MIB] [--cpus N] [--timeout SEC] [--cpu MODEL]
-#          [--bin PATH]... [--file SRC[:NAME]]... [--env NAME=VALUE]...
+#          [--bin PATH]... [--lib PATH]... [--gl] [--file SRC[:NAME]]...
+#          [--env NAME=VALUE]...
 #          [--module NAME]...
 #          -- COMMAND ARGS...
 #   run.sh --prepare        download and unpack kernel/modules/busybox only
@@ -18,10 +19,18 @@
 # --bin PATH    a program (static or dynamic) copied to /work/<basename>, plus
 #               every library `ldd` names and the dynamic loader, at their
 #               absolute paths (LD_LIBRARY_PATH covers them)
+# --lib PATH    a shared library (or any file) copied to the same absolute
+#               path, with every library `ldd` names; its directory joins
+#               LD_LIBRARY_PATH (what a program dlopen()s: GL drivers)
+# --gl          what a virglrenderer process (kindling-gpu) opens at run
+#               time to render on Mesa's llvmpipe: the EGL and GL loaders,
+#               Mesa's EGL and swrast DRI driver with their libraries, the
+#               EGL vendor file; sets LIBGL_ALWAYS_SOFTWARE=1
 # --file SRC[:NAME]  a file or directory copied to /work/NAME (default: basename)
 # --outcome FILE  write how the run ended to FILE (see Exit status)
 # --module NAME  also load this kernel module (and its dependencies) in the
-#               guest; cached: tun, vhost_net, vhost_vsock
+#               guest; cached: tun, vhost_net, vhost_vsock, virtio_pci,
+#               virtio-gpu
 # COMMAND runs with cwd /work and PATH=/work:/bin (busybox), /dev/kvm present.
 #
 # Exit status: COMMAND's status, or
@@ -52,10 +61,16 @@
 set -uo pipefail
 
 EX_SKIP=77 EX_TIMEOUT=124 EX_HARNESS=125 EX_NOKVM=126
+# --gl: dlopen()ed by libepoxy, glvnd and Mesa (ldd does not see them).
+GL_FILES=(/usr/lib/x86_64-linux-gnu/libEGL.so.1 /usr/lib/x86_64-linux-gnu/libEGL_mesa.so.0
+          /usr/lib/x86_64-linux-gnu/libGL.so.1 /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so
+          /usr/share/glvnd/egl_vendor.d/50_mesa.json)
 # Bump when the cache's contents change; an older cache is rebuilt.
-LAYOUT=nested-kvm-cache-2
-# Modules cached besides the KVM ones, for --module.
-EXTRA_MODULES=(tun vhost_net vhost_vsock)
+LAYOUT=nested-kvm-cache-3
+# Modules cached besides the KVM ones, for --module and for tests that boot
+# the cached kernel as an L2 guest (virtio-pci and the virtio-gpu DRM driver:
+# tests/e2e/linux_gpu_test).
+EXTRA_MODULES=(tun vhost_net vhost_vsock virtio_pci virtio-gpu)
 
 msg() { echo "nested-kvm: $*" >&2; }
 outcome_file=
@@ -80,7 +95,7 @@ skip() {
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; finish "$EX_HARNESS" harness; }
 
 mem=1024 cpus=1 timeout_s=300 cpu_model=${KINDLING_NESTED_KVM_CPU:-max} prepare_only=0
-bins=() files=() envs=() modules=()
+bins=() libs=() files=() envs=() modules=()
 while (($#)); do
   case $1 in
     --mem) mem=${2:?}; shift 2 ;;
@@ -88,6 +103,8 @@ while (($#)); do
     --timeout) timeout_s=${2:?}; shift 2 ;;
     --cpu) cpu_model=${2:?}; shift 2 ;;
     --bin) bins+=("${2:?}"); shift 2 ;;
+    --lib) libs+=("${2:?}"); shift 2 ;;
+    --gl) libs+=("${GL_FILES[@]}"); envs+=(LIBGL_ALWAYS_SOFTWARE=1); shift ;;
     --file) files+=("${2:?}"); shift 2 ;;
     --env) envs+=("${2:?}"); shift 2 ;;
     --module) modules+=("${2:?}"); shift 2 ;;
@@ -254,19 +271,31 @@ add_path() {  # copy a host file to the same absolute path in the payload
   mkdir -p "$pl$(dirname "$src")"
   cp -L "$src" "$pl$src" || die "cannot copy $src"
 }
+# add_deps FILE: every library ldd names for FILE, at its absolute path.
+add_deps() {
+  local ldd_out lib
+  ldd_out=$(ldd "$1" 2>&1) || return 0  # static: nothing to add
+  while read -r lib; do
+    [[ -n $lib ]] || continue
+    add_path "$lib"
+    libdirs+=("$(dirname "$lib")")
+  done < <(sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p' <<<"$ldd_out")
+  if grep -q 'not found' <<<"$ldd_out"; then
+    die "$1: ldd cannot resolve: $(grep 'not found' <<<"$ldd_out" | tr -s ' \t' ' ')"
+  fi
+}
 for b in ${bins[@]+"${bins[@]}"}; do
   [[ -f $b ]] || die "--bin $b: no such file"
   name=$(basename "$b")
   [[ -e $pl/work/$name ]] && die "--bin $b: /work/$name already taken"
   cp -L "$b" "$pl/work/$name" && chmod +x "$pl/work/$name" || die "cannot copy $b"
-  if ldd_out=$(ldd "$b" 2>&1); then
-    while read -r lib; do
-      [[ -n $lib ]] || continue
-      add_path "$lib"
-      libdirs+=("$(dirname "$lib")")
-    done < <(sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p' <<<"$ldd_out")
-    grep -q 'not found' <<<"$ldd_out" && die "--bin $b: ldd cannot resolve: $(grep 'not found' <<<"$ldd_out" | tr -s ' \t' ' ')"
-  fi
+  add_deps "$b"
+done
+for l in ${libs[@]+"${libs[@]}"}; do
+  [[ -f $l && $l == /* ]] || die "--lib $l: want an absolute path to a file"
+  add_path "$l"
+  libdirs+=("$(dirname "$l")")
+  add_deps "$l"
 done
 for f in ${files[@]+"${files[@]}"}; do
   src=${f%%:*} name=$(basename "${f%%:*}")
