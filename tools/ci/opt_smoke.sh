@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The release build in CI: `bazel build -c opt` of kindling and kindling-img
-# (what users ship), their --version, and the optimised kindling booting the
+# The release build in CI: `bazel build -c opt` of kindling, kindling-gpu
+# and kindling-img (what users ship), their --version, and the optimised kindling booting the
 # hello guest where /dev/kvm works. Appends `PASS|FAIL|SKIP opt:<what>` lines
 # to the results file $1 (read by tools/ci/summarize.py).
 set -uo pipefail
@@ -8,7 +8,8 @@ cd "$(dirname "$0")/../.."
 results=${1:?usage: opt_smoke.sh RESULTS_FILE}
 say() { echo "$*" | tee -a "$results"; }
 
-if ! bazel build -c opt //launcher:kindling //libs/block:kindling-img //tests/guests:hello.elf; then
+if ! bazel build -c opt //launcher:kindling //launcher:kindling-gpu //libs/block:kindling-img \
+  //tests/guests:hello.elf; then
   say "FAIL opt:build (bazel build -c opt failed; see above)"
   exit 0
 fi

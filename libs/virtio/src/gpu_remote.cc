@@ -129,10 +129,10 @@ absl::Status RecvAll(int fd, std::span<uint8_t> out, int timeout_ms,
 
 absl::Status SendFrame(int fd, uint32_t op, std::span<const uint8_t> payload, int timeout_ms,
                        std::span<const int> fds = {}) {
-  std::vector<uint8_t> frame(sizeof(FrameHeader) + payload.size());
+  if (payload.size() > UINT32_MAX) return absl::InvalidArgumentError("a GPU frame over 4 GiB");
   FrameHeader h{op, static_cast<uint32_t>(payload.size())};
-  std::memcpy(frame.data(), &h, sizeof(h));
-  if (!payload.empty()) std::memcpy(frame.data() + sizeof(h), payload.data(), payload.size());
+  std::vector<uint8_t> frame(Bytes(h).begin(), Bytes(h).end());
+  frame.insert(frame.end(), payload.begin(), payload.end());
   return SendAll(fd, frame, timeout_ms, fds);
 }
 
