@@ -7,9 +7,11 @@
 #          guests under QEMU, end-to-end tests
 #   opt    the release build (-c opt) of kindling and kindling-img, which
 #          then boots the hello guest (a build that fails is a failure)
-#   asan   the guest- and image-facing parsers once more under AddressSanitizer
-#          and UBSan, and kindling itself with every virtio device, through to
-#          teardown after a guest reboot (stock Linux)
+#   asan   the libraries' and control plane's tests once more under
+#          AddressSanitizer and UBSan, and kindling itself with every virtio
+#          device, through to teardown after a guest reboot (stock Linux);
+#          not the fuzz-target replays, which the fuzz stage runs under
+#          ASan+UBSan with libFuzzer (seeds first, then mutations)
 #   fuzz   each libFuzzer target for FUZZ_SECONDS (default 15)
 # A stage that dies before it reports counts as a failure, never as fewer
 # tests. Under CI=true a test that would skip for want of something
@@ -36,7 +38,7 @@ lap main
 ./tools/ci/opt_smoke.sh "$out/extra.txt" 2>&1 | tail -n 20
 lap opt
 
-bazel test --config=asan -k //libs/block/... //libs/vm-memory/... //libs/vcpu/... //libs/virtio/... //libs/migration/... //launcher/control/... \
+bazel test --config=asan -k --build_tests_only --test_tag_filters=-fuzz_replay //libs/block/... //libs/vm-memory/... //libs/vcpu/... //libs/virtio/... //libs/migration/... //launcher/control/... \
   //tests/e2e:virtio_test //tests/e2e:linux_virtio_test \
   2>&1 | tee "$out/asan.log" | tail -n 25
 rc=${PIPESTATUS[0]}

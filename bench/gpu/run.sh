@@ -60,7 +60,9 @@ if ((nested)); then
   if [[ $mode == 3d ]]; then
     qmods+=(hw-display-virtio-gpu-gl.so hw-display-virtio-gpu-pci.so hw-display-virtio-gpu-pci-gl.so
             ui-egl-headless.so ui-opengl.so)
-    extra=(--bin "$(dirname "$KINDLING")/kindling-gpu" --gl)
+    # QEMU's egl-headless goes through GBM, whose loader wants kms_swrast.
+    extra=(--bin "$(dirname "$KINDLING")/kindling-gpu" --gl
+           --lib /usr/lib/x86_64-linux-gnu/dri/kms_swrast_dri.so)
   fi
   for m in "${qmods[@]}"; do
     [[ -f /usr/lib/x86_64-linux-gnu/qemu/$m ]] || { echo "bench/gpu: QEMU module $m missing"; exit 2; }

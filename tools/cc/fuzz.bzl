@@ -27,4 +27,7 @@ def kindling_fuzz_target(name, srcs, deps, corpus = []):
         data = corpus,
         deps = [":" + name],
         size = "small",
+        # The CI's ASan stage leaves these out: its libFuzzer stage runs the
+        # same entry points under ASan+UBSan on the seeds and far more.
+        tags = ["fuzz_replay"],
     )

@@ -96,4 +96,5 @@ int virgl_renderer_create_fence(int id, uint32_t) {
   return 0;
 }
 void virgl_renderer_poll(void) {}
+int virgl_renderer_get_poll_fd(void) { return -1; }
 }

@@ -97,7 +97,6 @@ absl::Status SendAll(int fd, std::span<const uint8_t> data, int timeout_ms,
 absl::Status RecvAll(int fd, std::span<uint8_t> out, int timeout_ms,
                      std::vector<UniqueFd>* fds = nullptr) {
   while (!out.empty()) {
-    if (absl::Status s = WaitReady(fd, POLLIN, timeout_ms); !s.ok()) return s;
     iovec iov{out.data(), out.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -105,8 +104,14 @@ absl::Status RecvAll(int fd, std::span<uint8_t> out, int timeout_ms,
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxRegions)];
     msg.msg_control = control;
     msg.msg_controllen = sizeof(control);
-    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    // Try first, wait only when nothing is there: one syscall, not two,
+    // for a reply that is already in (the common case).
+    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (absl::Status s = WaitReady(fd, POLLIN, timeout_ms); !s.ok()) return s;
+      continue;
+    }
     if (n < 0) return absl::ErrnoToStatus(errno, "reading the GPU renderer socket");
     if (n == 0) return absl::UnavailableError("the GPU renderer socket closed");
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

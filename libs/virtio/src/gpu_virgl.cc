@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <linux/virtio_gpu.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,8 +63,12 @@ absl::StatusOr<std::unique_ptr<VirglRenderer>> VirglRenderer::Create(
   static virgl_renderer_callbacks callbacks = {};
   callbacks.version = 1;
   callbacks.write_fence = &VirglRenderer::WriteFence;
-  int rc = virgl_renderer_init(&g_cookie, VIRGL_RENDERER_USE_EGL | VIRGL_RENDERER_USE_SURFACELESS,
-                               &callbacks);
+  // THREAD_SYNC: virglrenderer waits for GL fences on a thread of its own
+  // and signals an fd, which WaitFence sleeps on (no polling loop).
+  int rc = virgl_renderer_init(
+      &g_cookie,
+      VIRGL_RENDERER_USE_EGL | VIRGL_RENDERER_USE_SURFACELESS | VIRGL_RENDERER_THREAD_SYNC,
+      &callbacks);
   if (rc != 0) {
     g_live = false;
     return absl::UnavailableError(absl::StrCat(
@@ -345,11 +350,19 @@ bool VirglRenderer::WaitFence(uint32_t ctx) {
     return false;
   }
   const auto deadline = std::chrono::steady_clock::now() + kFenceTimeout;
+  const int fd = virgl_renderer_get_poll_fd();  // -1 without THREAD_SYNC
   for (;;) {
-    virgl_renderer_poll();
+    virgl_renderer_poll();  // calls WriteFence for what has signalled
     if (static_cast<int32_t>(fences_done_ - id) >= 0) return true;
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    ::usleep(100);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    if (fd < 0) {
+      ::usleep(100);
+      continue;
+    }
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(left.count()));
   }
 }
 
