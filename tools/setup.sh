@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libboost-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc catch2 python3-grpcio python3-protobuf
   liburing-dev zlib1g-dev libzstd-dev libpng-dev
-  libvirglrenderer-dev libegl-mesa0 libgl1-mesa-dri
+  libvirglrenderer-dev libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri
   qemu-system-x86 qemu-system-gui qemu-utils seabios python3-libvhdi libvhdi-utils
   busybox-static cpio file acpica-tools
   fio prometheus
