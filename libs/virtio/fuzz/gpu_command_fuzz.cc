@@ -8,29 +8,19 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "libs/virtio/fuzz/gpu_fuzz_env.h"
 #include "virtio/gpu_2d.h"
 #include "virtio/gpu_png.h"
-#include "vm-memory/guest_memory.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  constexpr uint64_t kRam = 1 << 20;
-  vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};
-  auto mem = vm_memory::GuestMemory::Create({&spec, 1});
-  if (!mem.ok()) return 0;
-  if (!(*mem)->Write(vm_memory::GuestAddress(0), {data, std::min<size_t>(size, kRam)}).ok()) {
-    return 0;
-  }
+  std::unique_ptr<vm_memory::GuestMemory> mem = virtio::fuzz::RamHoldingInput(data, size);
+  if (!mem) return 0;
   virtio::GpuLimits limits{.width = 640, .height = 480, .max_host_bytes = 4 << 20};
-  virtio::Gpu2d gpu(**mem, limits);
-  size_t at = 0;
-  while (at + 2 <= size) {
-    size_t len = data[at] | (data[at + 1] << 8);
-    at += 2;
-    len = std::min(len, size - at);
-    std::vector<uint8_t> resp = gpu.Execute({data + at, len});
+  virtio::Gpu2d gpu(*mem, limits);
+  virtio::fuzz::ForEachRequest(data, size, [&](std::span<const uint8_t> req) {
+    std::vector<uint8_t> resp = gpu.Execute(req);
     if (resp.size() < 24) std::abort();  // every response has a header
-    at += len;
-  }
+  });
   if (gpu.stats().host_bytes > limits.max_host_bytes) std::abort();
   auto shot = gpu.Screenshot(0);
   if (shot.ok() && !virtio::EncodePng(*shot).ok()) std::abort();

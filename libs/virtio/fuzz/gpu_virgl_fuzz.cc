@@ -9,35 +9,25 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "libs/virtio/fuzz/gpu_fuzz_env.h"
 #include "virtio/gpu.h"
 #include "virtio/gpu_virgl.h"
-#include "vm-memory/guest_memory.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  constexpr uint64_t kRam = 1 << 20;
-  vm_memory::RegionSpec spec{vm_memory::GuestAddress(0), kRam};
-  auto mem = vm_memory::GuestMemory::Create({&spec, 1});
-  if (!mem.ok()) return 0;
-  if (!(*mem)->Write(vm_memory::GuestAddress(0), {data, std::min<size_t>(size, kRam)}).ok()) {
-    return 0;
-  }
+  std::unique_ptr<vm_memory::GuestMemory> mem = virtio::fuzz::RamHoldingInput(data, size);
+  if (!mem) return 0;
   constexpr uint64_t kLimit = 4 << 20;
-  auto renderer = virtio::VirglRenderer::Create(**mem, kLimit);
+  auto renderer = virtio::VirglRenderer::Create(*mem, kLimit);
   if (!renderer.ok()) std::abort();
   virtio::VirglRenderer* r = renderer->get();
-  virtio::Gpu gpu(virtio::GpuLimits{.width = 640, .height = 480, .max_host_bytes = kLimit}, **mem,
+  virtio::Gpu gpu(virtio::GpuLimits{.width = 640, .height = 480, .max_host_bytes = kLimit}, *mem,
                   std::move(*renderer));
-  size_t at = 0;
-  while (at + 2 <= size) {
-    size_t len = data[at] | (data[at + 1] << 8);
-    at += 2;
-    len = std::min(len, size - at);
-    std::vector<uint8_t> resp = gpu.Execute({data + at, len});
+  virtio::fuzz::ForEachRequest(data, size, [&](std::span<const uint8_t> req) {
+    std::vector<uint8_t> resp = gpu.Execute(req);
     if (resp.size() < 24) std::abort();  // every response has a header
     if (r->host_bytes() > kLimit) std::abort();
-    at += len;
-  }
-  (void)gpu.Activate({mem->get(), {}, nullptr, 0, nullptr});
+  });
+  (void)gpu.Activate({mem.get(), {}, nullptr, 0, nullptr});
   (void)gpu.Screenshot(0);
   return 0;
 }

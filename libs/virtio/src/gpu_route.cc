@@ -111,13 +111,14 @@ std::vector<uint8_t> Gpu::Route(std::span<const uint8_t> req) {
 
 std::vector<uint8_t> Gpu::Route3d(uint32_t type, std::span<const uint8_t> req) {
   virtio_gpu_resource_create_3d c{};
+  uint64_t bytes = 0;
   if (type == VIRTIO_GPU_CMD_RESOURCE_CREATE_3D && Load(req, c)) {
     // One id space and one memory limit for 2D and 3D resources.
     if (gpu_.HasResource(c.resource_id)) {
       return gpu_wire::Respond(c.hdr, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, {});
     }
-    uint64_t bytes = Resource3dBytes(c.target, c.width, c.height, c.depth, c.array_size,
-                                     c.last_level, c.nr_samples);
+    bytes = Resource3dBytes(c.target, c.width, c.height, c.depth, c.array_size, c.last_level,
+                            c.nr_samples);
     absl::MutexLock lock(&mu3d_);
     if (bytes != 0 && Bytes3d() + bytes > limits_.max_host_bytes - gpu_.stats().host_bytes) {
       return gpu_wire::Respond(c.hdr, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, {});
@@ -126,9 +127,7 @@ std::vector<uint8_t> Gpu::Route3d(uint32_t type, std::span<const uint8_t> req) {
   std::vector<uint8_t> resp = renderer_->Execute(req);
   if (type == VIRTIO_GPU_CMD_RESOURCE_CREATE_3D && TypeOf(resp) == VIRTIO_GPU_RESP_OK_NODATA) {
     absl::MutexLock lock(&mu3d_);
-    resources3d_[c.resource_id] = {c.width, c.height,
-                                   Resource3dBytes(c.target, c.width, c.height, c.depth,
-                                                   c.array_size, c.last_level, c.nr_samples)};
+    resources3d_[c.resource_id] = {c.width, c.height, bytes};
   }
   return resp;
 }
