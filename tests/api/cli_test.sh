@@ -3,11 +3,12 @@
 # run`'s flags), start, console (replay + live, and Ctrl-] on a terminal),
 # get/list (table and --output json), events, metrics, host, kill, delete,
 # snapshot/restore, migrate to `kindling run --incoming`, migrate-set on a
-# running migration, screenshot of a GPU VM, and the errors and exit
-# statuses of bad requests.
-# Usage: cli_test.sh KINDLING HELLO_ELF TICKER_ELF GPU_ELF PROBE_ELF
+# running migration, screenshot of a GPU VM, shutdown (the ACPI power
+# button) of a guest that acts on it, and the errors and exit statuses of
+# bad requests.
+# Usage: cli_test.sh KINDLING HELLO_ELF TICKER_ELF GPU_ELF PROBE_ELF POWER_ELF
 set -u
-kindling=$1 hello=$2 ticker=$3 gpu=$4 probe=$5
+kindling=$1 hello=$2 ticker=$3 gpu=$4 probe=$5 power=$6
 if [[ ! -w /dev/kvm ]]; then
   echo "SKIP: no usable /dev/kvm"
   exit 0
@@ -83,6 +84,22 @@ check "console on a terminal: ticks shown" grep -q 'ticker: tick' "$tmp/tty.txt"
 check "the VM runs on after a detach" bash -c "'$kindling' get tick | grep -q RUNNING"
 check "kill: 137" bash -c "'$kindling' kill tick | grep -q 'STOPPED .* 137 (killed through the API)'"
 check "delete the killed VM" bash -c "'$kindling' delete tick >/dev/null"
+
+# shutdown presses the ACPI power button: the power_button guest powers off
+# (S5 through the sleep control register) and the VM stops with status 0.
+"$kindling" create --id pwr --kernel "$power" --memory 64 >/dev/null
+check "shutdown of a VM not started: FAILED_PRECONDITION, exit 1" \
+  bash -c "! '$kindling' shutdown pwr 2>'$tmp/err.txt' && grep -q 'FAILED_PRECONDITION' '$tmp/err.txt'"
+"$kindling" start pwr >/dev/null
+console_until pwr 'power_button: waiting' "$tmp/pwr.txt"
+check "power_button guest waits for the button" grep -q 'sleep control port' "$tmp/pwr.txt"
+"$kindling" shutdown pwr >/dev/null
+for _ in $(seq 100); do "$kindling" get pwr | grep -q STOPPED && break; sleep 0.1; done
+check "shutdown: the guest powered off, STOPPED with status 0 (ACPI S5)" \
+  bash -c "'$kindling' get pwr | grep -q '^pwr  *STOPPED  *[0-9]*  *0 .*ACPI S5'"
+timeout 5 "$kindling" console pwr </dev/null >"$tmp/pwr.txt" 2>/dev/null
+check "shutdown: the guest saw the press" grep -q 'power_button: pressed' "$tmp/pwr.txt"
+"$kindling" delete pwr >/dev/null
 
 # Snapshot through the daemon, restore with `kindling run --restore`.
 "$kindling" create --id snap --kernel "$ticker" --memory 64 --cmdline "console=ttyS0 forever" >/dev/null

@@ -12,11 +12,11 @@ each). With --device it finally reads the guest's statistics
 stat-total-memory is between 1/2 and 1x the RAM. Prints `balloon-peer:`
 lines; exits 0 on success, 1 otherwise.
 """
-import json
 import os
-import socket
 import sys
 import time
+
+import qmp
 
 
 def main():
@@ -28,50 +28,14 @@ def main():
         opts[k] = args.pop(0)
     ram = int(opts["--ram-mib"]) << 20
     targets = [int(t) for t in opts["--targets"].split(",")]
-    path = os.path.join(d, "qmp.sock")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    deadline = time.time() + 30
-    while True:
-        try:
-            s.connect(path)
-            break
-        except OSError:
-            if time.time() > deadline:
-                print("balloon-peer: FAIL: no QMP socket at %s" % path)
-                return 1
-            time.sleep(0.05)
-    f = s.makefile("rw")
-
-    def reply():
-        while True:
-            line = f.readline()
-            if not line:
-                raise SystemExit("balloon-peer: FAIL: QMP connection closed")
-            msg = json.loads(line)
-            if "event" in msg:
-                continue
-            return msg
-
-    def cmd(name, **arguments):
-        req = {"execute": name}
-        if arguments:
-            req["arguments"] = arguments
-        f.write(json.dumps(req) + "\n")
-        f.flush()
-        r = reply()
-        if "error" in r:
-            raise SystemExit("balloon-peer: FAIL: %s: %s" % (name, r["error"]))
-        return r["return"]
-
-    reply()  # greeting
-    cmd("qmp_capabilities")
+    q = qmp.connect(os.path.join(d, "qmp.sock"), time.time() + 30, "balloon-peer")
     for t in targets:
         want = ram - t * 4096
-        cmd("balloon", value=want)
+        q.ok("balloon", value=want)
         print("balloon-peer: target %d pages" % t)
         end = time.time() + 10
         while True:
-            actual = cmd("query-balloon")["actual"]
+            actual = q.ok("query-balloon")["actual"]
             if actual == want:
                 break
             if time.time() > end:
@@ -81,8 +45,8 @@ def main():
             time.sleep(0.05)
         print("balloon-peer: guest reached %d pages" % t)
     if opts["--device"]:
-        st = cmd("qom-get", path="/machine/peripheral/" + opts["--device"],
-                 property="guest-stats")
+        st = q.ok("qom-get", path="/machine/peripheral/" + opts["--device"],
+                  property="guest-stats")
         total = st["stats"].get("stat-total-memory", -1)
         print("balloon-peer: guest says total memory %d MiB" % (total >> 20))
         if not ram // 2 <= total <= ram:

@@ -2,19 +2,27 @@
 # expect file and checks a serial log against it.
 #
 #   source expect_lib.sh
-#   load_expect FILE    # sets want_exit, expect_fail, patterns (or exits 2)
+#   load_expect FILE    # sets want_exit, want_poweroff, expect_fail,
+#                       # patterns (or exits 2)
 #   match_lines LOG     # calls fail() for each mismatch
 #   skip_installable WHY  # SKIP, or a failure under CI=true
 
 load_expect() {
   local expect=$1 line
   want_exit=0
+  want_poweroff=0
   expect_fail=0
   patterns=()
   while IFS= read -r line || [[ -n $line ]]; do
     [[ -z $line || $line == \#* ]] && continue
     if [[ $line =~ ^exit\ ([0-9]+)$ ]]; then
       want_exit=${BASH_REMATCH[1]}
+      continue
+    fi
+    # `poweroff`: the guest ends by powering off (ACPI S5), not through the
+    # debug-exit port: QEMU exits 0, kindling reports status 0.
+    if [[ $line == poweroff ]]; then
+      want_poweroff=1
       continue
     fi
     [[ $line == FAIL:* ]] && expect_fail=1

@@ -10,11 +10,11 @@ and compares it with the pattern virtio_gpu draws: pixel (x, y) is
 R = 4x, G = 4y, B = x ^ y, each mod 256. Prints `gpu-peer:` lines; exits
 0 once a screenshot matches, 1 if none does within 40 s.
 """
-import json
 import os
-import socket
 import sys
 import time
+
+import qmp
 
 
 def read_ppm(path):
@@ -57,46 +57,17 @@ def main():
         k = args.pop(0)
         opts[k] = args.pop(0)
     want_w, want_h = int(opts["--width"]), int(opts["--height"])
-    path = os.path.join(d, "qmp.sock")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.time() + 40
-    while True:
-        try:
-            s.connect(path)
-            break
-        except OSError:
-            if time.time() > deadline:
-                print("gpu-peer: FAIL: no QMP socket at %s" % path)
-                return 1
-            time.sleep(0.05)
-    f = s.makefile("rw")
-
-    def cmd(name, **arguments):
-        req = {"execute": name}
-        if arguments:
-            req["arguments"] = arguments
-        try:
-            f.write(json.dumps(req) + "\n")
-            f.flush()
-        except OSError:
-            raise SystemExit("gpu-peer: FAIL: QEMU went away; the last screenshot: %s" % last)
-        while True:
-            line = f.readline()
-            if not line:
-                raise SystemExit("gpu-peer: FAIL: QEMU went away; the last screenshot: %s" % last)
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    last = "none taken"
-    f.readline()  # greeting
-    cmd("qmp_capabilities")
+    q = qmp.connect(os.path.join(d, "qmp.sock"), deadline, "gpu-peer")
+    q.gone = "; the last screenshot: none taken"
     shot = os.path.join(d, "shot.ppm")
+    last = "none taken"
     while time.time() < deadline:
-        r = cmd("screendump", filename=shot)
+        r = q.cmd("screendump", filename=shot)
         if "error" not in r:
             w, h, rgb = read_ppm(shot)
             last = mismatch(w, h, want_w, want_h, rgb) or ""
+            q.gone = "; the last screenshot: " + (last or "the pattern")
             if not last:
                 print("gpu-peer: the screenshot is the pattern, %dx%d" % (want_w, want_h))
                 return 0

@@ -9,7 +9,8 @@
 # EXPECT_FILE: one bash extended regex per line, each matched against a
 # whole line of the serial output, in order (other lines may come between);
 # `# ...` lines are comments; `exit N` sets the guest's expected debug-exit
-# code (default 0; QEMU's isa-debug-exit turns it into status (N<<1)|1).
+# code (default 0; QEMU's isa-debug-exit turns it into status (N<<1)|1);
+# `poweroff` says the guest powers the machine off instead (QEMU status 0).
 # A `FAIL:` line from the guest fails the test unless the file expects it.
 #
 # Defaults: -M microvm (no option ROMs, RTC, PIT or PIC; ISA serial on),
@@ -29,7 +30,7 @@
 # from just before QEMU starts, under the same timeout; after QEMU exits the
 # harness waits for it (10 s at most, then kills it), prints its output and
 # fails unless it exits 0 (a host-side peer: a network partner, a QMP
-# client, ...).
+# client, ...). The serial output grows in @TMP@/out while QEMU runs.
 set -uo pipefail
 # shellcheck source=expect_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/expect_lib.sh"
@@ -120,6 +121,8 @@ load_expect "$expect"
 
 if [[ $status -eq 124 || $status -eq 137 ]]; then
   fail "timed out after $secs s"
+elif ((want_poweroff)); then
+  [[ $status -eq 0 ]] || fail "qemu exit status $status, want 0 (the guest powers off)"
 elif [[ $status -ne $(((want_exit << 1) | 1)) ]]; then
   fail "qemu exit status $status, want $(((want_exit << 1) | 1)) (guest exit $want_exit)"
 fi
