@@ -48,10 +48,14 @@ constexpr char kUsage[] = R"(usage: kindling VERB [--socket unix:PATH] [--output
                                   a new VM from a snapshot, CREATED (start
                                   resumes the guest); prints its id
   migrate ID --to ADDR [--mode precopy|auto-converge|postcopy] [--max-downtime-ms N]
-          [--bandwidth-mibps N]   move the running VM to a kindling waiting
+          [--bandwidth-mibps N] [--postcopy-after-rounds N]
+                                  move the running VM to a kindling waiting
                                   on ADDR (unix:PATH or tcp:HOST:PORT, e.g.
                                   `kindling run --incoming ADDR`), printing
-                                  progress; the VM stops here once it runs there
+                                  progress; the VM stops here once it runs
+                                  there. A post-copy switches over by itself
+                                  after N rounds of dirtied pages (default
+                                  1, 0 to 30)
   migrate-set ID [--bandwidth-mibps N] [--max-downtime-ms N] [--start-postcopy]
           [--cancel]              change the migration that runs: its limits,
                                   an early switch (--mode postcopy), or a
@@ -411,6 +415,9 @@ absl::StatusOr<v1::MigrateVmRequest> ParseMigrate(const Common& c) {
     } else if (a == "--bandwidth-mibps") {
       RETURN_IF_ERROR(number(n));
       req.set_bandwidth_mibps(n);
+    } else if (a == "--postcopy-after-rounds") {
+      RETURN_IF_ERROR(number(n));
+      req.set_postcopy_after_rounds(n);
     } else if (a.rfind("--", 0) == 0) {
       return Invalid(absl::StrCat("migrate: unknown option ", a));
     } else {

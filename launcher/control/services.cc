@@ -420,6 +420,19 @@ absl::StatusOr<v1::Vm> VmServiceImpl::Migrate(const v1::MigrateVmRequest& req) {
     return absl::InvalidArgumentError(
         absl::StrCat("bandwidth_mibps: ", m.bandwidth_mibps, " is above the maximum of 1048576"));
   }
+  if (req.has_postcopy_after_rounds()) {
+    if (m.mode != 2) {
+      return absl::InvalidArgumentError(
+          "postcopy_after_rounds: only for mode MIGRATION_MODE_POSTCOPY");
+    }
+    if (req.postcopy_after_rounds() > kMaxPostcopyAfterRounds) {
+      return absl::InvalidArgumentError(absl::StrCat("postcopy_after_rounds: ",
+                                                     req.postcopy_after_rounds(),
+                                                     " is above the maximum of ",
+                                                     kMaxPostcopyAfterRounds));
+    }
+    m.postcopy_after_rounds = static_cast<uint8_t>(req.postcopy_after_rounds());
+  }
   return Lifecycle(req.vm_id(), Type::kMigrate, EncodeMigrateRequest(m), absl::Hours(1));
 }
 

@@ -365,6 +365,7 @@ absl::Status VmProcess::Migrate(const control::MigrateRequest& req) {
                            : ::migration::MigrationMode::kPrecopy;
   o.max_downtime = absl::Milliseconds(req.max_downtime_ms);
   o.bandwidth_bytes_per_s = uint64_t{req.bandwidth_mibps} << 20;
+  o.postcopy_after_rounds = req.postcopy_after_rounds;
   std::shared_ptr<::migration::MigrationControl> control;
   {
     absl::MutexLock l(&control_mu_);

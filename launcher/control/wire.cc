@@ -140,17 +140,24 @@ std::string EncodeMigrateRequest(const MigrateRequest& r) {
   std::string out(1, static_cast<char>(r.mode));
   PutLe(out, r.max_downtime_ms, 4);
   PutLe(out, r.bandwidth_mibps, 4);
+  out.push_back(static_cast<char>(r.postcopy_after_rounds));
   return out + r.destination;
 }
 
 absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view p) {
-  if (p.size() < 10) return absl::InvalidArgumentError("migrate request: too short");
+  if (p.size() < 11) return absl::InvalidArgumentError("migrate request: too short");
   MigrateRequest r;
   r.mode = static_cast<uint8_t>(p[0]);
   r.max_downtime_ms = static_cast<uint32_t>(GetLe(p.substr(1), 4));
   r.bandwidth_mibps = static_cast<uint32_t>(GetLe(p.substr(5), 4));
-  r.destination = std::string(p.substr(9));
+  r.postcopy_after_rounds = static_cast<uint8_t>(p[9]);
+  r.destination = std::string(p.substr(10));
   if (r.mode > 2) return absl::InvalidArgumentError("migrate request: unknown mode");
+  if (r.postcopy_after_rounds > kMaxPostcopyAfterRounds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("migrate request: post-copy after ", r.postcopy_after_rounds,
+                     " rounds, more than ", kMaxPostcopyAfterRounds));
+  }
   if (r.max_downtime_ms == 0 || r.max_downtime_ms > 60000) {
     return absl::InvalidArgumentError("migrate request: downtime limit outside 1 to 60000 ms");
   }

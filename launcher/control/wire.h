@@ -119,13 +119,17 @@ std::string EncodeSnapshotRequest(const SnapshotRequest& r);
 absl::StatusOr<SnapshotRequest> DecodeSnapshotRequest(std::string_view payload);
 
 // A live migration: u8 mode (0 precopy, 1 auto-converge, 2 postcopy), u32le downtime
-// limit in ms (1 to 60000), u32le bandwidth in MiB/s (0: unlimited), then
-// the destination address (unix:PATH or tcp:HOST:PORT, 1 to 4096 bytes).
+// limit in ms (1 to 60000), u32le bandwidth in MiB/s (0: unlimited), u8
+// the rounds of dirtied pages before a post-copy's switch-over (0 to
+// kMaxPostcopyAfterRounds), then the destination address (unix:PATH or
+// tcp:HOST:PORT, 1 to 4096 bytes).
+inline constexpr uint32_t kMaxPostcopyAfterRounds = 30;  // MigrationOptions::max_rounds
 struct MigrateRequest {
   std::string destination;
   uint8_t mode = 0;
   uint32_t max_downtime_ms = 300;
   uint32_t bandwidth_mibps = 0;
+  uint8_t postcopy_after_rounds = 1;
 };
 std::string EncodeMigrateRequest(const MigrateRequest& r);
 absl::StatusOr<MigrateRequest> DecodeMigrateRequest(std::string_view payload);

@@ -94,19 +94,21 @@ TEST_CASE("a snapshot request carries an absolute directory and its flag") {
 }
 
 TEST_CASE("a migrate request carries its mode, limits and destination") {
-  auto m = Decode(Encode({Type::kMigrate, 4, EncodeMigrateRequest({"unix:/m.sock", 1, 50, 8})}));
+  auto m = Decode(Encode({Type::kMigrate, 4, EncodeMigrateRequest({"unix:/m.sock", 2, 50, 8, 7})}));
   REQUIRE(m.ok());
   CHECK(IsCommand(m->type));
   auto r = DecodeMigrateRequest(m->payload);
   REQUIRE(r.ok());
   CHECK(r->destination == "unix:/m.sock");
-  CHECK(r->mode == 1);
+  CHECK(r->mode == 2);
   CHECK(r->max_downtime_ms == 50);
   CHECK(r->bandwidth_mibps == 8);
+  CHECK(r->postcopy_after_rounds == 7);
   CHECK(Decode(Encode({Type::kMigrationProgress, 0, ""})).ok());
   for (const MigrateRequest& bad : {MigrateRequest{"unix:/m", 3, 50, 0},
                                     MigrateRequest{"unix:/m", 0, 0, 0},
                                     MigrateRequest{"unix:/m", 0, 60001, 0},
+                                    MigrateRequest{"unix:/m", 2, 50, 0, 31},
                                     MigrateRequest{std::string("a\0b", 3), 0, 5, 0}}) {
     CHECK_FALSE(DecodeMigrateRequest(EncodeMigrateRequest(bad)).ok());
   }

@@ -308,6 +308,15 @@ def state_validation(d):
     expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
                                            max_downtime_ms=70000)),
                  E.INVALID_ARGUMENT, "max_downtime_ms: 70000", "downtime above the limit")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
+                                           postcopy_after_rounds=2)),
+                 E.INVALID_ARGUMENT, "postcopy_after_rounds: only for mode MIGRATION_MODE_POSTCOPY",
+                 "postcopy_after_rounds with a pre-copy")
+    expect_error(lambda: vms.MigrateVm(mig(vm_id="v", destination="unix:/m",
+                                           mode=vm_pb2.MIGRATION_MODE_POSTCOPY,
+                                           postcopy_after_rounds=31)),
+                 E.INVALID_ARGUMENT, "postcopy_after_rounds: 31 is above the maximum of 30",
+                 "postcopy_after_rounds above the limit")
     expect_error(lambda: vms.MigrateVm(mig(vm_id="nope", destination="unix:/m")),
                  E.NOT_FOUND, "no VM 'nope'", "migrate an unknown VM")
     upd = vm_pb2.UpdateMigrationRequest
