@@ -39,6 +39,10 @@ if [ $status -ne 0 ]; then
   exit 1
 fi
 grep -E '^kindling-linux: ' console.txt
+if ! grep -q 'waiting for the power button' console.txt; then
+  echo "linux_api: the guest never waited for the button; its console ends with:"
+  tail -n 40 console.txt
+fi
 ./kindling get linux
 ./kindling metrics linux | grep -E '^(exits|halt_exits) '
 ./kindling delete linux >/dev/null && echo "deleted"

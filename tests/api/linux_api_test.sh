@@ -23,7 +23,7 @@ if grep -qE 'vmx|svm' /proc/cpuinfo && [[ -c /dev/kvm ]]; then
   (cd "$tmp/w" && timeout 200 sh "$(basename "$inner")") 2>&1 | tee "$tmp/log"
 else
   echo "linux_api_test: no hardware KVM here: the daemon runs under nested KVM (QEMU/TCG + SVM)"
-  timeout -k 5 260 "$root/tools/nested-kvm/run.sh" --outcome "$tmp/outcome" --mem 2048 \
+  timeout -k 5 260 "$root/tools/nested-kvm/run.sh" --outcome "$tmp/outcome" --cpus 2 --mem 2048 \
     --timeout 240 --bin "$kindling" --bin "$ctl" --file "$kernel:kernel" \
     --file "$tmp/initrd.gz:initrd.gz" --file "$inner:inner.sh" -- sh inner.sh \
     </dev/null 2>&1 | tr -d '\r' | tee "$tmp/log"
