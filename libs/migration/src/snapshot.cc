@@ -441,7 +441,9 @@ absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::S
   }
   auto file = OpenIn(dir, kMemoryFile, O_RDONLY);
   if (!file.ok()) return file.status();
-  auto pager = UffdPager::Start(*out.memory, *std::move(file));
+  // The rest of the file's data follows in the background, so that the
+  // guest's fault tail ends and the pager retires.
+  auto pager = UffdPager::Start(*out.memory, *std::move(file), {.fill_rest = true});
   if (!pager.ok()) return pager.status();
   out.pager = *std::move(pager);
   return out;

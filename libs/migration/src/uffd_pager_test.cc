@@ -40,7 +40,7 @@ v1::Snapshot MinimalState() {
 
 }  // namespace
 
-TEST_CASE("A uffd restore fills each page from the memory file on first touch") {
+TEST_CASE("A uffd restore fills pages from the memory file, then retires") {
   std::string dir = TempDir("snap_uffd");
   auto made = vm_memory::GuestMemory::Create(
       std::vector<vm_memory::RegionSpec>{{GuestAddress(0), 4 << 20}});
@@ -58,12 +58,16 @@ TEST_CASE("A uffd restore fills each page from the memory file on first touch") 
   INFO(r.status().message());
   REQUIRE(r.ok());
   REQUIRE(r->pager != nullptr);
-  CHECK(r->pager->faults() == 0);
   CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(0x7123)) == 0x5c);  // from the file
   CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(0x200000)) == 0);   // a hole
   REQUIRE(r->memory->WriteObj<uint8_t>(GuestAddress(0x7000), 1).ok());
   CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(0x7000)) == 1);     // stays written
-  CHECK(r->pager->faults() == 2);
+  // The data page came by a fault or by the background fill, once.
+  REQUIRE(r->pager->WaitRetired(absl::Seconds(5)));
+  CHECK(r->pager->faults() + r->pager->filled() >= 1);
+  CHECK(r->pager->filled() <= 1);
+  CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(0x7000)) == 1);
+  CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(0x300000)) == 0);  // a hole, after
 }
 
 namespace {

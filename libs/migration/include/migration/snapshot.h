@@ -92,7 +92,8 @@ std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m);
 enum class RestoreMode {
   kEager,  // new RAM, the memory file read into it, checksums checked
   kLazy,   // the memory file mapped privately (MapSnapshotMemory)
-  kUffd,   // new RAM whose pages a userfaultfd handler fills on first touch
+  kUffd,   // new RAM whose pages a userfaultfd handler fills on first touch,
+           // and with the rest of the file's data in the background (then it retires)
 };
 absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name);
 struct RestoredMemory {
