@@ -218,7 +218,8 @@ console_until recv 'ticker: tick [0-9]* sum' "$tmp/recv.txt"
 first=$(tr -d '\r' <"$tmp/recv.txt" | grep -o 'ticker: tick [0-9]* sum' | head -1 | cut -d' ' -f3)
 check "receive: the guest ticks on in the new VM after tick ${last:-?} (first ${first:-none}), no reboot" \
   bash -c "[[ -n '$last' && -n '$first' ]] && ((${first:-0} > ${last:-0})) && ! grep -q 'ticker: start' '$tmp/recv.txt'"
-check "kill the received VM: 137" bash -c "'$kindling' kill recv | grep -q 'STOPPED .* 137'"
+check "kill the received VM: 137" bash -c "'$kindling' kill recv | grep -q 'STOPPED .* 137' ||
+  { '$kindling' get recv; tail -20 '$tmp/state/vms/recv/vm.log'; false; }"
 "$kindling" delete recv >/dev/null
 "$kindling" delete mig2 >/dev/null
 "$kindling" receive --listen "unix:$tmp/recv3.sock" --id recv3 >/dev/null
@@ -349,7 +350,7 @@ for v in gpu gpu2 nogpu; do "$kindling" kill "$v" >/dev/null; "$kindling" delete
 if ((failures)); then
   echo "--- serve.log"
   cat "$tmp/serve.log"
-  for log in "$tmp"/state/*/vm.log; do
+  for log in "$tmp"/state/vms/*/vm.log; do
     [[ -f $log ]] && { echo "--- $log"; tail -20 "$log"; }
   done
 fi
