@@ -101,6 +101,10 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Restore(const VmConfig& config
   options.hugepages = shaped.hugepages;
   ASSIGN_OR_RETURN(::migration::RestoredMemory ram,
                    ::migration::RestoreMemory(dir, s, mode, options));
+  if (!ram.working_set.ok()) {
+    std::fprintf(stderr, "kindling: restoring without a working set: %s\n",
+                 std::string(ram.working_set.message()).c_str());
+  }
   vm->memory_ = std::move(ram.memory);
   vm->pager_ = std::move(ram.pager);
   RETURN_IF_ERROR(vm->BuildFromState(shaped, s, dir));

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "migration/memory_file.h"
+#include "migration/working_set.h"
 #include "vm-memory/unique_fd.h"
 
 namespace migration {
@@ -417,6 +419,38 @@ absl::StatusOr<RestoredMemory> RestoreChainMemory(const std::string& dir, Restor
 
 }  // namespace
 
+namespace {
+
+constexpr uint64_t kMaxRecordedPages = 1 << 20;  // 4 GiB of first touches
+
+// A uffd restore: the working set first (`why` says why there is none,
+// if one could not be read), then the rest of the file's data in the
+// background; once it is all in, the pages the guest faulted on before it
+// became the working set's head (best effort: a read-only snapshot keeps
+// its set).
+PagerOptions UffdOptions(const std::string& dir, uint64_t ram_pages, absl::Status& why) {
+  PagerOptions po;
+  po.fill_rest = true;
+  po.record_limit = std::min<uint64_t>(ram_pages, kMaxRecordedPages);
+  absl::StatusOr<std::vector<uint64_t>> prior = ReadWorkingSet(dir, ram_pages);
+  if (prior.ok()) {
+    po.prefetch = *prior;
+  } else if (!absl::IsNotFound(prior.status())) {
+    why = prior.status();
+  }
+  po.on_retired = [dir, ram_pages, prior = po.prefetch](std::vector<uint64_t> touched) {
+    if (touched.empty()) return;  // nothing new to say
+    absl::Status st = WriteWorkingSet(dir, MergeWorkingSets(touched, prior, ram_pages), ram_pages);
+    if (!st.ok()) {
+      std::fprintf(stderr, "kindling: the working set was not kept: %s\n",
+                   std::string(st.message()).c_str());
+    }
+  };
+  return po;
+}
+
+}  // namespace
+
 absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::Snapshot& s,
                                              RestoreMode mode,
                                              const vm_memory::MemoryOptions& options) {
@@ -441,9 +475,8 @@ absl::StatusOr<RestoredMemory> RestoreMemory(const std::string& dir, const v1::S
   }
   auto file = OpenIn(dir, kMemoryFile, O_RDONLY);
   if (!file.ok()) return file.status();
-  // The rest of the file's data follows in the background, so that the
-  // guest's fault tail ends and the pager retires.
-  auto pager = UffdPager::Start(*out.memory, *std::move(file), {.fill_rest = true});
+  PagerOptions po = UffdOptions(dir, out.memory->total_size() / kPage, out.working_set);
+  auto pager = UffdPager::Start(*out.memory, *std::move(file), std::move(po));
   if (!pager.ok()) return pager.status();
   out.pager = *std::move(pager);
   return out;

@@ -150,7 +150,10 @@ void UffdPager::Serve() {
     }
     if (work && !WorkStep()) {
       work = false;
-      if (options_.fill_rest && Retire()) return;
+      if (options_.fill_rest && !incomplete_ && Retire()) {
+        if (options_.on_retired) options_.on_retired(touched_pages());
+        return;
+      }
     }
   }
 }
@@ -213,18 +216,23 @@ bool UffdPager::Fill(uint64_t address) {
   return false;
 }
 
-// One chunk: the next run of prefetch pages (consecutive ones together),
-// else the next 64 pages of the fill. False when nothing is left.
-bool UffdPager::WorkStep() {
-  auto is_data = [&](uint64_t page) {  // extents_ are sorted and disjoint
-    auto it = std::upper_bound(extents_.begin(), extents_.end(), page,
-                               [](uint64_t p, const auto& x) { return p < x.first; });
-    return it != extents_.begin() && page < std::prev(it)->second;
-  };
+// One chunk: the next run of prefetch pages, else the next 64 pages of
+// the fill. False when nothing is left.
+bool UffdPager::WorkStep() { return PrefetchStep() || (options_.fill_rest && FillStep()); }
+
+bool UffdPager::IsData(uint64_t page) const {  // extents_ are sorted and disjoint
+  auto it = std::upper_bound(extents_.begin(), extents_.end(), page,
+                             [](uint64_t p, const auto& x) { return p < x.first; });
+  return it != extents_.begin() && page < std::prev(it)->second;
+}
+
+// The next prefetch page that is data and not in yet, with the ones that
+// follow it in the list consecutively (up to a chunk).
+bool UffdPager::PrefetchStep() {
   const std::vector<uint64_t>& pf = options_.prefetch;
   while (prefetch_next_ < pf.size()) {
     uint64_t first = pf[prefetch_next_++];
-    if (first >= present_.size() || present_[first] || !is_data(first)) continue;
+    if (first >= present_.size() || present_[first] || !IsData(first)) continue;
     uint64_t n = 1;
     while (n < kChunkPages && prefetch_next_ < pf.size() && pf[prefetch_next_] == first + n &&
            first + n < present_.size()) {
@@ -234,7 +242,10 @@ bool UffdPager::WorkStep() {
     prefetched_.fetch_add(Place(first, n));
     return true;
   }
-  if (!options_.fill_rest) return false;
+  return false;
+}
+
+bool UffdPager::FillStep() {
   while (extent_next_ < extents_.size()) {
     auto [b, e] = extents_[extent_next_];
     extent_page_ = std::max(extent_page_, b);
@@ -252,12 +263,10 @@ bool UffdPager::WorkStep() {
 
 // Places file pages [first, first + count) that are not in yet, a run of
 // absent pages per UFFDIO_COPY (never across a region's end); returns how
-// many it placed. A page found in place (EEXIST) counts as present.
+// many it placed.
 uint64_t UffdPager::Place(uint64_t first, uint64_t count) {
   alignas(kPage) static thread_local uint8_t buf[kChunkPages * kPage];
-  ssize_t got = ::pread(file_.get(), buf, count * kPage, first * kPage);
-  if (got < 0) got = 0;
-  if (static_cast<uint64_t>(got) < count * kPage) std::memset(buf + got, 0, count * kPage - got);
+  if (!ReadAhead(buf, first, count)) return 0;
   uint64_t placed = 0, page = first;
   const uint64_t end = first + count;
   while (page < end) {
@@ -267,30 +276,52 @@ uint64_t UffdPager::Place(uint64_t first, uint64_t count) {
       ++page;
       continue;
     }
-    uint64_t run_end = std::min(end, (r->offset + r->size) / kPage);
-    uint64_t stop = page;
+    uint64_t stop = page, run_end = std::min(end, (r->offset + r->size) / kPage);
     while (stop < run_end && !present_[stop]) ++stop;
-    uffdio_copy c = {};
-    c.dst = r->host + page * kPage - r->offset;
-    c.src = reinterpret_cast<uint64_t>(buf + (page - first) * kPage);
-    c.len = (stop - page) * kPage;
-    uint64_t done = stop - page;
-    if (::ioctl(uffd_.get(), UFFDIO_COPY, &c) != 0) {
-      done = c.copy > 0 ? static_cast<uint64_t>(c.copy) / kPage : 0;
-      if (done == 0) {  // EEXIST: in place already; anything else: skip it, faults serve it
-        if (errno != EEXIST) {
-          std::fprintf(stderr, "kindling: userfaultfd: prefetch of page %llu failed: %s\n",
-                       static_cast<unsigned long long>(page), std::strerror(errno));
-        }
-        present_[page++] = true;
-        continue;
-      }
-    }
-    for (uint64_t i = 0; i < done; ++i) present_[page + i] = true;
+    uint64_t done = CopyRun(*r, page, stop, buf + (page - first) * kPage);
     placed += done;
-    page += done;
+    page += std::max<uint64_t>(done, 1);
   }
   return placed;
+}
+
+// File pages [first, first + count) into `buf`; zeros past the file's end.
+// False (and no retiring) if the file cannot be read: faults read again.
+bool UffdPager::ReadAhead(uint8_t* buf, uint64_t first, uint64_t count) {
+  ssize_t got = ::pread(file_.get(), buf, count * kPage, first * kPage);
+  if (got < 0) {
+    std::fprintf(stderr, "kindling: userfaultfd: reading pages %llu+%llu ahead failed: %s\n",
+                 static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
+                 std::strerror(errno));
+    incomplete_ = true;
+    return false;
+  }
+  if (static_cast<uint64_t>(got) < count * kPage) std::memset(buf + got, 0, count * kPage - got);
+  return true;
+}
+
+// One UFFDIO_COPY of the absent pages [page, stop) from `src`; returns how
+// many it placed. A page found in place (EEXIST) is marked present; one
+// that could not be placed is left to a fault, and the pager must then not
+// retire.
+uint64_t UffdPager::CopyRun(const Range& r, uint64_t page, uint64_t stop, const uint8_t* src) {
+  uffdio_copy c = {};
+  c.dst = r.host + page * kPage - r.offset;
+  c.src = reinterpret_cast<uint64_t>(src);
+  c.len = (stop - page) * kPage;
+  uint64_t done = stop - page;
+  if (::ioctl(uffd_.get(), UFFDIO_COPY, &c) != 0) {
+    done = c.copy > 0 ? static_cast<uint64_t>(c.copy) / kPage : 0;
+    if (done == 0 && errno == EEXIST) {
+      present_[page] = true;
+    } else if (done == 0) {
+      std::fprintf(stderr, "kindling: userfaultfd: loading page %llu ahead failed: %s\n",
+                   static_cast<unsigned long long>(page), std::strerror(errno));
+      incomplete_ = true;
+    }
+  }
+  for (uint64_t i = 0; i < done; ++i) present_[page + i] = true;
+  return done;
 }
 
 // Every data page is in: answer what is queued, then unregister the RAM

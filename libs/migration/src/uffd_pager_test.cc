@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <functional>
@@ -14,6 +15,7 @@
 #include "migration/snapshot.h"
 #include "migration/state_codec.h"
 #include "migration/uffd_pager.h"
+#include "migration/working_set.h"
 
 using namespace migration;
 using vm_memory::GuestAddress;
@@ -128,12 +130,15 @@ TEST_CASE("A uffd restore with fill_rest loads every data page, then retires") {
   PagerOptions o;
   o.prefetch = {19};
   o.fill_rest = true;
+  std::atomic<int> calls{0};
+  o.on_retired = [&](std::vector<uint64_t>) { calls++; };
   auto pager = UffdPager::Start(*f.ram, std::move(f.file), o);
   if (!pager.ok() && pager.status().code() == absl::StatusCode::kFailedPrecondition) {
     KINDLING_SKIP(std::string(pager.status().message()));
   }
   REQUIRE(pager.ok());
   REQUIRE((*pager)->WaitRetired(absl::Seconds(5)));
+  REQUIRE(WaitFor([&] { return calls.load() == 1; }));
   CHECK((*pager)->prefetched() == 1);
   CHECK((*pager)->filled() == 4);  // 7, 16, 17, 18: holes are not copied
   for (uint64_t page : {7, 16, 17, 18, 19}) CHECK(f.At(page) == page);
@@ -157,4 +162,32 @@ TEST_CASE("A uffd restore records the first pages the guest touches") {
   f.At(16);  // present now: no second fault
   CHECK((*pager)->touched_pages() == std::vector<uint64_t>{16, 7, 200});
   CHECK((*pager)->faults() == 4);
+}
+
+TEST_CASE("A uffd restore prefetches the snapshot's working set; a bad one is named and skipped") {
+  PagerFixture f;
+  f.file.reset();
+  const uint64_t ram_pages = (4 << 20) / 4096;
+  auto s = ReadSnapshot(f.dir);
+  REQUIRE(s.ok());
+  REQUIRE(WriteWorkingSet(f.dir, std::vector<uint64_t>{19, 7}, ram_pages).ok());
+  auto r = RestoreMemory(f.dir, *s, RestoreMode::kUffd, {});
+  if (!r.ok() && r.status().code() == absl::StatusCode::kFailedPrecondition) {
+    KINDLING_SKIP(std::string(r.status().message()));
+  }
+  REQUIRE(r.ok());
+  CHECK(r->working_set.ok());
+  REQUIRE(r->pager->WaitRetired(absl::Seconds(5)));
+  CHECK(r->pager->prefetched() == 2);
+  CHECK(r->pager->filled() == 3);
+  CHECK(*r->memory->ReadObj<uint8_t>(GuestAddress(19 * 4096)) == 19);
+
+  REQUIRE(WriteWorkingSet(f.dir, std::vector<uint64_t>{1}, ram_pages + 1).ok());  // not this RAM
+  auto bad = RestoreMemory(f.dir, *s, RestoreMode::kUffd, {});
+  REQUIRE(bad.ok());
+  CHECK(std::string(bad->working_set.message()).find("working-set: working set: for 1025") !=
+        std::string::npos);
+  REQUIRE(bad->pager->WaitRetired(absl::Seconds(5)));
+  CHECK(bad->pager->prefetched() == 0);
+  CHECK(*bad->memory->ReadObj<uint8_t>(GuestAddress(7 * 4096)) == 7);
 }

@@ -92,8 +92,10 @@ std::vector<vm_memory::RegionSpec> RegionLayout(const v1::Machine& m);
 enum class RestoreMode {
   kEager,  // new RAM, the memory file read into it, checksums checked
   kLazy,   // the memory file mapped privately (MapSnapshotMemory)
-  kUffd,   // new RAM whose pages a userfaultfd handler fills on first touch,
-           // and with the rest of the file's data in the background (then it retires)
+  kUffd,   // new RAM whose pages a userfaultfd handler fills on first touch:
+           // the working set first (working_set.h), then the rest of the
+           // file's data in the background (then it retires and records the
+           // pages the guest touched first as the next working set)
 };
 absl::StatusOr<RestoreMode> ParseRestoreMode(std::string_view name);
 struct RestoredMemory {
@@ -101,6 +103,9 @@ struct RestoredMemory {
   // kUffd: serves the pages; keep it alive as long as the RAM is in use
   // (destroy it after the vCPUs and devices stopped). Null otherwise.
   std::unique_ptr<UffdPager> pager;
+  // kUffd: why the snapshot's working-set file was not used (OK when it
+  // was, or when there is none); the restore goes on without it.
+  absl::Status working_set;
 };
 // Guest RAM for a restored VM, by `mode`. Hugepages (options) need kEager.
 // A diff snapshot's RAM is its chain's (ReadSnapshotChain) applied in

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -53,6 +54,9 @@ struct PagerOptions {
   // Keeps the first this many pages that faulted (the guest's first
   // touches of pages not loaded yet), in order: touched_pages().
   uint64_t record_limit = 0;
+  // Called on the pager's thread once it retired, with touched_pages()
+  // (to keep them as the next restore's working set: working_set.h).
+  std::function<void(std::vector<uint64_t> touched)> on_retired;
 };
 
 class UffdPager {
@@ -88,7 +92,12 @@ class UffdPager {
   bool AnswerFaults();   // false: stop asked for
   bool Fill(uint64_t address);
   bool WorkStep();       // one chunk of prefetch or fill; false when none is left
+  bool PrefetchStep();
+  bool FillStep();
+  bool IsData(uint64_t page) const;
   uint64_t Place(uint64_t first_page, uint64_t count);  // pages newly placed
+  bool ReadAhead(uint8_t* buf, uint64_t first_page, uint64_t count);
+  uint64_t CopyRun(const Range& r, uint64_t page, uint64_t stop, const uint8_t* src);
   bool Retire();
   const Range* RangeOfPage(uint64_t page) const;
   void Record(uint64_t address);
@@ -100,6 +109,7 @@ class UffdPager {
   std::vector<std::pair<uint64_t, uint64_t>> extents_;  // data pages [first, end) to fill
   size_t prefetch_next_ = 0, extent_next_ = 0;
   uint64_t extent_page_ = 0;
+  bool incomplete_ = false;           // a page the fill could not place: never retire
   std::atomic<uint64_t> faults_{0}, prefetched_{0}, filled_{0};
   std::atomic<bool> retired_{false};
   mutable absl::Mutex mu_;
