@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kindling/v1/host.grpc.pb.h"
@@ -439,17 +440,23 @@ int Migrate(v1::VmService::Stub& stub, const Common& c) {
   v1::WatchEventsRequest wreq;
   wreq.set_vm_id(req->vm_id());
   auto reader = stub.WatchEvents(&watch_ctx, wreq);
+  // The daemon sends the stream's metadata once it has subscribed: no
+  // progress event can come before it.
+  reader->WaitForInitialMetadata();
+  absl::Notification done;
   std::thread progress([&] {
     v1::Event e;
     while (reader->Read(&e)) {
       if (!e.has_migration_progress()) continue;
       std::fprintf(stderr, "kindling: %s\n", MigrationLine(e.migration_progress()).c_str());
+      if (e.migration_progress().phase() == "done" && !done.HasBeenNotified()) done.Notify();
     }
   });
   grpc::ClientContext ctx;
   v1::Vm vm;
   grpc::Status s = stub.MigrateVm(&ctx, *req, &vm);
-  absl::SleepFor(absl::Milliseconds(50));  // the last progress event
+  // The last event was published before the reply; it may still be on its way.
+  if (s.ok()) done.WaitForNotificationWithTimeout(absl::Seconds(5));
   watch_ctx.TryCancel();
   progress.join();
   (void)reader->Finish();

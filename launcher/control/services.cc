@@ -521,6 +521,9 @@ grpc::Status VmServiceImpl::WatchEvents(grpc::ServerContext* ctx,
     if (absl::Status s = ValidateVmId(req->vm_id()); !s.ok()) return ToGrpc(s);
   }
   auto sub = hub_.Subscribe(req->vm_id());
+  // Says "subscribed" to a client that waits for it (WaitForInitialMetadata)
+  // before it starts what it wants to watch.
+  writer->SendInitialMetadata();
   while (!ctx->IsCancelled()) {
     std::deque<v1::Event> batch;
     {
