@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <iterator>
+#include <optional>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -166,8 +167,9 @@ bool UffdPager::AnswerFaults() {
     if (n != sizeof msg) return true;  // EAGAIN: none left
     if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
     uint64_t address = msg.arg.pagefault.address & ~(kPage - 1);
-    Record(address);
-    if (!Fill(address)) {
+    std::optional<uint64_t> page = FilePage(address);
+    if (page) Record(*page);
+    if (!page || !Fill(address, *page)) {
       std::fprintf(stderr, "kindling: userfaultfd: cannot fill the page at host %#llx\n",
                    static_cast<unsigned long long>(msg.arg.pagefault.address));
     }
@@ -181,39 +183,37 @@ const UffdPager::Range* UffdPager::RangeOfPage(uint64_t page) const {
   return nullptr;
 }
 
-void UffdPager::Record(uint64_t address) {
-  if (options_.record_limit == 0) return;
+// The memory-file page of a host address in guest RAM, if it is one.
+std::optional<uint64_t> UffdPager::FilePage(uint64_t address) const {
   for (const Range& r : ranges_) {
-    if (address < r.host || address >= r.host + r.size) continue;
-    absl::MutexLock l(&mu_);
-    if (touched_.size() < options_.record_limit) {
-      touched_.push_back((r.offset + (address - r.host)) / kPage);
+    if (address >= r.host && address < r.host + r.size) {
+      return (r.offset + (address - r.host)) / kPage;
     }
-    return;
   }
+  return std::nullopt;
 }
 
-// Copies the file's page for `address` into place (zeros past the file's
-// data). EEXIST: another fault filled it meanwhile.
-bool UffdPager::Fill(uint64_t address) {
-  for (const Range& r : ranges_) {
-    if (address < r.host || address >= r.host + r.size) continue;
-    alignas(kPage) static thread_local uint8_t page[kPage];
-    ssize_t got = ::pread(file_.get(), page, kPage, r.offset + (address - r.host));
-    if (got < 0) return false;
-    if (got < static_cast<ssize_t>(kPage)) std::memset(page + got, 0, kPage - got);
-    uffdio_copy copy = {};
-    copy.dst = address;
-    copy.src = reinterpret_cast<uint64_t>(page);
-    copy.len = kPage;
-    faults_.fetch_add(1);
-    if (::ioctl(uffd_.get(), UFFDIO_COPY, &copy) == 0 || errno == EEXIST) {
-      present_[(r.offset + (address - r.host)) / kPage] = true;
-      return true;
-    }
-    return false;
-  }
-  return false;
+void UffdPager::Record(uint64_t page) {
+  if (options_.record_limit == 0) return;
+  absl::MutexLock l(&mu_);
+  if (touched_.size() < options_.record_limit) touched_.push_back(page);
+}
+
+// Copies file page `page` to `address`, where it belongs (zeros past the
+// file's data). EEXIST: another fault filled it meanwhile.
+bool UffdPager::Fill(uint64_t address, uint64_t page) {
+  alignas(kPage) static thread_local uint8_t bytes[kPage];
+  ssize_t got = ::pread(file_.get(), bytes, kPage, page * kPage);
+  if (got < 0) return false;
+  if (got < static_cast<ssize_t>(kPage)) std::memset(bytes + got, 0, kPage - got);
+  uffdio_copy copy = {};
+  copy.dst = address;
+  copy.src = reinterpret_cast<uint64_t>(bytes);
+  copy.len = kPage;
+  faults_.fetch_add(1);
+  if (::ioctl(uffd_.get(), UFFDIO_COPY, &copy) != 0 && errno != EEXIST) return false;
+  present_[page] = true;
+  return true;
 }
 
 // One chunk: the next run of prefetch pages, else the next 64 pages of

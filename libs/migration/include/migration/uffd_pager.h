@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -90,7 +91,7 @@ class UffdPager {
             std::vector<Range> ranges, PagerOptions options);
   void Serve();
   bool AnswerFaults();   // false: stop asked for
-  bool Fill(uint64_t address);
+  bool Fill(uint64_t address, uint64_t page);
   bool WorkStep();       // one chunk of prefetch or fill; false when none is left
   bool PrefetchStep();
   bool FillStep();
@@ -100,7 +101,8 @@ class UffdPager {
   uint64_t CopyRun(const Range& r, uint64_t page, uint64_t stop, const uint8_t* src);
   bool Retire();
   const Range* RangeOfPage(uint64_t page) const;
-  void Record(uint64_t address);
+  void Record(uint64_t page);
+  std::optional<uint64_t> FilePage(uint64_t address) const;
 
   vm_memory::UniqueFd uffd_, file_, stop_;
   std::vector<Range> ranges_;
